@@ -1,0 +1,505 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/gpuledger/gpuledger/crypto/dsse"
+	"github.com/gpuledger/gpuledger/ledger/custody"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Batch is what Apply appends: envelopes in order, with the acceptance time
+// the proposer chose (so every replica records the same time).
+type Batch struct {
+	// AcceptedAt is the proposer's clock when it sequenced the batch. Required.
+	AcceptedAt time.Time
+	// Envelopes are serialized gpuledger.v1.Envelope messages in deterministic
+	// wire form.
+	Envelopes [][]byte
+	// AppliedIndex is the caller's replication index (for example the raft
+	// log index) of the batch, recorded in the same transaction. 0 keeps the
+	// previous value.
+	AppliedIndex uint64
+}
+
+// Result is the outcome for one envelope of a batch.
+type Result struct {
+	// Entry is the accepted entry (index, hashes, accepted_at, flags); nil when
+	// rejected.
+	Entry *pb.Entry
+	// Duplicate is true when the envelope was already in the log: Entry is the
+	// original one and nothing new was stored.
+	Duplicate bool
+	// Err is why the envelope was rejected (a *custody.Error), nil when accepted.
+	Err error
+}
+
+// ErrBatchTooLarge means a batch holds more envelopes than the limit; nothing
+// was applied.
+var ErrBatchTooLarge = &custody.Error{Code: custody.TooLarge, Reason: custody.ReasonTooLarge}
+
+// decoded is one envelope after the parallel phase.
+type decoded struct {
+	raw    []byte
+	hash   [32]byte
+	env    *pb.Envelope
+	event  *pb.CustodyEvent
+	change *pb.RegistryChange
+	actor  string
+	at     *timestamppb.Timestamp
+	// sig[i] is +1 when signature i verified against a key known at the start
+	// of the batch, -1 when it did not, 0 when its key was not known then.
+	sig []int8
+	err *custody.Error
+}
+
+// Apply validates and appends a batch. Envelopes are applied in order, each
+// against the state the previous ones left, so a batch may hold a serial's
+// whole history. It returns one Result per envelope. A non-nil error means
+// nothing of the batch was applied (a storage failure, a cancelled context,
+// or a batch over the limit).
+//
+// Apply is deterministic: replicas fed the same batches agree on every
+// entry, root, serial state and flag.
+func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
+	if len(b.Envelopes) > l.cfg.MaxBatchEnvelopes {
+		return nil, &custody.Error{Code: custody.TooLarge, Reason: custody.ReasonTooLarge,
+			Msg: fmt.Sprintf("batch of %d envelopes; at most %d", len(b.Envelopes), l.cfg.MaxBatchEnvelopes)}
+	}
+	if b.AcceptedAt.IsZero() {
+		return nil, errors.New("apply: batch has no acceptance time")
+	}
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	v := l.view.Load()
+	ds := l.decodeAll(b.Envelopes, v.reg)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	txn := l.db.NewTransaction(true)
+	defer txn.Discard()
+	a := &applier{
+		l:       l,
+		txn:     txn,
+		reg:     v.reg,
+		size:    v.size,
+		at:      b.AcceptedAt,
+		hashes:  &hashReader{txn: txn, pending: make(map[int64]tlog.Hash)},
+		serials: make(map[string]*pb.SerialState),
+		seen:    make(map[[32]byte]*pb.Entry),
+	}
+	results := make([]Result, len(ds))
+	for i := range ds {
+		r, err := a.one(ctx, &ds[i])
+		if err != nil {
+			return nil, fmt.Errorf("apply batch: entry %d: %w", a.size, err)
+		}
+		results[i] = r
+	}
+	if err := a.flush(); err != nil {
+		return nil, fmt.Errorf("apply batch: %w", err)
+	}
+	applied := v.applied
+	if b.AppliedIndex != 0 {
+		applied = b.AppliedIndex
+		if err := txn.Set(metaKey("applied"), be64(applied)); err != nil {
+			return nil, fmt.Errorf("apply batch: %w", err)
+		}
+	}
+	root := v.root
+	if a.size != v.size {
+		var err error
+		if root, err = tlog.TreeHash(int64(a.size), a.hashes); err != nil {
+			return nil, fmt.Errorf("apply batch: tree hash: %w", err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return nil, fmt.Errorf("apply batch: commit: %w", err)
+	}
+	l.view.Store(&view{size: a.size, root: root, reg: a.reg, applied: applied})
+	return results, nil
+}
+
+// applier carries one batch's sequential phase.
+type applier struct {
+	l         *Ledger
+	txn       *badger.Txn
+	reg       *Registry
+	regCloned bool
+	size      uint64
+	at        time.Time
+	hashes    *hashReader
+	serials   map[string]*pb.SerialState // written this batch
+	seen      map[[32]byte]*pb.Entry     // accepted this batch
+}
+
+func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
+	if d.err != nil {
+		return Result{Err: d.err}, nil
+	}
+	// Idempotency first: a byte-identical envelope gets its original entry.
+	if e, ok := a.seen[d.hash]; ok {
+		return Result{Entry: e, Duplicate: true}, nil
+	}
+	switch orig, err := a.l.entryByHashTxn(a.txn, d.hash[:]); {
+	case err == nil:
+		return Result{Entry: orig, Duplicate: true}, nil
+	case !errors.Is(err, ErrNotFound):
+		return Result{}, err
+	}
+	index := a.size
+	if rej := a.authorize(d, index); rej != nil {
+		return Result{Err: rej}, nil
+	}
+	if skew := a.reg.Policy().ClockSkew(); d.at.AsTime().After(a.at.Add(skew)) {
+		return Result{Err: custody.Reject(custody.Malformed, custody.ReasonFutureTime,
+			"occurred_at %s is more than %v after the ledger's time %s; check the clock or --at",
+			d.at.AsTime().Format(time.RFC3339), skew, a.at.UTC().Format(time.RFC3339))}, nil
+	}
+
+	var flags []*pb.Flag
+	switch {
+	case d.event != nil:
+		st, err := a.serial(d.event.GetSerial())
+		if err != nil {
+			return Result{}, err
+		}
+		next, fl, rej := custody.Next(custody.Step{
+			State: st, Event: d.event, Actor: a.reg.Participant(d.actor), Index: index, EntryHash: d.hash[:],
+		}, a.reg, a.reg.Policy())
+		if rej != nil {
+			return Result{Err: rej}, nil
+		}
+		flags = fl
+		a.serials[next.GetSerial()] = next
+		if err := a.txn.Set(historyKey(next.GetSerial(), next.GetEventCount()-1), be64(index)); err != nil {
+			return Result{}, err
+		}
+	case d.change != nil:
+		if a.reg.Participant(d.actor).GetRole() != pb.Role_ROLE_REGULATOR {
+			return Result{Err: custody.Reject(custody.Forbidden, custody.ReasonNotRegulator,
+				"%s is not a REGULATOR; only a regulator may change the registry", d.actor)}, nil
+		}
+		reg := a.reg
+		if !a.regCloned {
+			reg = a.reg.clone()
+		}
+		if rej := reg.applyChange(d.change, index); rej != nil {
+			return Result{Err: rej}, nil
+		}
+		a.reg, a.regCloned = reg, true
+		if err := a.txn.Set(regKey(index), nil); err != nil {
+			return Result{}, err
+		}
+	}
+	return a.append(d, index, flags)
+}
+
+// append writes an accepted entry and its Merkle hashes.
+func (a *applier) append(d *decoded, index uint64, flags []*pb.Flag) (Result, error) {
+	atNanos := a.at.UnixNano()
+	hs, err := tlog.StoredHashes(int64(index), leafData(index, atNanos, d.raw), a.hashes)
+	if err != nil {
+		return Result{}, fmt.Errorf("merkle hashes: %w", err)
+	}
+	base := tlog.StoredHashIndex(0, int64(index))
+	for k, h := range hs {
+		a.hashes.pending[base+int64(k)] = h
+		if err := a.txn.Set(treeKey(base+int64(k)), bytes.Clone(h[:])); err != nil {
+			return Result{}, err
+		}
+	}
+	at := timestamppb.New(a.at)
+	stored, err := proto.MarshalOptions{Deterministic: true}.Marshal(&pb.Entry{AcceptedAt: at, Envelope: d.raw, Flags: flags})
+	if err != nil {
+		return Result{}, err
+	}
+	if err := a.txn.Set(entryKey(index), stored); err != nil {
+		return Result{}, err
+	}
+	if err := a.txn.Set(hashKey(d.hash[:]), be64(index)); err != nil {
+		return Result{}, err
+	}
+	e := &pb.Entry{Index: index, EntryHash: d.hash[:], LeafHash: bytes.Clone(hs[0][:]), AcceptedAt: at, Flags: flags}
+	a.seen[d.hash] = e
+	a.size++
+	return Result{Entry: e}, nil
+}
+
+// flush writes the serial states the batch changed.
+func (a *applier) flush() error {
+	opts := proto.MarshalOptions{Deterministic: true}
+	for s, st := range a.serials { // order does not matter: distinct keys, one transaction
+		b, err := opts.Marshal(st)
+		if err != nil {
+			return err
+		}
+		if err := a.txn.Set(serialKey(s), b); err != nil {
+			return err
+		}
+	}
+	return a.txn.Set(metaKey("size"), be64(a.size))
+}
+
+func (a *applier) serial(s string) (*pb.SerialState, error) {
+	if st, ok := a.serials[s]; ok {
+		return st, nil
+	}
+	b, err := getValue(a.txn, serialKey(s))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read serial %q: %w", s, err)
+	}
+	st := new(pb.SerialState)
+	if err := proto.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("decode serial %q: %w", s, err)
+	}
+	return st, nil
+}
+
+// authorize checks the envelope's signatures against the registry as it
+// stands at index: every signature must be a valid one by an active key of
+// the actor, at least one is needed, and a participant that requires hybrid
+// signatures needs one Ed25519 and one ML-DSA-65 signature.
+func (a *applier) authorize(d *decoded, index uint64) *custody.Error {
+	p := a.reg.Participant(d.actor)
+	if p == nil {
+		return custody.Reject(custody.Unauthenticated, custody.ReasonUnknownParticipant,
+			"%q is not a registered participant", d.actor)
+	}
+	var ed, ml bool
+	pae := []byte(nil)
+	for i, s := range d.env.GetSignatures() {
+		k, owner := a.reg.Key(s.GetKeyid())
+		switch {
+		case k == nil:
+			return custody.Reject(custody.Unauthenticated, custody.ReasonUnknownKey,
+				"signature by key %s, which is not registered", s.GetKeyid())
+		case owner != d.actor:
+			return custody.Reject(custody.Unauthenticated, custody.ReasonWrongSigner,
+				"signature by key %s of %s, but the actor is %s", s.GetKeyid(), owner, d.actor)
+		case !KeyActive(k, index):
+			return custody.Reject(custody.Unauthenticated, custody.ReasonKeyRevoked,
+				"key %s of %s may not sign entry %d (active from %d, revoked at %d)", s.GetKeyid(), owner, index, k.GetActiveFromIndex(), k.GetRevokedAtIndex())
+		}
+		ok := d.sig[i] > 0
+		if d.sig[i] == 0 { // a key added within this batch
+			if pae == nil {
+				pae = dsse.PAE(d.env.GetPayloadType(), d.env.GetPayload())
+			}
+			ok = a.l.verify(k, pae, s.GetSig())
+		}
+		if !ok {
+			return custody.Reject(custody.Unauthenticated, custody.ReasonBadSignature,
+				"the %s signature by key %s does not verify; sign PAE(payload_type, payload) with that key", schemeName(k), s.GetKeyid())
+		}
+		switch k.GetScheme() {
+		case pb.KeyScheme_KEY_SCHEME_ED25519:
+			ed = true
+		case pb.KeyScheme_KEY_SCHEME_ML_DSA_65:
+			ml = true
+		}
+	}
+	if p.GetSuspendedAtIndex() != 0 && index >= p.GetSuspendedAtIndex() {
+		return custody.Reject(custody.Forbidden, custody.ReasonSuspended,
+			"participant %s is suspended since entry %d", d.actor, p.GetSuspendedAtIndex())
+	}
+	if p.GetRequireHybrid() && !(ed && ml) {
+		return custody.Reject(custody.Unauthenticated, custody.ReasonHybridRequired,
+			"%s requires hybrid signatures: sign with both its Ed25519 and its ML-DSA-65 key", d.actor)
+	}
+	return nil
+}
+
+func schemeName(k *pb.PublicKey) string {
+	if s, ok := schemeOf(k.GetScheme()); ok {
+		return s.Name()
+	}
+	return "unknown-scheme"
+}
+
+func (l *Ledger) verify(k *pb.PublicKey, msg, sig []byte) bool {
+	s, ok := schemeOf(k.GetScheme())
+	if !ok {
+		return false
+	}
+	v, err := l.keyCache.Verifier(s, k.GetPublicKey())
+	return err == nil && v.Verify(msg, sig)
+}
+
+// decodeAll decodes every envelope and verifies its signatures against the
+// keys of reg, in parallel on VerifyWorkers goroutines. It is a pure function
+// of its inputs.
+func (l *Ledger) decodeAll(raws [][]byte, reg *Registry) []decoded {
+	ds := make([]decoded, len(raws))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(l.cfg.VerifyWorkers, len(raws))
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(raws) {
+					return
+				}
+				l.decode(&ds[i], raws[i], reg)
+			}
+		})
+	}
+	wg.Wait()
+	return ds
+}
+
+var strict = proto.UnmarshalOptions{}
+
+func (l *Ledger) decode(d *decoded, raw []byte, reg *Registry) {
+	d.raw = raw
+	d.hash = sha256.Sum256(raw)
+	if len(raw) > l.cfg.MaxEnvelopeBytes {
+		d.err = custody.Reject(custody.TooLarge, custody.ReasonTooLarge,
+			"envelope is %d bytes; at most %d", len(raw), l.cfg.MaxEnvelopeBytes)
+		return
+	}
+	env, rej := DecodeEnvelope(raw)
+	if rej != nil {
+		d.err = rej
+		return
+	}
+	d.env = env
+	switch env.GetPayloadType() {
+	case dsse.CustodyEventType:
+		ev := new(pb.CustodyEvent)
+		if rej := decodeCanonical(env.GetPayload(), ev, "custody event"); rej != nil {
+			d.err = rej
+			return
+		}
+		if rej := custody.ValidateEvent(ev); rej != nil {
+			d.err = rej
+			return
+		}
+		d.event, d.actor, d.at = ev, ev.GetActor(), ev.GetOccurredAt()
+	case dsse.RegistryChangeType:
+		ch := new(pb.RegistryChange)
+		if rej := decodeCanonical(env.GetPayload(), ch, "registry change"); rej != nil {
+			d.err = rej
+			return
+		}
+		if !custody.ValidParticipantID(ch.GetActor()) {
+			d.err = custody.Reject(custody.Malformed, custody.ReasonInvalidField, "registry change actor %q is not a participant id", ch.GetActor())
+			return
+		}
+		if err := ch.GetOccurredAt().CheckValid(); err != nil {
+			d.err = custody.Reject(custody.Malformed, custody.ReasonInvalidField, "registry change occurred_at: %v", err)
+			return
+		}
+		d.change, d.actor, d.at = ch, ch.GetActor(), ch.GetOccurredAt()
+	default:
+		d.err = custody.Reject(custody.Malformed, custody.ReasonPayloadType,
+			"payload_type %q: want %s or %s", env.GetPayloadType(), dsse.CustodyEventType, dsse.RegistryChangeType)
+		return
+	}
+	d.sig = make([]int8, len(env.GetSignatures()))
+	var pae []byte
+	for i, s := range env.GetSignatures() {
+		k, _ := reg.Key(s.GetKeyid())
+		if k == nil {
+			continue
+		}
+		if pae == nil {
+			pae = dsse.PAE(env.GetPayloadType(), env.GetPayload())
+		}
+		d.sig[i] = -1
+		if l.verify(k, pae, s.GetSig()) {
+			d.sig[i] = 1
+		}
+	}
+}
+
+// DecodeEnvelope parses a stored envelope, insisting on canonical form: no
+// unknown fields, deterministic encoding, at least one signature and no key
+// signing twice.
+func DecodeEnvelope(raw []byte) (*pb.Envelope, *custody.Error) {
+	env := new(pb.Envelope)
+	if err := strict.Unmarshal(raw, env); err != nil {
+		return nil, custody.Reject(custody.Malformed, custody.ReasonEnvelopeMalformed, "envelope is not a gpuledger.v1.Envelope: %v", err)
+	}
+	if rej := canonical(raw, env, "envelope"); rej != nil {
+		return nil, rej
+	}
+	if len(env.GetSignatures()) == 0 {
+		return nil, custody.Reject(custody.Unauthenticated, custody.ReasonNoSignature, "envelope has no signature")
+	}
+	for i, s := range env.GetSignatures() {
+		for _, o := range env.GetSignatures()[:i] {
+			if o.GetKeyid() == s.GetKeyid() {
+				return nil, custody.Reject(custody.Malformed, custody.ReasonEnvelopeMalformed, "key %s signs twice", s.GetKeyid())
+			}
+		}
+	}
+	return env, nil
+}
+
+func decodeCanonical(b []byte, m proto.Message, what string) *custody.Error {
+	if err := strict.Unmarshal(b, m); err != nil {
+		return custody.Reject(custody.Malformed, custody.ReasonPayloadMalformed, "payload is not a %s: %v", what, err)
+	}
+	return canonical(b, m, what)
+}
+
+// canonical checks that b is exactly the deterministic encoding of m with no
+// unknown fields anywhere, so every byte of a stored envelope has one meaning.
+func canonical(b []byte, m proto.Message, what string) *custody.Error {
+	if hasUnknown(m.ProtoReflect()) {
+		return custody.Reject(custody.Malformed, custody.ReasonNotCanonical, "%s has fields this ledger does not know", what)
+	}
+	again, err := dsse.Marshal(m)
+	if err != nil || !bytes.Equal(again, b) {
+		return custody.Reject(custody.Malformed, custody.ReasonNotCanonical, "%s is not in deterministic protobuf form; serialize it with deterministic marshalling", what)
+	}
+	return nil
+}
+
+func hasUnknown(m protoreflect.Message) bool {
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil {
+			return true
+		}
+		if fd.IsList() {
+			for i := 0; i < v.List().Len(); i++ {
+				if hasUnknown(v.List().Get(i).Message()) {
+					found = true
+					return false
+				}
+			}
+			return true
+		}
+		if !fd.IsMap() && hasUnknown(v.Message()) {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
+}

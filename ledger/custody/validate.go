@@ -1,0 +1,139 @@
+package custody
+
+import (
+	"regexp"
+	"time"
+
+	gpuledgerv1 "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+)
+
+// Field limits.
+const (
+	MaxSerialLen    = 64
+	MaxModelLen     = 128
+	MaxTextLen      = 256
+	MaxEvidence     = 16
+	HeadHashSize    = 32
+	maxLatitudeE6   = 90_000_000
+	maxLongitudeE6  = 180_000_000
+	participantSpec = "[a-z0-9][a-z0-9-]{1,62}"
+)
+
+var (
+	serialRE      = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,64}$`)
+	participantRE = regexp.MustCompile(`^` + participantSpec + `$`)
+	countryRE     = regexp.MustCompile(`^[A-Z]{2}$`)
+)
+
+// ValidSerial reports whether s is a well-formed serial number.
+func ValidSerial(s string) bool { return serialRE.MatchString(s) }
+
+// ValidParticipantID reports whether s is a well-formed participant id.
+func ValidParticipantID(s string) bool { return participantRE.MatchString(s) }
+
+// ValidCountry reports whether s looks like an ISO 3166-1 alpha-2 code.
+func ValidCountry(s string) bool { return countryRE.MatchString(s) }
+
+func invalid(format string, args ...any) *Error {
+	return Reject(Malformed, ReasonInvalidField, format, args...)
+}
+
+// ValidateEvent checks an event's structure: every field well-formed, and the
+// fields its type needs present. It knows nothing of state or registry.
+func ValidateEvent(ev *gpuledgerv1.CustodyEvent) *Error {
+	if !ValidSerial(ev.GetSerial()) {
+		return Reject(Malformed, ReasonSerialFormat,
+			"serial %q: want 1 to %d characters of A-Z a-z 0-9 . _ : / -", ev.GetSerial(), MaxSerialLen)
+	}
+	if _, ok := gpuledgerv1.EventType_name[int32(ev.GetType())]; !ok || ev.GetType() == gpuledgerv1.EventType_EVENT_TYPE_UNSPECIFIED {
+		return Reject(Malformed, ReasonEventType, "event type %d is not one of MANUFACTURED, SHIPPED, RECEIVED, INSTALLED, ATTESTED, DECOMMISSIONED, DESTROYED, REPORTED_LOST", int32(ev.GetType()))
+	}
+	if !ValidParticipantID(ev.GetActor()) {
+		return invalid("actor %q is not a participant id (%s)", ev.GetActor(), participantSpec)
+	}
+	if c := ev.GetCounterparty(); c != "" && !ValidParticipantID(c) {
+		return invalid("counterparty %q is not a participant id (%s)", c, participantSpec)
+	}
+	if err := validateLocation(ev.GetLocation()); err != nil {
+		return err
+	}
+	if ev.GetOccurredAt() == nil {
+		return invalid("occurred_at is required")
+	}
+	if err := ev.GetOccurredAt().CheckValid(); err != nil {
+		return invalid("occurred_at: %v", err)
+	}
+	if ev.GetOccurredAt().AsTime().Before(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		return invalid("occurred_at %s is before 2000", ev.GetOccurredAt().AsTime().Format(time.RFC3339))
+	}
+	isGenesis := ev.GetType() == gpuledgerv1.EventType_EVENT_TYPE_MANUFACTURED
+	switch n := len(ev.GetPrevEventHash()); {
+	case isGenesis && n != 0:
+		return invalid("prev_event_hash must be empty on MANUFACTURED")
+	case !isGenesis && n != HeadHashSize:
+		return invalid("prev_event_hash is %d bytes; want the %d-byte entry hash of the serial's head", n, HeadHashSize)
+	}
+	if isGenesis && ev.GetModel() == "" {
+		return invalid("model is required on MANUFACTURED")
+	}
+	if len(ev.GetModel()) > MaxModelLen {
+		return invalid("model is %d bytes; at most %d", len(ev.GetModel()), MaxModelLen)
+	}
+	for _, f := range [...]struct{ name, v string }{{"eccn", ev.GetEccn()}, {"reference", ev.GetReference()}, {"export_license", ev.GetExportLicense()}} {
+		if len(f.v) > MaxTextLen {
+			return invalid("%s is %d bytes; at most %d", f.name, len(f.v), MaxTextLen)
+		}
+	}
+	if p := ev.GetParentSerial(); p != "" && !ValidSerial(p) {
+		return invalid("parent_serial %q is not a serial", p)
+	}
+	if d := ev.GetDestinationCountry(); d != "" && !ValidCountry(d) {
+		return invalid("destination_country %q: want an ISO 3166-1 alpha-2 code such as DE", d)
+	}
+	if ev.GetType() == gpuledgerv1.EventType_EVENT_TYPE_SHIPPED && ev.GetCounterparty() == "" {
+		return Reject(Malformed, ReasonNoConsignee, "SHIPPED needs a counterparty: the consignee")
+	}
+	if len(ev.GetEvidence()) > MaxEvidence {
+		return invalid("%d evidence items; at most %d", len(ev.GetEvidence()), MaxEvidence)
+	}
+	for i, e := range ev.GetEvidence() {
+		if e.GetType() == "" || len(e.GetType()) > MaxTextLen {
+			return invalid("evidence[%d].type must be a media type of 1 to %d bytes", i, MaxTextLen)
+		}
+	}
+	return nil
+}
+
+func validateLocation(l *gpuledgerv1.Location) *Error {
+	if l == nil || !ValidCountry(l.GetCountry()) {
+		return invalid("location.country %q: want an ISO 3166-1 alpha-2 code such as DE", l.GetCountry())
+	}
+	if s := l.GetSiteId(); s != "" && !ValidParticipantID(s) {
+		return invalid("location.site_id %q: want %s", s, participantSpec)
+	}
+	return validateCoordinates("location", l.LatitudeE6, l.LongitudeE6)
+}
+
+func validateCoordinates(where string, lat, lng *int32) *Error {
+	if (lat == nil) != (lng == nil) {
+		return invalid("%s: give both latitude_e6 and longitude_e6, or neither", where)
+	}
+	if lat != nil && (*lat < -maxLatitudeE6 || *lat > maxLatitudeE6) {
+		return invalid("%s.latitude_e6 %d out of range ±%d", where, *lat, maxLatitudeE6)
+	}
+	if lng != nil && (*lng < -maxLongitudeE6 || *lng > maxLongitudeE6) {
+		return invalid("%s.longitude_e6 %d out of range ±%d", where, *lng, maxLongitudeE6)
+	}
+	return nil
+}
+
+// ValidateSite checks a registered site.
+func ValidateSite(s *gpuledgerv1.Site) *Error {
+	if !ValidParticipantID(s.GetId()) {
+		return invalid("site id %q: want %s", s.GetId(), participantSpec)
+	}
+	if !ValidCountry(s.GetCountry()) {
+		return invalid("site %q country %q: want an ISO 3166-1 alpha-2 code", s.GetId(), s.GetCountry())
+	}
+	return validateCoordinates("site "+s.GetId(), s.LatitudeE6, s.LongitudeE6)
+}

@@ -1,0 +1,348 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/gpuledger/gpuledger/crypto/keys"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// Default limits.
+const (
+	DefaultMaxEnvelopeBytes  = 64 << 10
+	DefaultMaxBatchEnvelopes = 1000
+)
+
+// Config configures a Ledger.
+type Config struct {
+	// Dir is the badger directory. Required.
+	Dir string
+	// Genesis is the genesis file's bytes (protojson gpuledger.v1.Genesis).
+	// Required when the store is new; when the store exists it must be empty
+	// or equal to the stored genesis.
+	Genesis []byte
+	// NodeSigner signs checkpoints (an Ed25519 signed-note key). Without it
+	// the ledger applies and proves but cannot sign checkpoints.
+	NodeSigner note.Signer
+	// Logger receives the ledger's logs (and badger's, at warning and above).
+	// slog.Default() when nil.
+	Logger *slog.Logger
+	// SyncWrites makes every batch durable on disk before Apply returns
+	// (badger fsyncs once per batch). Turn it off only when another durable
+	// log (raft) can replay what a crash loses: the store records the last
+	// applied replication index in the same transaction as the batch, so a
+	// replay resumes exactly.
+	SyncWrites bool
+	// MaxEnvelopeBytes limits one envelope's size.
+	MaxEnvelopeBytes int
+	// MaxBatchEnvelopes limits how many envelopes one batch may hold.
+	MaxBatchEnvelopes int
+	// VerifyWorkers is how many goroutines verify a batch's signatures;
+	// GOMAXPROCS when 0.
+	VerifyWorkers int
+}
+
+// DefaultConfig returns a Config for dir with durable writes and default limits.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:               dir,
+		SyncWrites:        true,
+		MaxEnvelopeBytes:  DefaultMaxEnvelopeBytes,
+		MaxBatchEnvelopes: DefaultMaxBatchEnvelopes,
+	}
+}
+
+// Validate reports what is wrong with c.
+func (c Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("ledger config: Dir is required")
+	}
+	if c.MaxEnvelopeBytes <= 0 || c.MaxBatchEnvelopes <= 0 {
+		return errors.New("ledger config: MaxEnvelopeBytes and MaxBatchEnvelopes must be positive")
+	}
+	if c.VerifyWorkers < 0 {
+		return errors.New("ledger config: VerifyWorkers must not be negative")
+	}
+	return nil
+}
+
+// Errors returned by reads. Wrapped with context; test with errors.Is.
+var (
+	// ErrNotFound means the serial, entry or participant does not exist (yet).
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidArgument means a read's arguments are out of range.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrNoSigner means the ledger was opened without a node key.
+	ErrNoSigner = errors.New("no node key: cannot sign checkpoints")
+	// ErrGenesisMismatch means the store was created from another genesis.
+	ErrGenesisMismatch = errors.New("genesis does not match the store's")
+)
+
+// Ledger is an open ledger store. Apply calls are serialised; reads run
+// concurrently with each other and with Apply and see whole batches only.
+type Ledger struct {
+	cfg      Config
+	log      *slog.Logger
+	db       *badger.DB
+	genesis  []byte
+	ledgerID [32]byte
+	origin   string
+	keyCache keys.Cache
+
+	applyMu sync.Mutex
+	view    atomic.Pointer[view]
+
+	cpMu sync.Mutex
+	cp   *pb.Checkpoint // latest signed checkpoint, by size
+}
+
+// view is what readers see: the state after the last whole batch.
+type view struct {
+	size    uint64
+	root    tlog.Hash
+	reg     *Registry
+	applied uint64
+}
+
+// Open opens (creating if needed) the ledger in cfg.Dir.
+func Open(ctx context.Context, cfg Config) (*Ledger, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.VerifyWorkers == 0 {
+		cfg.VerifyWorkers = runtime.GOMAXPROCS(0)
+	}
+	db, err := badger.Open(badgerOptions(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("open store %q: %w", cfg.Dir, err)
+	}
+	l := &Ledger{cfg: cfg, log: cfg.Logger, db: db}
+	if err := l.load(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	v := l.view.Load()
+	l.log.InfoContext(ctx, "ledger open", "dir", cfg.Dir, "ledger", hex.EncodeToString(l.ledgerID[:8]), "size", v.size)
+	return l, nil
+}
+
+// badgerOptions builds the one set of badger options the ledger uses.
+func badgerOptions(cfg Config) badger.Options {
+	o := badger.DefaultOptions(cfg.Dir)
+	// SyncWrites: see Config.SyncWrites. One fsync per batch, never per entry.
+	o.SyncWrites = cfg.SyncWrites
+	o.Logger = badgerLogger{cfg.Logger}
+	o.MetricsEnabled = false
+	// Entries are small and read by key; keep values in the LSM tree so a read
+	// is one lookup, not an extra value-log seek.
+	o.ValueThreshold = 1 << 20
+	o.NumVersionsToKeep = 1
+	return o
+}
+
+func (l *Ledger) load(ctx context.Context) error {
+	var stored []byte
+	var size, applied uint64
+	err := l.db.View(func(txn *badger.Txn) error {
+		var err error
+		if stored, err = getValue(txn, metaKey("genesis")); err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if b, err := getValue(txn, metaKey("size")); err == nil {
+			size = binary.BigEndian.Uint64(b)
+		}
+		if b, err := getValue(txn, metaKey("applied")); err == nil {
+			applied = binary.BigEndian.Uint64(b)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load store: %w", err)
+	}
+	switch {
+	case stored == nil && l.cfg.Genesis == nil:
+		return fmt.Errorf("open ledger %q: the store is new and no genesis was given", l.cfg.Dir)
+	case stored == nil:
+		stored = l.cfg.Genesis
+		if _, err := ParseGenesis(stored); err != nil {
+			return err
+		}
+		if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey("genesis"), stored) }); err != nil {
+			return fmt.Errorf("store genesis: %w", err)
+		}
+	case l.cfg.Genesis != nil && !bytes.Equal(stored, l.cfg.Genesis):
+		return fmt.Errorf("open ledger %q: %w (store %x, given %x)", l.cfg.Dir, ErrGenesisMismatch, sha256.Sum256(stored), sha256.Sum256(l.cfg.Genesis))
+	}
+	g, err := ParseGenesis(stored)
+	if err != nil {
+		return err
+	}
+	l.genesis = stored
+	l.ledgerID = sha256.Sum256(stored)
+	l.origin = "gpuledger/" + hex.EncodeToString(l.ledgerID[:])
+	reg, err := newRegistry(g)
+	if err != nil {
+		return err
+	}
+	reg, err = l.replayRegistry(ctx, reg, size)
+	if err != nil {
+		return err
+	}
+	var root tlog.Hash
+	if size > 0 {
+		if err := l.db.View(func(txn *badger.Txn) error {
+			root, err = tlog.TreeHash(int64(size), &hashReader{txn: txn})
+			return err
+		}); err != nil {
+			return fmt.Errorf("load tree: %w", err)
+		}
+	} else {
+		root = sha256.Sum256(nil)
+	}
+	l.view.Store(&view{size: size, root: root, reg: reg, applied: applied})
+	return nil
+}
+
+// ParseGenesis parses and checks a genesis file.
+func ParseGenesis(data []byte) (*pb.Genesis, error) {
+	g := new(pb.Genesis)
+	if err := protojson.Unmarshal(data, g); err != nil {
+		return nil, fmt.Errorf("parse genesis: %w", err)
+	}
+	if _, err := newRegistry(g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Close closes the store. Apply must not be running.
+func (l *Ledger) Close() error {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	if err := l.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// Size returns the number of entries in the log.
+func (l *Ledger) Size() uint64 { return l.view.Load().size }
+
+// Root returns the Merkle tree hash of the whole log.
+func (l *Ledger) Root() tlog.Hash { return l.view.Load().root }
+
+// AppliedIndex returns the replication index recorded with the last batch.
+func (l *Ledger) AppliedIndex() uint64 { return l.view.Load().applied }
+
+// Registry returns the registry as it stands after the last batch.
+func (l *Ledger) Registry() *Registry { return l.view.Load().reg }
+
+// Genesis returns the genesis file's bytes.
+func (l *Ledger) Genesis() []byte { return bytes.Clone(l.genesis) }
+
+// LedgerID returns the SHA-256 of the genesis file.
+func (l *Ledger) LedgerID() [32]byte { return l.ledgerID }
+
+// Origin returns the checkpoint origin line.
+func (l *Ledger) Origin() string { return l.origin }
+
+// Key helpers.
+
+func metaKey(name string) []byte { return append([]byte{'m'}, name...) }
+
+func u64(prefix byte, n uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = prefix
+	binary.BigEndian.PutUint64(k[1:], n)
+	return k
+}
+
+func entryKey(i uint64) []byte     { return u64('e', i) }
+func regKey(i uint64) []byte       { return u64('r', i) }
+func treeKey(i int64) []byte       { return u64('t', uint64(i)) }
+func hashKey(h []byte) []byte      { return append([]byte{'h'}, h...) }
+func serialKey(s string) []byte    { return append([]byte{'s'}, s...) }
+func historyPrefix(s string) []byte { return append(append([]byte{'c'}, s...), 0) }
+func historyKey(s string, n uint64) []byte {
+	return binary.BigEndian.AppendUint64(historyPrefix(s), n)
+}
+
+func be64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
+	it, err := txn.Get(key)
+	if err != nil {
+		return nil, err
+	}
+	return it.ValueCopy(nil)
+}
+
+// hashReader reads Merkle hashes from a badger transaction, preferring those
+// a batch has computed but not yet committed.
+type hashReader struct {
+	txn     *badger.Txn
+	pending map[int64]tlog.Hash
+}
+
+func (r *hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		if h, ok := r.pending[idx]; ok {
+			out[i] = h
+			continue
+		}
+		it, err := r.txn.Get(treeKey(idx))
+		if err != nil {
+			return nil, fmt.Errorf("read tree hash %d: %w", idx, err)
+		}
+		if err := it.Value(func(v []byte) error {
+			if len(v) != tlog.HashSize {
+				return fmt.Errorf("tree hash %d has %d bytes", idx, len(v))
+			}
+			copy(out[i][:], v)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// leafData is the fixed encoding a Merkle leaf commits to.
+func leafData(index uint64, acceptedAtNanos int64, envelope []byte) []byte {
+	const tag = "gpuledger-entry-v1"
+	b := make([]byte, 0, len(tag)+16+len(envelope))
+	b = append(b, tag...)
+	b = binary.BigEndian.AppendUint64(b, index)
+	b = binary.BigEndian.AppendUint64(b, uint64(acceptedAtNanos))
+	return append(b, envelope...)
+}
+
+// LeafHash returns the RFC 6962 leaf hash of an entry.
+func LeafHash(index uint64, acceptedAtNanos int64, envelope []byte) tlog.Hash {
+	return tlog.RecordHash(leafData(index, acceptedAtNanos, envelope))
+}
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Infof(string, ...any)        {}
+func (b badgerLogger) Debugf(string, ...any)       {}

@@ -1,0 +1,105 @@
+// Package policy holds the export policy that decides which events are
+// flagged: country classes, denied parties, windows and thresholds. Policy is
+// data (a protojson gpuledger.v1.Policy document); an embedded default applies
+// until a REGULATOR replaces it with a signed registry entry.
+package policy
+
+import (
+	_ "embed"
+	"fmt"
+	"time"
+
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+//go:embed default.json
+var defaultJSON []byte
+
+// Default returns the embedded default policy. See docs/policy.md for the
+// sources of its country classes.
+func Default() *pb.Policy {
+	p, err := Parse(defaultJSON)
+	if err != nil {
+		panic("embedded default policy: " + err.Error())
+	}
+	return p
+}
+
+// Parse reads and validates a protojson policy document.
+func Parse(data []byte) (*pb.Policy, error) {
+	p := new(pb.Policy)
+	if err := protojson.Unmarshal(data, p); err != nil {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	if _, err := New(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Policy is a validated policy with fast look-ups. It is immutable and safe
+// for concurrent use.
+type Policy struct {
+	p       *pb.Policy
+	classes map[string]pb.CountryClass
+	denied  map[string]bool
+}
+
+// New validates p and indexes it. p must not be modified afterwards.
+func New(p *pb.Policy) (*Policy, error) {
+	if p.GetVersion() == 0 {
+		return nil, fmt.Errorf("policy: version must be at least 1")
+	}
+	pol := &Policy{p: p, classes: make(map[string]pb.CountryClass), denied: make(map[string]bool)}
+	for _, r := range p.GetCountries() {
+		c := r.GetCountry()
+		if len(c) != 2 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' {
+			return nil, fmt.Errorf("policy: country %q: want an ISO 3166-1 alpha-2 code such as DE", c)
+		}
+		if _, dup := pol.classes[c]; dup {
+			return nil, fmt.Errorf("policy: country %s listed twice", c)
+		}
+		if _, ok := pb.CountryClass_name[int32(r.GetClass())]; !ok {
+			return nil, fmt.Errorf("policy: country %s: unknown class %d", c, r.GetClass())
+		}
+		pol.classes[c] = r.GetClass()
+	}
+	for _, d := range p.GetDeniedParties() {
+		pol.denied[d] = true
+	}
+	for _, d := range []struct {
+		name string
+		v    interface{ AsDuration() time.Duration }
+		set  bool
+	}{
+		{"handoff_window", p.GetHandoffWindow(), p.HandoffWindow != nil},
+		{"silence_installed", p.GetSilenceInstalled(), p.SilenceInstalled != nil},
+		{"silence_in_custody", p.GetSilenceInCustody(), p.SilenceInCustody != nil},
+		{"clock_skew", p.GetClockSkew(), p.ClockSkew != nil},
+	} {
+		if !d.set || d.v.AsDuration() <= 0 {
+			return nil, fmt.Errorf("policy: %s must be a positive duration", d.name)
+		}
+	}
+	if p.GetMaxSpeedKmh() == 0 {
+		return nil, fmt.Errorf("policy: max_speed_kmh must be positive")
+	}
+	return pol, nil
+}
+
+// Class returns how a country is treated.
+func (p *Policy) Class(country string) pb.CountryClass { return p.classes[country] }
+
+// Denied reports whether a participant is on the denied-party list.
+func (p *Policy) Denied(participant string) bool { return p.denied[participant] }
+
+// Version returns the policy's version.
+func (p *Policy) Version() uint64 { return p.p.GetVersion() }
+
+// ClockSkew returns how far ahead of the ledger's clock an event may be dated.
+func (p *Policy) ClockSkew() time.Duration { return p.p.GetClockSkew().AsDuration() }
+
+// Proto returns a copy of the policy document.
+func (p *Policy) Proto() *pb.Policy { return proto.Clone(p.p).(*pb.Policy) }

@@ -1,0 +1,296 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/gpuledger/gpuledger/crypto/dsse"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// loadEntry reads entry index. With decode, it also fills the decoded payload
+// and the signer key ids.
+func loadEntry(txn *badger.Txn, index uint64, decode bool) (*pb.Entry, error) {
+	b, err := getValue(txn, entryKey(index))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("entry %d: %w", index, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read entry %d: %w", index, err)
+	}
+	e := new(pb.Entry)
+	if err := proto.Unmarshal(b, e); err != nil {
+		return nil, fmt.Errorf("decode stored entry %d: %w", index, err)
+	}
+	e.Index = index
+	h := sha256.Sum256(e.GetEnvelope())
+	e.EntryHash = h[:]
+	lh := LeafHash(index, e.GetAcceptedAt().AsTime().UnixNano(), e.GetEnvelope())
+	e.LeafHash = lh[:]
+	if decode {
+		DecodeEntry(e)
+	}
+	return e, nil
+}
+
+// DecodeEntry fills an entry's output-only fields (the decoded event or
+// registry change and the signer key ids) from its envelope bytes. Entries
+// whose envelope does not decode are left as they are.
+func DecodeEntry(e *pb.Entry) {
+	env := new(pb.Envelope)
+	if proto.Unmarshal(e.GetEnvelope(), env) != nil {
+		return
+	}
+	e.SignerKeyIds = e.SignerKeyIds[:0]
+	for _, s := range env.GetSignatures() {
+		e.SignerKeyIds = append(e.SignerKeyIds, s.GetKeyid())
+	}
+	switch env.GetPayloadType() {
+	case dsse.CustodyEventType:
+		ev := new(pb.CustodyEvent)
+		if proto.Unmarshal(env.GetPayload(), ev) == nil {
+			e.Event = ev
+		}
+	case dsse.RegistryChangeType:
+		ch := new(pb.RegistryChange)
+		if proto.Unmarshal(env.GetPayload(), ch) == nil {
+			e.RegistryChange = ch
+		}
+	}
+}
+
+// Entry returns the entry at index, decoded.
+func (l *Ledger) Entry(ctx context.Context, index uint64) (*pb.Entry, error) {
+	if index >= l.Size() {
+		return nil, fmt.Errorf("entry %d: %w (the log has %d entries)", index, ErrNotFound, l.Size())
+	}
+	var e *pb.Entry
+	err := l.db.View(func(txn *badger.Txn) error {
+		var err error
+		e, err = loadEntry(txn, index, true)
+		return err
+	})
+	return e, err
+}
+
+// EntryByHash returns the entry whose envelope hashes to h, decoded.
+func (l *Ledger) EntryByHash(ctx context.Context, h []byte) (*pb.Entry, error) {
+	var e *pb.Entry
+	err := l.db.View(func(txn *badger.Txn) error {
+		var err error
+		if e, err = l.entryByHashTxn(txn, h); err == nil {
+			DecodeEntry(e)
+		}
+		return err
+	})
+	if err == nil && e.GetIndex() >= l.Size() {
+		return nil, fmt.Errorf("entry %x: %w", h, ErrNotFound)
+	}
+	return e, err
+}
+
+func (l *Ledger) entryByHashTxn(txn *badger.Txn, h []byte) (*pb.Entry, error) {
+	if len(h) != sha256.Size {
+		return nil, fmt.Errorf("entry hash is %d bytes, want 32: %w", len(h), ErrInvalidArgument)
+	}
+	b, err := getValue(txn, hashKey(h))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("entry %x: %w", h, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read hash index: %w", err)
+	}
+	return loadEntry(txn, binary.BigEndian.Uint64(b), false)
+}
+
+// Entries calls fn for each entry in [start, end), in order, decoded, until fn
+// returns an error. end is capped at the log's size.
+func (l *Ledger) Entries(ctx context.Context, start, end uint64, fn func(*pb.Entry) error) error {
+	end = min(end, l.Size())
+	const chunk = 256 // bound the time one read transaction stays open
+	for start < end {
+		stop := min(end, start+chunk)
+		var batch []*pb.Entry
+		if err := l.db.View(func(txn *badger.Txn) error {
+			for i := start; i < stop; i++ {
+				e, err := loadEntry(txn, i, true)
+				if err != nil {
+					return err
+				}
+				batch = append(batch, e)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, e := range batch {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		start = stop
+	}
+	return nil
+}
+
+// Serial returns a serial's current state.
+func (l *Ledger) Serial(ctx context.Context, serial string) (*pb.SerialState, error) {
+	var st *pb.SerialState
+	err := l.db.View(func(txn *badger.Txn) error {
+		b, err := getValue(txn, serialKey(serial))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("serial %q: %w", serial, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read serial %q: %w", serial, err)
+		}
+		st = new(pb.SerialState)
+		return proto.Unmarshal(b, st)
+	})
+	return st, err
+}
+
+// SerialHistory returns up to limit entries of a serial, oldest first,
+// starting at its from-th entry (0 is MANUFACTURED), decoded, and the
+// position to continue from (0 when there are no more).
+func (l *Ledger) SerialHistory(ctx context.Context, serial string, from uint64, limit int) ([]*pb.Entry, uint64, error) {
+	if limit <= 0 {
+		return nil, 0, fmt.Errorf("limit %d: %w", limit, ErrInvalidArgument)
+	}
+	var out []*pb.Entry
+	var next uint64
+	err := l.db.View(func(txn *badger.Txn) error {
+		prefix := historyPrefix(serial)
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(historyKey(serial, from)); it.ValidForPrefix(prefix); it.Next() {
+			if len(out) == limit {
+				next = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+				return nil
+			}
+			var idx uint64
+			if err := it.Item().Value(func(v []byte) error { idx = binary.BigEndian.Uint64(v); return nil }); err != nil {
+				return err
+			}
+			e, err := loadEntry(txn, idx, true)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err == nil && len(out) == 0 && from == 0 {
+		return nil, 0, fmt.Errorf("serial %q: %w", serial, ErrNotFound)
+	}
+	return out, next, err
+}
+
+// SerialFilter selects serials; zero fields match all.
+type SerialFilter struct {
+	Custodian string
+	State     pb.CustodyState
+	Country   string
+	Model     string
+}
+
+func (f SerialFilter) match(st *pb.SerialState) bool {
+	return (f.Custodian == "" || st.GetCustodian() == f.Custodian) &&
+		(f.State == pb.CustodyState_CUSTODY_STATE_UNSPECIFIED || st.GetState() == f.State) &&
+		(f.Country == "" || st.GetLocation().GetCountry() == f.Country) &&
+		(f.Model == "" || st.GetModel() == f.Model)
+}
+
+// Serials returns up to limit serials matching f in serial order, starting
+// after the serial named by after, and whether there are more.
+func (l *Ledger) Serials(ctx context.Context, f SerialFilter, after string, limit int) ([]*pb.SerialState, bool, error) {
+	var out []*pb.SerialState
+	more := false
+	err := l.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{'s'}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		start := serialKey(after)
+		for it.Seek(start); it.ValidForPrefix(opts.Prefix); it.Next() {
+			if after != "" && bytes.Equal(it.Item().Key(), start) {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			st := new(pb.SerialState)
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, st) }); err != nil {
+				return err
+			}
+			if !f.match(st) {
+				continue
+			}
+			if len(out) == limit {
+				more = true
+				return nil
+			}
+			out = append(out, st)
+		}
+		return nil
+	})
+	return out, more, err
+}
+
+// RegistryAt returns the registry that applied to the entry at index: the
+// genesis registry with every registry change before index.
+func (l *Ledger) RegistryAt(ctx context.Context, index uint64) (*Registry, error) {
+	g, err := ParseGenesis(l.genesis)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := newRegistry(g)
+	if err != nil {
+		return nil, err
+	}
+	return l.replayRegistry(ctx, reg, min(index, l.Size()))
+}
+
+// replayRegistry applies the registry changes of entries [0, upTo) to reg.
+func (l *Ledger) replayRegistry(ctx context.Context, reg *Registry, upTo uint64) (*Registry, error) {
+	reg = reg.clone()
+	err := l.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{'r'}
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix(opts.Prefix); it.Next() {
+			idx := binary.BigEndian.Uint64(it.Item().Key()[1:])
+			if idx >= upTo {
+				break
+			}
+			e, err := loadEntry(txn, idx, true)
+			if err != nil {
+				return err
+			}
+			if e.GetRegistryChange() == nil {
+				return fmt.Errorf("entry %d is marked as a registry change but holds none", idx)
+			}
+			if rej := reg.applyChange(e.GetRegistryChange(), idx); rej != nil {
+				return fmt.Errorf("replay registry change %d: %w", idx, rej)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	return reg, nil
+}

@@ -1,0 +1,310 @@
+package ledger
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/ledger/custody"
+	"github.com/gpuledger/gpuledger/ledger/policy"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/proto"
+)
+
+// Registry is the consortium as it stands at some log index: participants
+// with their keys (past and present), checkpoint-signing nodes and the policy.
+// A Registry returned by the ledger is immutable; its methods return values
+// that callers MUST NOT modify.
+type Registry struct {
+	participants map[string]*pb.Participant
+	keys         map[string]keyRef // key id -> owner and key
+	nodes        []*pb.Node
+	policy       *policy.Policy
+}
+
+type keyRef struct {
+	owner string
+	key   *pb.PublicKey
+}
+
+// newRegistry builds the registry of a genesis document.
+func newRegistry(g *pb.Genesis) (*Registry, error) {
+	r := &Registry{participants: make(map[string]*pb.Participant), keys: make(map[string]keyRef)}
+	pol := g.GetPolicy()
+	if pol == nil {
+		pol = policy.Default()
+	}
+	p, err := policy.New(pol)
+	if err != nil {
+		return nil, fmt.Errorf("genesis: %w", err)
+	}
+	r.policy = p
+	regulators := 0
+	for _, p := range g.GetParticipants() {
+		p = proto.Clone(p).(*pb.Participant)
+		if err := r.addParticipant(p, 0); err != nil {
+			return nil, fmt.Errorf("genesis: %w", err)
+		}
+		if p.GetRole() == pb.Role_ROLE_REGULATOR {
+			regulators++
+		}
+	}
+	if regulators == 0 {
+		return nil, fmt.Errorf("genesis: no REGULATOR participant; one is needed to sign registry changes")
+	}
+	for _, n := range g.GetNodes() {
+		if err := r.addNode(proto.Clone(n).(*pb.Node)); err != nil {
+			return nil, fmt.Errorf("genesis: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Participant returns the participant with the given id, or nil.
+func (r *Registry) Participant(id string) *pb.Participant { return r.participants[id] }
+
+// Participants returns every participant in id order.
+func (r *Registry) Participants() []*pb.Participant {
+	ids := make([]string, 0, len(r.participants))
+	for id := range r.participants {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := make([]*pb.Participant, len(ids))
+	for i, id := range ids {
+		out[i] = r.participants[id]
+	}
+	return out
+}
+
+// Key returns a key by id and the id of the participant that holds it.
+func (r *Registry) Key(id string) (*pb.PublicKey, string) {
+	k, ok := r.keys[id]
+	if !ok {
+		return nil, ""
+	}
+	return k.key, k.owner
+}
+
+// Nodes returns the checkpoint-signing nodes.
+func (r *Registry) Nodes() []*pb.Node { return r.nodes }
+
+// Policy returns the policy in force.
+func (r *Registry) Policy() *policy.Policy { return r.policy }
+
+// KeyActive reports whether a key may sign the entry at index.
+func KeyActive(k *pb.PublicKey, index uint64) bool {
+	return k.GetActiveFromIndex() <= index && (k.GetRevokedAtIndex() == 0 || index < k.GetRevokedAtIndex())
+}
+
+// clone returns a copy whose maps may be changed without touching r.
+func (r *Registry) clone() *Registry {
+	c := &Registry{
+		participants: make(map[string]*pb.Participant, len(r.participants)),
+		keys:         make(map[string]keyRef, len(r.keys)),
+		nodes:        slices.Clone(r.nodes),
+		policy:       r.policy,
+	}
+	for id, p := range r.participants {
+		c.participants[id] = p
+	}
+	for id, k := range r.keys {
+		c.keys[id] = k
+	}
+	return c
+}
+
+// mutable returns a private copy of participant id, installed in r, with its
+// keys re-indexed, so that earlier registries sharing the old value stay as
+// they were.
+func (r *Registry) mutable(id string) *pb.Participant {
+	p := proto.Clone(r.participants[id]).(*pb.Participant)
+	r.participants[id] = p
+	for _, k := range p.GetKeys() {
+		r.keys[k.GetKeyId()] = keyRef{owner: id, key: k}
+	}
+	return p
+}
+
+func (r *Registry) addParticipant(p *pb.Participant, activeFrom uint64) *custody.Error {
+	if !custody.ValidParticipantID(p.GetId()) {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant id %q: want [a-z0-9][a-z0-9-]{1,62}", p.GetId())
+	}
+	if _, dup := r.participants[p.GetId()]; dup {
+		return custody.Reject(custody.Exists, custody.ReasonParticipantExists, "participant %q already exists", p.GetId())
+	}
+	if _, ok := pb.Role_name[int32(p.GetRole())]; !ok || p.GetRole() == pb.Role_ROLE_UNSPECIFIED {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: role must be one of MANUFACTURER, DISTRIBUTOR, INTEGRATOR, DATACENTRE, AUDITOR, REGULATOR", p.GetId())
+	}
+	if !custody.ValidCountry(p.GetCountry()) {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: country %q: want an ISO 3166-1 alpha-2 code", p.GetId(), p.GetCountry())
+	}
+	seen := map[string]bool{}
+	for _, s := range p.GetSites() {
+		if err := custody.ValidateSite(s); err != nil {
+			return err
+		}
+		if seen[s.GetId()] {
+			return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: site %q listed twice", p.GetId(), s.GetId())
+		}
+		seen[s.GetId()] = true
+	}
+	if len(p.GetKeys()) == 0 && p.GetRole() != pb.Role_ROLE_AUDITOR {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q has no keys", p.GetId())
+	}
+	p.SuspendedAtIndex = 0
+	ids := map[string]bool{}
+	for _, k := range p.GetKeys() {
+		if err := r.checkNewKey(p.GetId(), k); err != nil {
+			return err
+		}
+		if ids[k.GetKeyId()] {
+			return custody.Reject(custody.Malformed, custody.ReasonKeyExists, "participant %q lists key %s twice", p.GetId(), k.GetKeyId())
+		}
+		ids[k.GetKeyId()] = true
+		k.ActiveFromIndex, k.RevokedAtIndex = activeFrom, 0
+	}
+	if p.GetRequireHybrid() && !(hasScheme(p, pb.KeyScheme_KEY_SCHEME_ED25519) && hasScheme(p, pb.KeyScheme_KEY_SCHEME_ML_DSA_65)) {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q requires hybrid signatures but lacks an Ed25519 or an ML-DSA-65 key", p.GetId())
+	}
+	r.participants[p.GetId()] = p
+	for _, k := range p.GetKeys() {
+		r.keys[k.GetKeyId()] = keyRef{owner: p.GetId(), key: k}
+	}
+	return nil
+}
+
+func hasScheme(p *pb.Participant, s pb.KeyScheme) bool {
+	for _, k := range p.GetKeys() {
+		if k.GetScheme() == s && k.GetRevokedAtIndex() == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// checkNewKey validates a key to be added and fills in its id when empty.
+func (r *Registry) checkNewKey(owner string, k *pb.PublicKey) *custody.Error {
+	s, ok := schemeOf(k.GetScheme())
+	if !ok {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: key scheme must be ED25519 or ML_DSA_65", owner)
+	}
+	if _, err := keys.NewVerifier(s, k.GetPublicKey()); err != nil {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: %v", owner, err)
+	}
+	id := keys.KeyID(s, k.GetPublicKey())
+	if k.GetKeyId() != "" && k.GetKeyId() != id {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: key_id %q does not match its key (want %s)", owner, k.GetKeyId(), id)
+	}
+	k.KeyId = id
+	if _, dup := r.keys[id]; dup {
+		return custody.Reject(custody.Exists, custody.ReasonKeyExists, "key %s is already registered", id)
+	}
+	return nil
+}
+
+func schemeOf(s pb.KeyScheme) (keys.Scheme, bool) {
+	switch s {
+	case pb.KeyScheme_KEY_SCHEME_ED25519:
+		return keys.Ed25519, true
+	case pb.KeyScheme_KEY_SCHEME_ML_DSA_65:
+		return keys.MLDSA65, true
+	}
+	return 0, false
+}
+
+// ProtoScheme returns the protobuf enum of a key scheme.
+func ProtoScheme(s keys.Scheme) pb.KeyScheme {
+	if s == keys.MLDSA65 {
+		return pb.KeyScheme_KEY_SCHEME_ML_DSA_65
+	}
+	return pb.KeyScheme_KEY_SCHEME_ED25519
+}
+
+func (r *Registry) addNode(n *pb.Node) *custody.Error {
+	v, err := note.NewVerifier(n.GetVerifierKey())
+	if err != nil {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "node %q: verifier key: %v", n.GetName(), err)
+	}
+	if v.Name() != n.GetName() {
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "node %q: verifier key is named %q", n.GetName(), v.Name())
+	}
+	if r.participants[n.GetParticipantId()] == nil {
+		return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "node %q: participant %q is not registered", n.GetName(), n.GetParticipantId())
+	}
+	for _, o := range r.nodes {
+		if o.GetName() == n.GetName() {
+			return custody.Reject(custody.Exists, custody.ReasonNodeExists, "node %q already exists", n.GetName())
+		}
+	}
+	r.nodes = append(r.nodes, n)
+	return nil
+}
+
+// applyChange applies a registry change recorded at index; it takes effect
+// from index+1. It assumes the signer was authorised and is a REGULATOR.
+func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Error {
+	from := index + 1
+	switch c := ch.GetChange().(type) {
+	case *pb.RegistryChange_AddParticipant:
+		return r.addParticipant(proto.Clone(c.AddParticipant).(*pb.Participant), from)
+	case *pb.RegistryChange_AddKey:
+		id := c.AddKey.GetParticipantId()
+		if r.participants[id] == nil {
+			return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "add key: participant %q is not registered", id)
+		}
+		k := proto.Clone(c.AddKey.GetKey()).(*pb.PublicKey)
+		if err := r.checkNewKey(id, k); err != nil {
+			return err
+		}
+		k.ActiveFromIndex, k.RevokedAtIndex = from, 0
+		p := r.mutable(id)
+		p.Keys = append(p.Keys, k)
+		r.keys[k.GetKeyId()] = keyRef{owner: id, key: k}
+	case *pb.RegistryChange_RevokeKey:
+		id, kid := c.RevokeKey.GetParticipantId(), c.RevokeKey.GetKeyId()
+		k, owner := r.Key(kid)
+		if k == nil || owner != id {
+			return custody.Reject(custody.NotFound, custody.ReasonUnknownKey, "revoke key: %q holds no key %q", id, kid)
+		}
+		if k.GetRevokedAtIndex() != 0 {
+			return custody.Reject(custody.Exists, custody.ReasonKeyRevoked, "revoke key: key %s was already revoked at index %d", kid, k.GetRevokedAtIndex())
+		}
+		for _, pk := range r.mutable(id).GetKeys() {
+			if pk.GetKeyId() == kid {
+				pk.RevokedAtIndex = from
+			}
+		}
+	case *pb.RegistryChange_SuspendParticipant:
+		id := c.SuspendParticipant.GetParticipantId()
+		if r.participants[id] == nil {
+			return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "suspend: participant %q is not registered", id)
+		}
+		if r.participants[id].GetSuspendedAtIndex() != 0 {
+			return custody.Reject(custody.Exists, custody.ReasonSuspended, "suspend: participant %q is already suspended", id)
+		}
+		r.mutable(id).SuspendedAtIndex = from
+	case *pb.RegistryChange_AddNode:
+		return r.addNode(proto.Clone(c.AddNode).(*pb.Node))
+	case *pb.RegistryChange_SetPolicy:
+		if c.SetPolicy.GetVersion() <= r.policy.Version() {
+			return custody.Reject(custody.Malformed, custody.ReasonPolicyVersion, "policy version %d is not greater than the current %d", c.SetPolicy.GetVersion(), r.policy.Version())
+		}
+		p, err := policy.New(proto.Clone(c.SetPolicy).(*pb.Policy))
+		if err != nil {
+			return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "%v", err)
+		}
+		r.policy = p
+	default:
+		return custody.Reject(custody.Malformed, custody.ReasonRegistryChangeEmpty, "registry change sets no change")
+	}
+	return nil
+}
+
+func describeChange(ch *pb.RegistryChange) string {
+	n := fmt.Sprintf("%T", ch.GetChange())
+	n = strings.TrimPrefix(n, "*gpuledgerv1.RegistryChange_")
+	return n
+}
