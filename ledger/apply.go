@@ -46,10 +46,6 @@ type Result struct {
 	Err error
 }
 
-// ErrBatchTooLarge means a batch holds more envelopes than the limit; nothing
-// was applied.
-var ErrBatchTooLarge = &custody.Error{Code: custody.TooLarge, Reason: custody.ReasonTooLarge}
-
 // decoded is one envelope after the parallel phase.
 type decoded struct {
 	raw    []byte
@@ -68,8 +64,8 @@ type decoded struct {
 // Apply validates and appends a batch. Envelopes are applied in order, each
 // against the state the previous ones left, so a batch may hold a serial's
 // whole history. It returns one Result per envelope. A non-nil error means
-// nothing of the batch was applied (a storage failure, a cancelled context,
-// or a batch over the limit).
+// nothing of the batch was applied: a storage failure, a cancelled context,
+// or a batch over the limits (a *custody.Error with Code TooLarge).
 //
 // Apply is deterministic: replicas fed the same batches agree on every
 // entry, root, serial state and flag.
@@ -77,6 +73,14 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 	if len(b.Envelopes) > l.cfg.MaxBatchEnvelopes {
 		return nil, &custody.Error{Code: custody.TooLarge, Reason: custody.ReasonTooLarge,
 			Msg: fmt.Sprintf("batch of %d envelopes; at most %d", len(b.Envelopes), l.cfg.MaxBatchEnvelopes)}
+	}
+	total := 0
+	for _, e := range b.Envelopes {
+		total += len(e)
+	}
+	if total > l.cfg.MaxBatchBytes {
+		return nil, &custody.Error{Code: custody.TooLarge, Reason: custody.ReasonTooLarge,
+			Msg: fmt.Sprintf("batch of %d bytes; at most %d", total, l.cfg.MaxBatchBytes)}
 	}
 	if b.AcceptedAt.IsZero() {
 		return nil, errors.New("apply: batch has no acceptance time")
@@ -106,6 +110,9 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 	}
 	results := make([]Result, len(ds))
 	for i := range ds {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("apply batch: %w", err)
+		}
 		r, err := a.one(ctx, &ds[i])
 		if err != nil {
 			return nil, fmt.Errorf("apply batch: entry %d: %w", a.size, err)

@@ -25,6 +25,7 @@ import (
 const (
 	DefaultMaxEnvelopeBytes  = 64 << 10
 	DefaultMaxBatchEnvelopes = 1000
+	DefaultMaxBatchBytes     = 8 << 20
 )
 
 // Config configures a Ledger.
@@ -51,6 +52,9 @@ type Config struct {
 	MaxEnvelopeBytes int
 	// MaxBatchEnvelopes limits how many envelopes one batch may hold.
 	MaxBatchEnvelopes int
+	// MaxBatchBytes limits the total size of a batch's envelopes, so that a
+	// batch always fits in one badger transaction (see badgerOptions).
+	MaxBatchBytes int
 	// VerifyWorkers is how many goroutines verify a batch's signatures;
 	// GOMAXPROCS when 0.
 	VerifyWorkers int
@@ -63,6 +67,7 @@ func DefaultConfig(dir string) Config {
 		SyncWrites:        true,
 		MaxEnvelopeBytes:  DefaultMaxEnvelopeBytes,
 		MaxBatchEnvelopes: DefaultMaxBatchEnvelopes,
+		MaxBatchBytes:     DefaultMaxBatchBytes,
 	}
 }
 
@@ -71,8 +76,11 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		return errors.New("ledger config: Dir is required")
 	}
-	if c.MaxEnvelopeBytes <= 0 || c.MaxBatchEnvelopes <= 0 {
-		return errors.New("ledger config: MaxEnvelopeBytes and MaxBatchEnvelopes must be positive")
+	if c.MaxEnvelopeBytes <= 0 || c.MaxBatchEnvelopes <= 0 || c.MaxBatchBytes <= 0 {
+		return errors.New("ledger config: MaxEnvelopeBytes, MaxBatchEnvelopes and MaxBatchBytes must be positive")
+	}
+	if c.MaxBatchBytes > maxTxnBytes/2 {
+		return fmt.Errorf("ledger config: MaxBatchBytes %d is over %d, half of what one badger transaction holds", c.MaxBatchBytes, maxTxnBytes/2)
 	}
 	if c.VerifyWorkers < 0 {
 		return errors.New("ledger config: VerifyWorkers must not be negative")
@@ -143,6 +151,11 @@ func Open(ctx context.Context, cfg Config) (*Ledger, error) {
 	return l, nil
 }
 
+const (
+	memTableBytes = 128 << 20
+	maxTxnBytes   = memTableBytes * 15 / 100
+)
+
 // badgerOptions builds the one set of badger options the ledger uses.
 func badgerOptions(cfg Config) badger.Options {
 	o := badger.DefaultOptions(cfg.Dir)
@@ -154,6 +167,10 @@ func badgerOptions(cfg Config) badger.Options {
 	// is one lookup, not an extra value-log seek.
 	o.ValueThreshold = 1 << 20
 	o.NumVersionsToKeep = 1
+	// A batch is one transaction, and badger caps a transaction at 15% of
+	// the memtable: 128 MiB gives room for MaxBatchBytes of envelopes plus the
+	// hashes and indexes written beside them.
+	o.MemTableSize = memTableBytes
 	return o
 }
 
@@ -274,11 +291,11 @@ func u64(prefix byte, n uint64) []byte {
 	return k
 }
 
-func entryKey(i uint64) []byte     { return u64('e', i) }
-func regKey(i uint64) []byte       { return u64('r', i) }
-func treeKey(i int64) []byte       { return u64('t', uint64(i)) }
-func hashKey(h []byte) []byte      { return append([]byte{'h'}, h...) }
-func serialKey(s string) []byte    { return append([]byte{'s'}, s...) }
+func entryKey(i uint64) []byte      { return u64('e', i) }
+func regKey(i uint64) []byte        { return u64('r', i) }
+func treeKey(i int64) []byte        { return u64('t', uint64(i)) }
+func hashKey(h []byte) []byte       { return append([]byte{'h'}, h...) }
+func serialKey(s string) []byte     { return append([]byte{'s'}, s...) }
 func historyPrefix(s string) []byte { return append(append([]byte{'c'}, s...), 0) }
 func historyKey(s string, n uint64) []byte {
 	return binary.BigEndian.AppendUint64(historyPrefix(s), n)

@@ -1,0 +1,197 @@
+// Package consortium builds a consortium from a list of members: a key set per
+// participant, a node key and the genesis file that registers them. The
+// development node (gpuledgerd dev) and the tests use it.
+package consortium
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/gpuledger/gpuledger/crypto/dsse"
+	"github.com/gpuledger/gpuledger/crypto/keys"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Spec describes one member to create.
+type Spec struct {
+	ID      string
+	Name    string
+	Role    pb.Role
+	Country string
+	Sites   []*pb.Site
+	// Schemes are the key schemes of the member's key set (Ed25519 when empty).
+	Schemes []keys.Scheme
+	// Hybrid makes the member require both signatures (needs both schemes).
+	Hybrid bool
+}
+
+// Member is a participant with its private keys.
+type Member struct {
+	Participant *pb.Participant
+	Keys        *keys.KeySet
+}
+
+// Consortium is a set of members, a node key and their genesis.
+type Consortium struct {
+	Members []*Member
+	// Genesis is the genesis file (protojson).
+	Genesis []byte
+	// NodeName is the node's name; NodeKey its signed-note private key
+	// ("PRIVATE+KEY+..."), NodeVerifierKey the public one.
+	NodeName, NodeKey, NodeVerifierKey string
+	// NodeSigner signs checkpoints with NodeKey.
+	NodeSigner note.Signer
+}
+
+// Options tune Build.
+type Options struct {
+	// Rand is the randomness for keys; crypto/rand when nil.
+	Rand io.Reader
+	// LedgerName names the ledger (default "gpuledger-dev").
+	LedgerName string
+	// CreatedAt is the genesis time (default 2026-01-01).
+	CreatedAt time.Time
+	// NodeName is the node's name (default "node-1"), operated by NodeOperator
+	// (default: the first member).
+	NodeName, NodeOperator string
+	// Policy is the genesis policy (default: none, so the embedded default).
+	Policy *pb.Policy
+}
+
+// Build creates the members' keys, a node key and the genesis.
+func Build(specs []Spec, o Options) (*Consortium, error) {
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	if o.LedgerName == "" {
+		o.LedgerName = "gpuledger-dev"
+	}
+	if o.CreatedAt.IsZero() {
+		o.CreatedAt = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	if o.NodeName == "" {
+		o.NodeName = "node-1"
+	}
+	if len(specs) == 0 {
+		return nil, fmt.Errorf("consortium: no members")
+	}
+	if o.NodeOperator == "" {
+		o.NodeOperator = specs[0].ID
+	}
+	c := &Consortium{NodeName: o.NodeName}
+	g := &pb.Genesis{LedgerName: o.LedgerName, CreatedAt: timestamppb.New(o.CreatedAt), Policy: o.Policy}
+	for _, s := range specs {
+		schemes := s.Schemes
+		if len(schemes) == 0 {
+			schemes = []keys.Scheme{keys.Ed25519}
+		}
+		ks, err := keys.Generate(s.ID, o.Rand, schemes...)
+		if err != nil {
+			return nil, fmt.Errorf("consortium: %s: %w", s.ID, err)
+		}
+		p := &pb.Participant{Id: s.ID, DisplayName: s.Name, Role: s.Role, Country: s.Country, Sites: s.Sites, RequireHybrid: s.Hybrid}
+		for _, pk := range ks.PublicKeys() {
+			p.Keys = append(p.Keys, PublicKeyProto(pk))
+		}
+		g.Participants = append(g.Participants, p)
+		c.Members = append(c.Members, &Member{Participant: p, Keys: ks})
+	}
+	skey, vkey, err := note.GenerateKey(o.Rand, o.NodeName)
+	if err != nil {
+		return nil, fmt.Errorf("consortium: node key: %w", err)
+	}
+	c.NodeKey, c.NodeVerifierKey = skey, vkey
+	if c.NodeSigner, err = note.NewSigner(skey); err != nil {
+		return nil, err
+	}
+	g.Nodes = []*pb.Node{{Name: o.NodeName, ParticipantId: o.NodeOperator, VerifierKey: vkey}}
+	c.Genesis, err = MarshalGenesis(g)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// MarshalGenesis writes a genesis document as indented protojson.
+func MarshalGenesis(g *pb.Genesis) ([]byte, error) {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(g)
+	if err != nil {
+		return nil, fmt.Errorf("marshal genesis: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// PublicKeyProto returns the registry form of a public key.
+func PublicKeyProto(pk keys.PublicKey) *pb.PublicKey {
+	s := pb.KeyScheme_KEY_SCHEME_ED25519
+	if pk.Scheme == keys.MLDSA65 {
+		s = pb.KeyScheme_KEY_SCHEME_ML_DSA_65
+	}
+	return &pb.PublicKey{KeyId: pk.ID(), Scheme: s, PublicKey: pk.Key}
+}
+
+// Member returns the member with the given id, or nil.
+func (c *Consortium) Member(id string) *Member {
+	for _, m := range c.Members {
+		if m.Participant.GetId() == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// SignEvent signs a custody event with all of the member's keys and returns
+// the envelope's stored bytes.
+func (m *Member) SignEvent(ev *pb.CustodyEvent) []byte {
+	return SignEnvelope(dsse.CustodyEventType, ev, m.Keys.Signers()...)
+}
+
+// SignChange signs a registry change with all of the member's keys.
+func (m *Member) SignChange(ch *pb.RegistryChange) []byte {
+	return SignEnvelope(dsse.RegistryChangeType, ch, m.Keys.Signers()...)
+}
+
+// SignEnvelope signs msg as payloadType with the given signers and returns the
+// envelope's deterministic wire form.
+func SignEnvelope(payloadType string, msg proto.Message, signers ...keys.Signer) []byte {
+	env, err := dsse.SignMessage(payloadType, msg, signers...)
+	if err != nil {
+		panic(err) // only for messages that cannot be marshalled
+	}
+	b, err := dsse.Marshal(env)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Dev returns the development consortium's members: a manufacturer, two
+// distributors, an integrator, two datacentres in different countries, an
+// auditor and a regulator.
+func Dev() []Spec {
+	lat := func(v float64) *int32 { x := int32(v * 1e6); return &x }
+	return []Spec{
+		{ID: "acme-gpu", Name: "Acme GPU Manufacturing", Role: pb.Role_ROLE_MANUFACTURER, Country: "TW",
+			Sites: []*pb.Site{{Id: "hsinchu-fab", Country: "TW", LatitudeE6: lat(24.80), LongitudeE6: lat(120.97)}}},
+		{ID: "eu-dist", Name: "Euro Components Distribution", Role: pb.Role_ROLE_DISTRIBUTOR, Country: "NL",
+			Sites: []*pb.Site{{Id: "rotterdam-wh", Country: "NL", LatitudeE6: lat(51.92), LongitudeE6: lat(4.48)}}},
+		{ID: "us-dist", Name: "Pacific Systems Distribution", Role: pb.Role_ROLE_DISTRIBUTOR, Country: "US",
+			Sites: []*pb.Site{{Id: "san-jose-wh", Country: "US", LatitudeE6: lat(37.34), LongitudeE6: lat(-121.89)}}},
+		{ID: "rack-integrator", Name: "Rack & Stack Integration", Role: pb.Role_ROLE_INTEGRATOR, Country: "DE",
+			Sites: []*pb.Site{{Id: "frankfurt-lab", Country: "DE", LatitudeE6: lat(50.11), LongitudeE6: lat(8.68)}}},
+		{ID: "dc-frankfurt", Name: "Frankfurt Compute Centre", Role: pb.Role_ROLE_DATACENTRE, Country: "DE",
+			Sites: []*pb.Site{{Id: "fra-dc1", Country: "DE", LatitudeE6: lat(50.10), LongitudeE6: lat(8.63)}}},
+		{ID: "dc-virginia", Name: "Virginia Cloud Campus", Role: pb.Role_ROLE_DATACENTRE, Country: "US",
+			Sites: []*pb.Site{{Id: "iad-dc2", Country: "US", LatitudeE6: lat(39.04), LongitudeE6: lat(-77.49)}},
+			Schemes: []keys.Scheme{keys.Ed25519, keys.MLDSA65}, Hybrid: true},
+		{ID: "audit-office", Name: "Independent Audit Office", Role: pb.Role_ROLE_AUDITOR, Country: "GB"},
+		{ID: "export-regulator", Name: "Export Control Authority", Role: pb.Role_ROLE_REGULATOR, Country: "US",
+			Schemes: []keys.Scheme{keys.Ed25519, keys.MLDSA65}},
+	}
+}
