@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +17,6 @@ import (
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -91,10 +91,11 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 		return nil, err
 	}
 	v := l.view.Load()
-	ds := l.decodeAll(b.Envelopes, v.reg)
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+	// Decoding and signature verification run on VerifyWorkers goroutines,
+	// in envelope order; the sequential phase below takes each envelope as
+	// soon as it is ready, so ordering work overlaps verification.
+	ds, ready, wait := l.decodeAll(b.Envelopes, v.reg)
+	defer wait()
 
 	txn := l.db.NewTransaction(true)
 	defer txn.Discard()
@@ -110,6 +111,7 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 	}
 	results := make([]Result, len(ds))
 	for i := range ds {
+		<-ready[i]
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("apply batch: %w", err)
 		}
@@ -160,15 +162,25 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 	if d.err != nil {
 		return Result{Err: d.err}, nil
 	}
-	// Idempotency first: a byte-identical envelope gets its original entry.
+	// Idempotency first: a byte-identical envelope gets its original entry,
+	// whatever has changed since (a revoked key, a suspension).
 	if e, ok := a.seen[d.hash]; ok {
 		return Result{Entry: e, Duplicate: true}, nil
 	}
-	switch orig, err := a.l.entryByHashTxn(a.txn, d.hash[:]); {
-	case err == nil:
-		return Result{Entry: orig, Duplicate: true}, nil
-	case !errors.Is(err, ErrNotFound):
-		return Result{}, err
+	var st *pb.SerialState
+	if d.event != nil {
+		var err error
+		if st, err = a.serial(d.event.GetSerial()); err != nil {
+			return Result{}, err
+		}
+	}
+	if mayBeLogged(d, st) {
+		switch orig, err := a.l.entryByHashTxn(a.txn, d.hash[:]); {
+		case err == nil:
+			return Result{Entry: orig, Duplicate: true}, nil
+		case !errors.Is(err, ErrNotFound):
+			return Result{}, err
+		}
 	}
 	index := a.size
 	if rej := a.authorize(d, index); rej != nil {
@@ -183,10 +195,6 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 	var flags []*pb.Flag
 	switch {
 	case d.event != nil:
-		st, err := a.serial(d.event.GetSerial())
-		if err != nil {
-			return Result{}, err
-		}
 		next, fl, rej := custody.Next(custody.Step{
 			State: st, Event: d.event, Actor: a.reg.Participant(d.actor), Index: index, EntryHash: d.hash[:],
 		}, a.reg, a.reg.Policy())
@@ -218,10 +226,21 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 	return a.append(d, index, flags)
 }
 
+// mayBeLogged reports whether the envelope could already be in the log; when
+// it cannot, Apply skips the look-up by hash (a store read per entry). An
+// event that names the serial's current head as its predecessor is not in the
+// log: had it been appended, the head would be it or a later entry. Nor is an
+// event of a serial with no entries. Everything else is looked up.
+func mayBeLogged(d *decoded, st *pb.SerialState) bool {
+	if d.event == nil || st == nil {
+		return d.event == nil
+	}
+	return d.event.GetType() == pb.EventType_EVENT_TYPE_MANUFACTURED || !bytes.Equal(d.event.GetPrevEventHash(), st.GetHeadHash())
+}
+
 // append writes an accepted entry and its Merkle hashes.
 func (a *applier) append(d *decoded, index uint64, flags []*pb.Flag) (Result, error) {
-	atNanos := a.at.UnixNano()
-	hs, err := tlog.StoredHashes(int64(index), leafData(index, atNanos, d.raw), a.hashes)
+	hs, err := tlog.StoredHashes(int64(index), leafData(index, a.at.UnixNano(), d.hash), a.hashes)
 	if err != nil {
 		return Result{}, fmt.Errorf("merkle hashes: %w", err)
 	}
@@ -353,29 +372,111 @@ func (l *Ledger) verify(k *pb.PublicKey, msg, sig []byte) bool {
 }
 
 // decodeAll decodes every envelope and verifies its signatures against the
-// keys of reg, in parallel on VerifyWorkers goroutines. It is a pure function
-// of its inputs.
-func (l *Ledger) decodeAll(raws [][]byte, reg *Registry) []decoded {
-	ds := make([]decoded, len(raws))
+// keys of reg, in parallel on VerifyWorkers goroutines, taking envelopes in
+// order. ready[i] is closed when ds[i] is done; wait blocks until every
+// worker has returned. The results are a pure function of the inputs.
+func (l *Ledger) decodeAll(raws [][]byte, reg *Registry) (ds []decoded, ready []chan struct{}, wait func()) {
+	ds = make([]decoded, len(raws))
+	ready = make([]chan struct{}, len(raws))
+	for i := range ready {
+		ready[i] = make(chan struct{})
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	workers := min(l.cfg.VerifyWorkers, len(raws))
-	for range workers {
+	for range min(l.cfg.VerifyWorkers, len(raws)) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(raws) {
 					return
 				}
-				l.decode(&ds[i], raws[i], reg)
+				if d, ok := l.pre.take(raws[i]); ok {
+					ds[i] = *d
+				} else {
+					l.decode(&ds[i], raws[i], reg)
+				}
+				close(ready[i])
 			}
 		})
 	}
-	wg.Wait()
-	return ds
+	return ds, ready, wg.Wait
 }
 
-var strict = proto.UnmarshalOptions{}
+// strict drops unknown fields on decode, so that the canonical check below
+// (re-encode and compare) also rejects any field this ledger does not know.
+var strict = proto.UnmarshalOptions{DiscardUnknown: true}
+
+// Preverify decodes envelopes and verifies their signatures in parallel, and
+// keeps the results for a later Apply of the same bytes, so that a caller can
+// verify the next batch while the current one commits. It returns, per
+// envelope, the rejection already certain (malformed, too large, a signature
+// that does not verify under a registered key), or nil. The results are pure
+// functions of the envelope bytes and the key bytes, so Apply's outcome is the
+// same with or without Preverify; authorisation (key active, signer is the
+// actor, custody rules) is always decided by Apply, in order.
+func (l *Ledger) Preverify(envs [][]byte) []error {
+	ds, ready, wait := l.decodeAll(envs, l.view.Load().reg)
+	wait()
+	out := make([]error, len(ds))
+	for i := range ds {
+		<-ready[i]
+		if ds[i].err != nil {
+			out[i] = ds[i].err
+		} else if slices.Contains(ds[i].sig, -1) {
+			out[i] = custody.Reject(custody.Unauthenticated, custody.ReasonBadSignature, "a signature does not verify; sign PAE(payload_type, payload) with the named key")
+		}
+		l.pre.put(&ds[i])
+	}
+	return out
+}
+
+// preverified holds decode results by entry hash until Apply takes them. It
+// is bounded: past maxPreverified results the oldest are dropped (Apply then
+// decodes those itself).
+type preverified struct {
+	n     atomic.Int64 // len(m), read without the lock
+	mu    sync.Mutex
+	m     map[[32]byte]*decoded
+	order [][32]byte
+}
+
+const maxPreverified = 1 << 16
+
+func (p *preverified) put(d *decoded) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = make(map[[32]byte]*decoded)
+	}
+	if _, ok := p.m[d.hash]; ok {
+		return
+	}
+	for len(p.order) >= maxPreverified {
+		if _, ok := p.m[p.order[0]]; ok {
+			delete(p.m, p.order[0])
+			p.n.Add(-1)
+		}
+		p.order = p.order[1:]
+	}
+	p.m[d.hash] = d
+	p.n.Add(1)
+	p.order = append(p.order, d.hash)
+}
+
+func (p *preverified) take(raw []byte) (*decoded, bool) {
+	if p.n.Load() == 0 {
+		return nil, false
+	}
+	h := sha256.Sum256(raw)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d, ok := p.m[h]
+	if ok {
+		delete(p.m, h) // order keeps the hash; eviction skips it
+		p.n.Add(-1)
+	}
+	return d, ok
+}
 
 func (l *Ledger) decode(d *decoded, raw []byte, reg *Registry) {
 	d.raw = raw
@@ -471,42 +572,14 @@ func decodeCanonical(b []byte, m proto.Message, what string) *custody.Error {
 	return canonical(b, m, what)
 }
 
-// canonical checks that b is exactly the deterministic encoding of m with no
-// unknown fields anywhere, so every byte of a stored envelope has one meaning.
+// canonical checks that b is exactly the deterministic encoding of m, which
+// was decoded from b with unknown fields dropped: so b has no unknown field
+// anywhere and every byte of a stored envelope has one meaning.
 func canonical(b []byte, m proto.Message, what string) *custody.Error {
-	if hasUnknown(m.ProtoReflect()) {
-		return custody.Reject(custody.Malformed, custody.ReasonNotCanonical, "%s has fields this ledger does not know", what)
-	}
 	again, err := dsse.Marshal(m)
 	if err != nil || !bytes.Equal(again, b) {
-		return custody.Reject(custody.Malformed, custody.ReasonNotCanonical, "%s is not in deterministic protobuf form; serialize it with deterministic marshalling", what)
+		return custody.Reject(custody.Malformed, custody.ReasonNotCanonical,
+			"%s is not canonical: it carries fields this ledger does not know, or is not deterministically serialized", what)
 	}
 	return nil
-}
-
-func hasUnknown(m protoreflect.Message) bool {
-	if len(m.GetUnknown()) > 0 {
-		return true
-	}
-	found := false
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Message() == nil {
-			return true
-		}
-		if fd.IsList() {
-			for i := 0; i < v.List().Len(); i++ {
-				if hasUnknown(v.List().Get(i).Message()) {
-					found = true
-					return false
-				}
-			}
-			return true
-		}
-		if !fd.IsMap() && hasUnknown(v.Message()) {
-			found = true
-			return false
-		}
-		return true
-	})
-	return found
 }

@@ -30,8 +30,11 @@
 //
 // The Merkle leaf of entry i is RFC 6962 over
 //
-//	"gpuledger-entry-v1" || uint64be(i) || int64be(accepted_at Unix ns) || envelope
+//	"gpuledger-entry-v1" || uint64be(i) || int64be(accepted_at Unix ns) || SHA-256(envelope)
 //
+// (the entry hash stands for the envelope, so a leaf is 58 bytes whatever the
+// envelope's size, and a verifier that checks chain links has computed it
+// already).
 // A checkpoint is a C2SP tlog-checkpoint
 //
 //	gpuledger/<ledger id, lowercase hex SHA-256 of the genesis file>

@@ -111,6 +111,8 @@ type Ledger struct {
 	origin   string
 	keyCache keys.Cache
 
+	pre preverified
+
 	applyMu sync.Mutex
 	view    atomic.Pointer[view]
 
@@ -167,6 +169,9 @@ func badgerOptions(cfg Config) badger.Options {
 	// is one lookup, not an extra value-log seek.
 	o.ValueThreshold = 1 << 20
 	o.NumVersionsToKeep = 1
+	// One writer (Apply holds applyMu): no concurrent transactions to detect
+	// conflicts between.
+	o.DetectConflicts = false
 	// A batch is one transaction, and badger caps a transaction at 15% of
 	// the memtable: 128 MiB gives room for MaxBatchBytes of envelopes plus the
 	// hashes and indexes written beside them.
@@ -342,19 +347,23 @@ func (r *hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// leafData is the fixed encoding a Merkle leaf commits to.
-func leafData(index uint64, acceptedAtNanos int64, envelope []byte) []byte {
-	const tag = "gpuledger-entry-v1"
-	b := make([]byte, 0, len(tag)+16+len(envelope))
-	b = append(b, tag...)
+// leafTag starts every leaf's data (domain separation).
+const leafTag = "gpuledger-entry-v1"
+
+// leafData is the fixed 58-byte encoding a Merkle leaf commits to:
+// leafTag || uint64be(index) || int64be(accepted_at Unix ns) || entry hash.
+func leafData(index uint64, acceptedAtNanos int64, entryHash [32]byte) []byte {
+	b := make([]byte, 0, len(leafTag)+16+len(entryHash))
+	b = append(b, leafTag...)
 	b = binary.BigEndian.AppendUint64(b, index)
 	b = binary.BigEndian.AppendUint64(b, uint64(acceptedAtNanos))
-	return append(b, envelope...)
+	return append(b, entryHash[:]...)
 }
 
-// LeafHash returns the RFC 6962 leaf hash of an entry.
-func LeafHash(index uint64, acceptedAtNanos int64, envelope []byte) tlog.Hash {
-	return tlog.RecordHash(leafData(index, acceptedAtNanos, envelope))
+// LeafHash returns the RFC 6962 leaf hash of an entry from its index,
+// acceptance time and entry hash (SHA-256 of the envelope).
+func LeafHash(index uint64, acceptedAtNanos int64, entryHash [32]byte) tlog.Hash {
+	return tlog.RecordHash(leafData(index, acceptedAtNanos, entryHash))
 }
 
 type badgerLogger struct{ l *slog.Logger }

@@ -189,7 +189,8 @@ func leafHash(e *pb.Entry) []byte {
 	d := []byte("gpuledger-entry-v1")
 	d = binary.BigEndian.AppendUint64(d, e.GetIndex())
 	d = binary.BigEndian.AppendUint64(d, uint64(e.GetAcceptedAt().AsTime().UnixNano()))
-	d = append(d, e.GetEnvelope()...)
+	h := sha256.Sum256(e.GetEnvelope())
+	d = append(d, h[:]...)
 	return rfc6962.DefaultHasher.HashLeaf(d)
 }
 

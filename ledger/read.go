@@ -31,7 +31,7 @@ func loadEntry(txn *badger.Txn, index uint64, decode bool) (*pb.Entry, error) {
 	e.Index = index
 	h := sha256.Sum256(e.GetEnvelope())
 	e.EntryHash = h[:]
-	lh := LeafHash(index, e.GetAcceptedAt().AsTime().UnixNano(), e.GetEnvelope())
+	lh := LeafHash(index, e.GetAcceptedAt().AsTime().UnixNano(), h)
 	e.LeafHash = lh[:]
 	if decode {
 		DecodeEntry(e)
@@ -87,6 +87,9 @@ func (l *Ledger) EntryByHash(ctx context.Context, h []byte) (*pb.Entry, error) {
 		if e, err = l.entryByHashTxn(txn, h); err == nil {
 			DecodeEntry(e)
 		}
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("entry %x: %w", h, ErrNotFound)
+		}
 		return err
 	})
 	if err == nil && e.GetIndex() >= l.Size() {
@@ -101,7 +104,7 @@ func (l *Ledger) entryByHashTxn(txn *badger.Txn, h []byte) (*pb.Entry, error) {
 	}
 	b, err := getValue(txn, hashKey(h))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("entry %x: %w", h, ErrNotFound)
+		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read hash index: %w", err)

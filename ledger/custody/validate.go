@@ -1,7 +1,6 @@
 package custody
 
 import (
-	"regexp"
 	"time"
 
 	gpuledgerv1 "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
@@ -19,20 +18,42 @@ const (
 	participantSpec = "[a-z0-9][a-z0-9-]{1,62}"
 )
 
-var (
-	serialRE      = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,64}$`)
-	participantRE = regexp.MustCompile(`^` + participantSpec + `$`)
-	countryRE     = regexp.MustCompile(`^[A-Z]{2}$`)
-)
+// ValidSerial reports whether s is a well-formed serial number: 1 to 64
+// characters of A-Z a-z 0-9 . _ : / -
+func ValidSerial(s string) bool {
+	if len(s) == 0 || len(s) > MaxSerialLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(isLower(c) || isDigit(c) || 'A' <= c && c <= 'Z' || c == '.' || c == '_' || c == ':' || c == '/' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
-// ValidSerial reports whether s is a well-formed serial number.
-func ValidSerial(s string) bool { return serialRE.MatchString(s) }
-
-// ValidParticipantID reports whether s is a well-formed participant id.
-func ValidParticipantID(s string) bool { return participantRE.MatchString(s) }
+// ValidParticipantID reports whether s is a well-formed participant (or site)
+// id: [a-z0-9][a-z0-9-]{1,62}.
+func ValidParticipantID(s string) bool {
+	if len(s) < 2 || len(s) > 63 || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(isLower(c) || isDigit(c) || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidCountry reports whether s looks like an ISO 3166-1 alpha-2 code.
-func ValidCountry(s string) bool { return countryRE.MatchString(s) }
+func ValidCountry(s string) bool {
+	return len(s) == 2 && 'A' <= s[0] && s[0] <= 'Z' && 'A' <= s[1] && s[1] <= 'Z'
+}
+
+func isLower(c byte) bool { return 'a' <= c && c <= 'z' }
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 func invalid(format string, args ...any) *Error {
 	return Reject(Malformed, ReasonInvalidField, format, args...)

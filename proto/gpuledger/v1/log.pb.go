@@ -26,7 +26,7 @@ const (
 //
 // The Merkle leaf of an entry is RFC 6962 over the leaf data
 //
-//	"gpuledger-entry-v1" || uint64be(index) || int64be(accepted_at as Unix nanoseconds) || envelope
+//	"gpuledger-entry-v1" || uint64be(index) || int64be(accepted_at as Unix nanoseconds) || entry_hash
 //
 // so a proof commits to the position and acceptance time as well as the bytes.
 type Entry struct {
