@@ -165,9 +165,13 @@ func badgerOptions(cfg Config) badger.Options {
 	o.SyncWrites = cfg.SyncWrites
 	o.Logger = badgerLogger{cfg.Logger}
 	o.MetricsEnabled = false
-	// Entries are small and read by key; keep values in the LSM tree so a read
-	// is one lookup, not an extra value-log seek.
-	o.ValueThreshold = 1 << 20
+	// Values over 1 KiB (ML-DSA-65 and hybrid envelopes, ~3.6 KiB) go to the
+	// value log and the LSM tree keeps a pointer (badger's WiscKey layout):
+	// they are written once instead of being rewritten by every compaction,
+	// which measured 47% faster for such batches (BenchmarkStorageCeiling).
+	// Entries are never overwritten or deleted, so the value log never needs
+	// garbage collection. Ed25519 entries and serial states stay in the tree.
+	o.ValueThreshold = 1 << 10
 	o.NumVersionsToKeep = 1
 	// One writer (Apply holds applyMu): no concurrent transactions to detect
 	// conflicts between.
