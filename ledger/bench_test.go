@@ -221,11 +221,11 @@ func BenchmarkIngest(b *testing.B) {
 	}
 }
 
-// bigLedger returns a ledger of n Ed25519 entries, built once and kept in the
+// bigLedger returns a ledger of n entries signed with Ed25519 only, built once and kept in the
 // temporary directory for later runs (the consortium's keys are fixed, so the
 // store is the same every time), and the mean envelope size.
 func bigLedger(b *testing.B, n int) (*ledger.Ledger, string) {
-	c := testConsortium
+	c := benchConsortium(b, "Ed25519", []keys.Scheme{keys.Ed25519})
 	id := sha256.Sum256(c.Genesis)
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("gpuledger-bench-%d-%s", n, hex.EncodeToString(id[:6])))
 	cfg := ledger.DefaultConfig(dir)
@@ -245,7 +245,6 @@ func bigLedger(b *testing.B, n int) (*ledger.Ledger, string) {
 	}
 	b.Logf("building a %d-entry ledger in %s (once)", n, dir)
 	start := time.Now()
-	type job struct{ envs [][]byte }
 	batches := make(chan [][]byte, 8)
 	const producers, perBatch = 2, 1000
 	var made atomic.Int64

@@ -147,6 +147,19 @@ func TestIdempotentResubmission(t *testing.T) {
 	if f.l.Size() != size || f.l.Root() != root {
 		t.Fatalf("re-submission changed the log")
 	}
+	// Later events: one in the middle of the chain and the head itself.
+	shipped := f.sign("acme-gpu", ship, "GPU-IDEM", to("eu-dist"))
+	shipEntry := f.must(shipped)[0]
+	received := f.sign("eu-dist", recv, "GPU-IDEM")
+	recvEntry := f.must(received)[0]
+	for _, c := range []struct {
+		env  []byte
+		want uint64
+	}{{shipped, shipEntry.GetIndex()}, {received, recvEntry.GetIndex()}} {
+		if r := f.apply(c.env)[0]; r.Err != nil || !r.Duplicate || r.Entry.GetIndex() != c.want {
+			t.Fatalf("re-submitting entry %d = %+v; want it as a duplicate", c.want, r)
+		}
+	}
 	// A second, byte-identical envelope inside the batch that first adds it.
 	env2 := f.sign("acme-gpu", mfd, "GPU-IDEM-2")
 	rs := f.apply(env2, env2)
