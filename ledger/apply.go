@@ -306,7 +306,13 @@ func (a *applier) serial(s string) (*pb.SerialState, error) {
 // the actor, at least one is needed, and a participant that requires hybrid
 // signatures needs one Ed25519 and one ML-DSA-65 signature.
 func (a *applier) authorize(d *decoded, index uint64) *custody.Error {
-	p := a.reg.Participant(d.actor)
+	return a.l.authorizeAt(a.reg, d, index)
+}
+
+// authorizeAt is authorize against a given registry; signatures whose result
+// d.sig does not hold yet are verified here.
+func (l *Ledger) authorizeAt(reg *Registry, d *decoded, index uint64) *custody.Error {
+	p := reg.Participant(d.actor)
 	if p == nil {
 		return custody.Reject(custody.Unauthenticated, custody.ReasonUnknownParticipant,
 			"%q is not a registered participant", d.actor)
@@ -314,7 +320,7 @@ func (a *applier) authorize(d *decoded, index uint64) *custody.Error {
 	var ed, ml bool
 	pae := []byte(nil)
 	for i, s := range d.env.GetSignatures() {
-		k, owner := a.reg.Key(s.GetKeyid())
+		k, owner := reg.Key(s.GetKeyid())
 		switch {
 		case k == nil:
 			return custody.Reject(custody.Unauthenticated, custody.ReasonUnknownKey,
@@ -326,12 +332,12 @@ func (a *applier) authorize(d *decoded, index uint64) *custody.Error {
 			return custody.Reject(custody.Unauthenticated, custody.ReasonKeyRevoked,
 				"key %s of %s may not sign entry %d (active from %d, revoked at %d)", s.GetKeyid(), owner, index, k.GetActiveFromIndex(), k.GetRevokedAtIndex())
 		}
-		ok := d.sig[i] > 0
-		if d.sig[i] == 0 { // a key added within this batch
+		ok := i < len(d.sig) && d.sig[i] > 0
+		if i >= len(d.sig) || d.sig[i] == 0 { // a key not known when the batch was decoded
 			if pae == nil {
 				pae = dsse.PAE(d.env.GetPayloadType(), d.env.GetPayload())
 			}
-			ok = a.l.verify(k, pae, s.GetSig())
+			ok = l.verify(k, pae, s.GetSig())
 		}
 		if !ok {
 			return custody.Reject(custody.Unauthenticated, custody.ReasonBadSignature,
@@ -351,6 +357,23 @@ func (a *applier) authorize(d *decoded, index uint64) *custody.Error {
 	if p.GetRequireHybrid() && !(ed && ml) {
 		return custody.Reject(custody.Unauthenticated, custody.ReasonHybridRequired,
 			"%s requires hybrid signatures: sign with both its Ed25519 and its ML-DSA-65 key", d.actor)
+	}
+	return nil
+}
+
+// CheckEntry re-verifies a stored entry as Apply judged it: canonical
+// envelope, payload, and every signature by an active key of the actor
+// under reg (the registry as of the entry's index, or a later one: keys
+// carry the indexes they were active between). It returns nil when the entry
+// holds.
+func (l *Ledger) CheckEntry(e *pb.Entry, reg *Registry) error {
+	var d decoded
+	l.decode(&d, e.GetEnvelope(), &Registry{keys: map[string]keyRef{}})
+	if d.err != nil {
+		return d.err
+	}
+	if rej := l.authorizeAt(reg, &d, e.GetIndex()); rej != nil {
+		return rej
 	}
 	return nil
 }

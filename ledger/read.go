@@ -297,3 +297,35 @@ func (l *Ledger) replayRegistry(ctx context.Context, reg *Registry, upTo uint64)
 	}
 	return reg, nil
 }
+
+// RegistryEntries returns up to limit registry-change entries with index at
+// least from, in log order, decoded, and the index to continue from (0 when
+// there are no more).
+func (l *Ledger) RegistryEntries(ctx context.Context, from uint64, limit int) ([]*pb.Entry, uint64, error) {
+	var out []*pb.Entry
+	var next uint64
+	size := l.Size()
+	err := l.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix, opts.PrefetchValues = []byte{'r'}, false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(regKey(from)); it.ValidForPrefix(opts.Prefix); it.Next() {
+			idx := binary.BigEndian.Uint64(it.Item().Key()[1:])
+			if idx >= size {
+				return nil
+			}
+			if len(out) == limit {
+				next = idx
+				return nil
+			}
+			e, err := loadEntry(txn, idx, true)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, next, err
+}

@@ -127,3 +127,60 @@ func hashList(hs []tlog.Hash) [][]byte {
 	}
 	return out
 }
+
+// InclusionProofs proves several entries against one tree size, reading each
+// Merkle hash once however many proofs share it (a batch's receipts share
+// most of their paths).
+func (l *Ledger) InclusionProofs(ctx context.Context, indexes []uint64, size uint64) ([]*pb.InclusionProof, error) {
+	if size > l.Size() {
+		return nil, fmt.Errorf("tree size %d is beyond the log's %d: %w", size, l.Size(), ErrInvalidArgument)
+	}
+	out := make([]*pb.InclusionProof, len(indexes))
+	err := l.db.View(func(txn *badger.Txn) error {
+		r := &cachedReader{r: &hashReader{txn: txn}, m: make(map[int64]tlog.Hash)}
+		for i, idx := range indexes {
+			if idx >= size {
+				return fmt.Errorf("inclusion of entry %d in tree size %d: %w", idx, size, ErrInvalidArgument)
+			}
+			p, err := tlog.ProveRecord(int64(size), int64(idx), r)
+			if err != nil {
+				return fmt.Errorf("inclusion proof: %w", err)
+			}
+			out[i] = &pb.InclusionProof{LeafIndex: idx, TreeSize: size, Hashes: hashList(p)}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// cachedReader remembers the hashes it has read.
+type cachedReader struct {
+	r tlog.HashReader
+	m map[int64]tlog.Hash
+}
+
+func (c *cachedReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	var missing []int64
+	for i, idx := range indexes {
+		h, ok := c.m[idx]
+		if !ok {
+			missing = append(missing, idx)
+			continue
+		}
+		out[i] = h
+	}
+	if len(missing) > 0 {
+		hs, err := c.r.ReadHashes(missing)
+		if err != nil {
+			return nil, err
+		}
+		for i, idx := range missing {
+			c.m[idx] = hs[i]
+		}
+		for i, idx := range indexes {
+			out[i] = c.m[idx]
+		}
+	}
+	return out, nil
+}

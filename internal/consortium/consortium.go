@@ -188,7 +188,7 @@ func Dev() []Spec {
 		{ID: "dc-frankfurt", Name: "Frankfurt Compute Centre", Role: pb.Role_ROLE_DATACENTRE, Country: "DE",
 			Sites: []*pb.Site{{Id: "fra-dc1", Country: "DE", LatitudeE6: lat(50.10), LongitudeE6: lat(8.63)}}},
 		{ID: "dc-virginia", Name: "Virginia Cloud Campus", Role: pb.Role_ROLE_DATACENTRE, Country: "US",
-			Sites: []*pb.Site{{Id: "iad-dc2", Country: "US", LatitudeE6: lat(39.04), LongitudeE6: lat(-77.49)}},
+			Sites:   []*pb.Site{{Id: "iad-dc2", Country: "US", LatitudeE6: lat(39.04), LongitudeE6: lat(-77.49)}},
 			Schemes: []keys.Scheme{keys.Ed25519, keys.MLDSA65}, Hybrid: true},
 		{ID: "audit-office", Name: "Independent Audit Office", Role: pb.Role_ROLE_AUDITOR, Country: "GB"},
 		{ID: "export-regulator", Name: "Export Control Authority", Role: pb.Role_ROLE_REGULATOR, Country: "US",

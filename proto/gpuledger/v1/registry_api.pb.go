@@ -306,11 +306,122 @@ func (x *GetPolicyResponse) GetPolicy() *Policy {
 	return nil
 }
 
+// ListRegistryChangesRequest pages through the log's registry-change entries.
+type ListRegistryChangesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Maximum entries to return (default 100, at most 1,000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of a previous response, or empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRegistryChangesRequest) Reset() {
+	*x = ListRegistryChangesRequest{}
+	mi := &file_gpuledger_v1_registry_api_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRegistryChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRegistryChangesRequest) ProtoMessage() {}
+
+func (x *ListRegistryChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_registry_api_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRegistryChangesRequest.ProtoReflect.Descriptor instead.
+func (*ListRegistryChangesRequest) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_registry_api_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListRegistryChangesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRegistryChangesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListRegistryChangesResponse is one page of registry-change entries, in log
+// order. With the genesis they rebuild the registry as of any index.
+type ListRegistryChangesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entries, each with its decoded registry_change.
+	Entries []*Entry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRegistryChangesResponse) Reset() {
+	*x = ListRegistryChangesResponse{}
+	mi := &file_gpuledger_v1_registry_api_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRegistryChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRegistryChangesResponse) ProtoMessage() {}
+
+func (x *ListRegistryChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_registry_api_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRegistryChangesResponse.ProtoReflect.Descriptor instead.
+func (*ListRegistryChangesResponse) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_registry_api_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListRegistryChangesResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListRegistryChangesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_gpuledger_v1_registry_api_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_registry_api_proto_rawDesc = "" +
 	"\n" +
-	"\x1fgpuledger/v1/registry_api.proto\x12\fgpuledger.v1\x1a\x19gpuledger/v1/policy.proto\x1a\x1bgpuledger/v1/registry.proto\"U\n" +
+	"\x1fgpuledger/v1/registry_api.proto\x12\fgpuledger.v1\x1a\x16gpuledger/v1/log.proto\x1a\x19gpuledger/v1/policy.proto\x1a\x1bgpuledger/v1/registry.proto\"U\n" +
 	"\x17ListParticipantsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -324,7 +435,14 @@ const file_gpuledger_v1_registry_api_proto_rawDesc = "" +
 	"\vparticipant\x18\x01 \x01(\v2\x19.gpuledger.v1.ParticipantR\vparticipant\"\x12\n" +
 	"\x10GetPolicyRequest\"A\n" +
 	"\x11GetPolicyResponse\x12,\n" +
-	"\x06policy\x18\x01 \x01(\v2\x14.gpuledger.v1.PolicyR\x06policyB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
+	"\x06policy\x18\x01 \x01(\v2\x14.gpuledger.v1.PolicyR\x06policy\"X\n" +
+	"\x1aListRegistryChangesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"t\n" +
+	"\x1bListRegistryChangesResponse\x12-\n" +
+	"\aentries\x18\x01 \x03(\v2\x13.gpuledger.v1.EntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageTokenB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
 
 var (
 	file_gpuledger_v1_registry_api_proto_rawDescOnce sync.Once
@@ -338,26 +456,30 @@ func file_gpuledger_v1_registry_api_proto_rawDescGZIP() []byte {
 	return file_gpuledger_v1_registry_api_proto_rawDescData
 }
 
-var file_gpuledger_v1_registry_api_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_gpuledger_v1_registry_api_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_gpuledger_v1_registry_api_proto_goTypes = []any{
-	(*ListParticipantsRequest)(nil),  // 0: gpuledger.v1.ListParticipantsRequest
-	(*ListParticipantsResponse)(nil), // 1: gpuledger.v1.ListParticipantsResponse
-	(*GetParticipantRequest)(nil),    // 2: gpuledger.v1.GetParticipantRequest
-	(*GetParticipantResponse)(nil),   // 3: gpuledger.v1.GetParticipantResponse
-	(*GetPolicyRequest)(nil),         // 4: gpuledger.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),        // 5: gpuledger.v1.GetPolicyResponse
-	(*Participant)(nil),              // 6: gpuledger.v1.Participant
-	(*Policy)(nil),                   // 7: gpuledger.v1.Policy
+	(*ListParticipantsRequest)(nil),     // 0: gpuledger.v1.ListParticipantsRequest
+	(*ListParticipantsResponse)(nil),    // 1: gpuledger.v1.ListParticipantsResponse
+	(*GetParticipantRequest)(nil),       // 2: gpuledger.v1.GetParticipantRequest
+	(*GetParticipantResponse)(nil),      // 3: gpuledger.v1.GetParticipantResponse
+	(*GetPolicyRequest)(nil),            // 4: gpuledger.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),           // 5: gpuledger.v1.GetPolicyResponse
+	(*ListRegistryChangesRequest)(nil),  // 6: gpuledger.v1.ListRegistryChangesRequest
+	(*ListRegistryChangesResponse)(nil), // 7: gpuledger.v1.ListRegistryChangesResponse
+	(*Participant)(nil),                 // 8: gpuledger.v1.Participant
+	(*Policy)(nil),                      // 9: gpuledger.v1.Policy
+	(*Entry)(nil),                       // 10: gpuledger.v1.Entry
 }
 var file_gpuledger_v1_registry_api_proto_depIdxs = []int32{
-	6, // 0: gpuledger.v1.ListParticipantsResponse.participants:type_name -> gpuledger.v1.Participant
-	6, // 1: gpuledger.v1.GetParticipantResponse.participant:type_name -> gpuledger.v1.Participant
-	7, // 2: gpuledger.v1.GetPolicyResponse.policy:type_name -> gpuledger.v1.Policy
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8,  // 0: gpuledger.v1.ListParticipantsResponse.participants:type_name -> gpuledger.v1.Participant
+	8,  // 1: gpuledger.v1.GetParticipantResponse.participant:type_name -> gpuledger.v1.Participant
+	9,  // 2: gpuledger.v1.GetPolicyResponse.policy:type_name -> gpuledger.v1.Policy
+	10, // 3: gpuledger.v1.ListRegistryChangesResponse.entries:type_name -> gpuledger.v1.Entry
+	4,  // [4:4] is the sub-list for method output_type
+	4,  // [4:4] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_registry_api_proto_init() }
@@ -365,6 +487,7 @@ func file_gpuledger_v1_registry_api_proto_init() {
 	if File_gpuledger_v1_registry_api_proto != nil {
 		return
 	}
+	file_gpuledger_v1_log_proto_init()
 	file_gpuledger_v1_policy_proto_init()
 	file_gpuledger_v1_registry_proto_init()
 	type x struct{}
@@ -373,7 +496,7 @@ func file_gpuledger_v1_registry_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gpuledger_v1_registry_api_proto_rawDesc), len(file_gpuledger_v1_registry_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -25,29 +25,34 @@ var File_gpuledger_v1_registry_service_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
-	"#gpuledger/v1/registry_service.proto\x12\fgpuledger.v1\x1a\x1fgpuledger/v1/registry_api.proto2\x9f\x02\n" +
+	"#gpuledger/v1/registry_service.proto\x12\fgpuledger.v1\x1a\x1fgpuledger/v1/registry_api.proto2\x8b\x03\n" +
 	"\x0fRegistryService\x12a\n" +
 	"\x10ListParticipants\x12%.gpuledger.v1.ListParticipantsRequest\x1a&.gpuledger.v1.ListParticipantsResponse\x12[\n" +
 	"\x0eGetParticipant\x12#.gpuledger.v1.GetParticipantRequest\x1a$.gpuledger.v1.GetParticipantResponse\x12L\n" +
-	"\tGetPolicy\x12\x1e.gpuledger.v1.GetPolicyRequest\x1a\x1f.gpuledger.v1.GetPolicyResponseBCZAgithub.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpcb\x06proto3"
+	"\tGetPolicy\x12\x1e.gpuledger.v1.GetPolicyRequest\x1a\x1f.gpuledger.v1.GetPolicyResponse\x12j\n" +
+	"\x13ListRegistryChanges\x12(.gpuledger.v1.ListRegistryChangesRequest\x1a).gpuledger.v1.ListRegistryChangesResponseBCZAgithub.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpcb\x06proto3"
 
 var file_gpuledger_v1_registry_service_proto_goTypes = []any{
-	(*v1.ListParticipantsRequest)(nil),  // 0: gpuledger.v1.ListParticipantsRequest
-	(*v1.GetParticipantRequest)(nil),    // 1: gpuledger.v1.GetParticipantRequest
-	(*v1.GetPolicyRequest)(nil),         // 2: gpuledger.v1.GetPolicyRequest
-	(*v1.ListParticipantsResponse)(nil), // 3: gpuledger.v1.ListParticipantsResponse
-	(*v1.GetParticipantResponse)(nil),   // 4: gpuledger.v1.GetParticipantResponse
-	(*v1.GetPolicyResponse)(nil),        // 5: gpuledger.v1.GetPolicyResponse
+	(*v1.ListParticipantsRequest)(nil),     // 0: gpuledger.v1.ListParticipantsRequest
+	(*v1.GetParticipantRequest)(nil),       // 1: gpuledger.v1.GetParticipantRequest
+	(*v1.GetPolicyRequest)(nil),            // 2: gpuledger.v1.GetPolicyRequest
+	(*v1.ListRegistryChangesRequest)(nil),  // 3: gpuledger.v1.ListRegistryChangesRequest
+	(*v1.ListParticipantsResponse)(nil),    // 4: gpuledger.v1.ListParticipantsResponse
+	(*v1.GetParticipantResponse)(nil),      // 5: gpuledger.v1.GetParticipantResponse
+	(*v1.GetPolicyResponse)(nil),           // 6: gpuledger.v1.GetPolicyResponse
+	(*v1.ListRegistryChangesResponse)(nil), // 7: gpuledger.v1.ListRegistryChangesResponse
 }
 var file_gpuledger_v1_registry_service_proto_depIdxs = []int32{
 	0, // 0: gpuledger.v1.RegistryService.ListParticipants:input_type -> gpuledger.v1.ListParticipantsRequest
 	1, // 1: gpuledger.v1.RegistryService.GetParticipant:input_type -> gpuledger.v1.GetParticipantRequest
 	2, // 2: gpuledger.v1.RegistryService.GetPolicy:input_type -> gpuledger.v1.GetPolicyRequest
-	3, // 3: gpuledger.v1.RegistryService.ListParticipants:output_type -> gpuledger.v1.ListParticipantsResponse
-	4, // 4: gpuledger.v1.RegistryService.GetParticipant:output_type -> gpuledger.v1.GetParticipantResponse
-	5, // 5: gpuledger.v1.RegistryService.GetPolicy:output_type -> gpuledger.v1.GetPolicyResponse
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
+	3, // 3: gpuledger.v1.RegistryService.ListRegistryChanges:input_type -> gpuledger.v1.ListRegistryChangesRequest
+	4, // 4: gpuledger.v1.RegistryService.ListParticipants:output_type -> gpuledger.v1.ListParticipantsResponse
+	5, // 5: gpuledger.v1.RegistryService.GetParticipant:output_type -> gpuledger.v1.GetParticipantResponse
+	6, // 6: gpuledger.v1.RegistryService.GetPolicy:output_type -> gpuledger.v1.GetPolicyResponse
+	7, // 7: gpuledger.v1.RegistryService.ListRegistryChanges:output_type -> gpuledger.v1.ListRegistryChangesResponse
+	4, // [4:8] is the sub-list for method output_type
+	0, // [0:4] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name

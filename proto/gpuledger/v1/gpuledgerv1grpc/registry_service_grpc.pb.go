@@ -20,9 +20,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_ListParticipants_FullMethodName = "/gpuledger.v1.RegistryService/ListParticipants"
-	RegistryService_GetParticipant_FullMethodName   = "/gpuledger.v1.RegistryService/GetParticipant"
-	RegistryService_GetPolicy_FullMethodName        = "/gpuledger.v1.RegistryService/GetPolicy"
+	RegistryService_ListParticipants_FullMethodName    = "/gpuledger.v1.RegistryService/ListParticipants"
+	RegistryService_GetParticipant_FullMethodName      = "/gpuledger.v1.RegistryService/GetParticipant"
+	RegistryService_GetPolicy_FullMethodName           = "/gpuledger.v1.RegistryService/GetPolicy"
+	RegistryService_ListRegistryChanges_FullMethodName = "/gpuledger.v1.RegistryService/ListRegistryChanges"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -38,6 +39,9 @@ type RegistryServiceClient interface {
 	GetParticipant(ctx context.Context, in *v1.GetParticipantRequest, opts ...grpc.CallOption) (*v1.GetParticipantResponse, error)
 	// GetPolicy returns the policy in force.
 	GetPolicy(ctx context.Context, in *v1.GetPolicyRequest, opts ...grpc.CallOption) (*v1.GetPolicyResponse, error)
+	// ListRegistryChanges returns the log's registry-change entries in order,
+	// so that a client can rebuild (and verify) the registry from the genesis.
+	ListRegistryChanges(ctx context.Context, in *v1.ListRegistryChangesRequest, opts ...grpc.CallOption) (*v1.ListRegistryChangesResponse, error)
 }
 
 type registryServiceClient struct {
@@ -78,6 +82,16 @@ func (c *registryServiceClient) GetPolicy(ctx context.Context, in *v1.GetPolicyR
 	return out, nil
 }
 
+func (c *registryServiceClient) ListRegistryChanges(ctx context.Context, in *v1.ListRegistryChangesRequest, opts ...grpc.CallOption) (*v1.ListRegistryChangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.ListRegistryChangesResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ListRegistryChanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -91,6 +105,9 @@ type RegistryServiceServer interface {
 	GetParticipant(context.Context, *v1.GetParticipantRequest) (*v1.GetParticipantResponse, error)
 	// GetPolicy returns the policy in force.
 	GetPolicy(context.Context, *v1.GetPolicyRequest) (*v1.GetPolicyResponse, error)
+	// ListRegistryChanges returns the log's registry-change entries in order,
+	// so that a client can rebuild (and verify) the registry from the genesis.
+	ListRegistryChanges(context.Context, *v1.ListRegistryChangesRequest) (*v1.ListRegistryChangesResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -109,6 +126,9 @@ func (UnimplementedRegistryServiceServer) GetParticipant(context.Context, *v1.Ge
 }
 func (UnimplementedRegistryServiceServer) GetPolicy(context.Context, *v1.GetPolicyRequest) (*v1.GetPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedRegistryServiceServer) ListRegistryChanges(context.Context, *v1.ListRegistryChangesRequest) (*v1.ListRegistryChangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRegistryChanges not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -185,6 +205,24 @@ func _RegistryService_GetPolicy_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_ListRegistryChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(v1.ListRegistryChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ListRegistryChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ListRegistryChanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ListRegistryChanges(ctx, req.(*v1.ListRegistryChangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -203,6 +241,10 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicy",
 			Handler:    _RegistryService_GetPolicy_Handler,
+		},
+		{
+			MethodName: "ListRegistryChanges",
+			Handler:    _RegistryService_ListRegistryChanges_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

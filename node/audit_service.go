@@ -1,0 +1,170 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+
+	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/grpc/codes"
+)
+
+type auditService struct {
+	gpuledgerv1grpc.UnimplementedAuditServiceServer
+	n *Node
+}
+
+func (s *auditService) GetCheckpoint(ctx context.Context, req *pb.GetCheckpointRequest) (*pb.GetCheckpointResponse, error) {
+	if req.GetMinCosigners() > 1 {
+		return nil, withInfo(codes.FailedPrecondition, ReasonUnsupported,
+			fmt.Sprintf("min_cosigners %d: this node runs alone and signs by itself; cosigned checkpoints need a cluster", req.GetMinCosigners()), nil)
+	}
+	cp, err := s.n.ledger.Checkpoint(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	return &pb.GetCheckpointResponse{Checkpoint: cp}, nil
+}
+
+func (s *auditService) GetInclusionProof(ctx context.Context, req *pb.GetInclusionProofRequest) (*pb.GetInclusionProofResponse, error) {
+	out := &pb.GetInclusionProofResponse{}
+	size := req.GetTreeSize()
+	if size == 0 {
+		cp, err := s.n.ledger.Checkpoint(ctx)
+		if err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
+		size, out.Checkpoint = cp.GetSize(), cp
+	}
+	if req.GetLeafIndex() >= size {
+		return nil, invalid(fmt.Sprintf("leaf_index %d is not below tree_size %d", req.GetLeafIndex(), size))
+	}
+	p, err := s.n.ledger.InclusionProof(ctx, req.GetLeafIndex(), size)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	e, err := s.n.ledger.Entry(ctx, req.GetLeafIndex())
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	out.Proof, out.LeafHash = p, e.GetLeafHash()
+	return out, nil
+}
+
+func (s *auditService) GetConsistencyProof(ctx context.Context, req *pb.GetConsistencyProofRequest) (*pb.GetConsistencyProofResponse, error) {
+	newSize := req.GetNewSize()
+	if newSize == 0 {
+		newSize = s.n.ledger.Size()
+	}
+	if req.GetOldSize() > newSize {
+		return nil, invalid(fmt.Sprintf("old_size %d is greater than new_size %d", req.GetOldSize(), newSize))
+	}
+	p, err := s.n.ledger.ConsistencyProof(ctx, req.GetOldSize(), newSize)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	return &pb.GetConsistencyProofResponse{Proof: p}, nil
+}
+
+// VerifySerial re-checks a serial on the server: every entry's signatures
+// under the registry of its index, the chain links, inclusion in the latest
+// checkpoint, the custody rules replayed from the first entry (same flags),
+// and the stored state's head.
+func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialRequest) (*pb.VerifySerialResponse, error) {
+	if !custody.ValidSerial(req.GetSerial()) {
+		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
+	}
+	l := s.n.ledger
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	var entries []*pb.Entry
+	for from := uint64(0); ; {
+		page, next, err := l.SerialHistory(ctx, req.GetSerial(), from, maxPageSize)
+		if err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
+		entries = append(entries, page...)
+		if next == 0 {
+			break
+		}
+		from = next
+	}
+	entries = slices.DeleteFunc(entries, func(e *pb.Entry) bool { return e.GetIndex() >= cp.GetSize() })
+	out := &pb.VerifySerialResponse{Checkpoint: cp, EntriesChecked: uint64(len(entries))}
+	problem := func(format string, args ...any) { out.Problems = append(out.Problems, fmt.Sprintf(format, args...)) }
+	idx := make([]uint64, len(entries))
+	for i, e := range entries {
+		idx[i] = e.GetIndex()
+	}
+	proofs, err := l.InclusionProofs(ctx, idx, cp.GetSize())
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	var root tlog.Hash
+	copy(root[:], cp.GetRootHash())
+	var state *pb.SerialState
+	var prev []byte
+	for i, e := range entries {
+		reg, err := l.RegistryAt(ctx, e.GetIndex())
+		if err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
+		if err := l.CheckEntry(e, reg); err != nil {
+			problem("entry %d: %v", e.GetIndex(), err)
+		}
+		eh := sha256.Sum256(e.GetEnvelope())
+		lh := ledger.LeafHash(e.GetIndex(), e.GetAcceptedAt().AsTime().UnixNano(), eh)
+		var hs tlog.RecordProof
+		for _, h := range proofs[i].GetHashes() {
+			hs = append(hs, tlog.Hash(h))
+		}
+		if err := tlog.CheckRecord(hs, int64(cp.GetSize()), root, int64(e.GetIndex()), lh); err != nil {
+			problem("entry %d: not included in the checkpoint of size %d: %v", e.GetIndex(), cp.GetSize(), err)
+		}
+		ev := e.GetEvent()
+		if ev == nil || ev.GetSerial() != req.GetSerial() {
+			problem("entry %d: does not hold a custody event of %s", e.GetIndex(), req.GetSerial())
+			continue
+		}
+		if !bytes.Equal(ev.GetPrevEventHash(), prev) {
+			problem("entry %d: prev_event_hash %x does not link to the previous entry %x", e.GetIndex(), ev.GetPrevEventHash(), prev)
+		}
+		prev = eh[:]
+		next, flags, rej := custody.Next(custody.Step{State: state, Event: ev, Actor: reg.Participant(ev.GetActor()), Index: e.GetIndex(), EntryHash: eh[:]}, reg, reg.Policy())
+		if rej != nil {
+			problem("entry %d: breaks a custody rule: %v", e.GetIndex(), rej)
+			continue
+		}
+		if !sameFlags(flags, e.GetFlags()) {
+			problem("entry %d: stored flags %v differ from the rules' %v", e.GetIndex(), kinds(e.GetFlags()), kinds(flags))
+		}
+		state = next
+	}
+	if st, err := l.Serial(ctx, req.GetSerial()); err == nil && len(entries) > 0 && st.GetLastIndex() < cp.GetSize() {
+		if !bytes.Equal(st.GetHeadHash(), prev) || st.GetEventCount() != uint64(len(entries)) {
+			problem("serial state names head %x after %d events; the chain ends at %x after %d", st.GetHeadHash(), st.GetEventCount(), prev, len(entries))
+		}
+	}
+	out.Ok = len(out.Problems) == 0
+	return out, nil
+}
+
+func kinds(fs []*pb.Flag) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.GetKind().String()
+	}
+	return out
+}
+
+func sameFlags(a, b []*pb.Flag) bool {
+	return slices.Equal(kinds(a), kinds(b))
+}

@@ -1,0 +1,223 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+const codesUnavailable = codes.Unavailable
+
+type ledgerService struct {
+	gpuledgerv1grpc.UnimplementedLedgerServiceServer
+	n *Node
+}
+
+func (s *ledgerService) Append(ctx context.Context, req *pb.AppendRequest) (*pb.AppendResponse, error) {
+	raw, err := marshalEnvelope(req.GetEnvelope())
+	if err != nil {
+		return nil, err
+	}
+	rs, err := s.n.submit(ctx, [][]byte{raw})
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	if rs[0].Err != nil {
+		return nil, toStatus(ctx, s.n.log, rs[0].Err)
+	}
+	receipts, err := s.n.receipts(ctx, rs)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	return &pb.AppendResponse{Receipt: receipts[0]}, nil
+}
+
+func (s *ledgerService) AppendBatch(ctx context.Context, req *pb.AppendBatchRequest) (*pb.AppendBatchResponse, error) {
+	envs := req.GetEnvelopes()
+	if len(envs) == 0 {
+		return nil, invalid("envelopes is empty")
+	}
+	if len(envs) > s.n.cfg.MaxBatchEnvelopes {
+		return nil, toStatus(ctx, s.n.log, custody.Reject(custody.TooLarge, custody.ReasonTooLarge,
+			"batch of %d envelopes; at most %d: split it", len(envs), s.n.cfg.MaxBatchEnvelopes))
+	}
+	raws := make([][]byte, len(envs))
+	for i, e := range envs {
+		var err error
+		if raws[i], err = marshalEnvelope(e); err != nil {
+			return nil, invalid(fmt.Sprintf("envelopes[%d]: %v", i, err))
+		}
+	}
+	rs, err := s.n.submit(ctx, raws)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	receipts, err := s.n.receipts(ctx, rs)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	out := &pb.AppendBatchResponse{Results: make([]*pb.AppendResult, len(rs))}
+	for i, r := range rs {
+		var rej *custody.Error
+		switch {
+		case errors.As(r.Err, &rej):
+			out.Results[i] = &pb.AppendResult{Result: &pb.AppendResult_Error{Error: appendError(rej)}}
+		case r.Err != nil:
+			return nil, toStatus(ctx, s.n.log, r.Err)
+		default:
+			out.Results[i] = &pb.AppendResult{Result: &pb.AppendResult_Receipt{Receipt: receipts[i]}}
+		}
+	}
+	return out, nil
+}
+
+// receipts builds a receipt for each accepted result: a signed checkpoint
+// that includes the entries and their inclusion proofs to it (read together,
+// so shared Merkle nodes are read once). Rejected results get nil.
+func (n *Node) receipts(ctx context.Context, rs []ledger.Result) ([]*pb.Receipt, error) {
+	cp, err := n.ledger.Checkpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var idx []uint64
+	for _, r := range rs {
+		if r.Err == nil {
+			idx = append(idx, r.Entry.GetIndex())
+		}
+	}
+	proofs, err := n.ledger.InclusionProofs(ctx, idx, cp.GetSize())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*pb.Receipt, len(rs))
+	k := 0
+	for i, r := range rs {
+		if r.Err != nil {
+			continue
+		}
+		e := r.Entry
+		out[i] = &pb.Receipt{Index: e.GetIndex(), EntryHash: e.GetEntryHash(), LeafHash: e.GetLeafHash(), AcceptedAt: e.GetAcceptedAt(),
+			Checkpoint: cp, InclusionProof: proofs[k], Flags: e.GetFlags(), Duplicate: r.Duplicate}
+		k++
+	}
+	return out, nil
+}
+
+func (s *ledgerService) GetSerial(ctx context.Context, req *pb.GetSerialRequest) (*pb.GetSerialResponse, error) {
+	if !custody.ValidSerial(req.GetSerial()) {
+		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
+	}
+	if err := s.n.waitSize(ctx, req.GetMinIndex()); err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	size := s.n.ledger.Size()
+	st, err := s.n.ledger.Serial(ctx, req.GetSerial())
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	return &pb.GetSerialResponse{Serial: st, AppliedSize: size}, nil
+}
+
+func (s *ledgerService) ListSerialEvents(ctx context.Context, req *pb.ListSerialEventsRequest) (*pb.ListSerialEventsResponse, error) {
+	if !custody.ValidSerial(req.GetSerial()) {
+		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
+	}
+	limit, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	from, err := parseUintToken("events", req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	es, next, err := s.n.ledger.SerialHistory(ctx, req.GetSerial(), from, limit)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	out := &pb.ListSerialEventsResponse{Entries: es}
+	if next != 0 {
+		out.NextPageToken = pageToken("events", fmt.Sprint(next))
+	}
+	return out, nil
+}
+
+func (s *ledgerService) GetEntry(ctx context.Context, req *pb.GetEntryRequest) (*pb.GetEntryResponse, error) {
+	var e *pb.Entry
+	var err error
+	switch k := req.GetKey().(type) {
+	case *pb.GetEntryRequest_Index:
+		e, err = s.n.ledger.Entry(ctx, k.Index)
+	case *pb.GetEntryRequest_EntryHash:
+		if len(k.EntryHash) != 32 {
+			return nil, invalid(fmt.Sprintf("entry_hash is %d bytes; want 32 (SHA-256 of the envelope)", len(k.EntryHash)))
+		}
+		e, err = s.n.ledger.EntryByHash(ctx, k.EntryHash)
+	default:
+		return nil, invalid("set index or entry_hash")
+	}
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	return &pb.GetEntryResponse{Entry: e}, nil
+}
+
+func (s *ledgerService) StreamEntries(req *pb.StreamEntriesRequest, stream grpc.ServerStreamingServer[pb.StreamEntriesResponse]) error {
+	ctx := stream.Context()
+	next := req.GetStartIndex()
+	for {
+		wake := s.n.waitApplied()
+		size := s.n.ledger.Size()
+		if next < size {
+			err := s.n.ledger.Entries(ctx, next, size, func(e *pb.Entry) error {
+				next = e.GetIndex() + 1
+				return stream.Send(&pb.StreamEntriesResponse{Entry: e})
+			})
+			if err != nil {
+				return toStatus(ctx, s.n.log, err)
+			}
+			continue
+		}
+		if !req.GetFollow() {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil
+		case <-s.n.stop:
+			return toStatus(ctx, s.n.log, errUnavailable{"node is shutting down"})
+		}
+	}
+}
+
+func (s *ledgerService) ListSerials(ctx context.Context, req *pb.ListSerialsRequest) (*pb.ListSerialsResponse, error) {
+	limit, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	after, err := parsePageToken("serials", req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if c := req.GetCountry(); c != "" && !custody.ValidCountry(c) {
+		return nil, invalid(fmt.Sprintf("country %q: want an ISO 3166-1 alpha-2 code such as DE", c))
+	}
+	sts, more, err := s.n.ledger.Serials(ctx, ledger.SerialFilter{
+		Custodian: req.GetCustodian(), State: req.GetState(), Country: req.GetCountry(), Model: req.GetModel(),
+	}, after, limit)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	out := &pb.ListSerialsResponse{Serials: sts}
+	if more && len(sts) > 0 {
+		out.NextPageToken = pageToken("serials", sts[len(sts)-1].GetSerial())
+	}
+	return out, nil
+}

@@ -1,0 +1,114 @@
+package node
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gpuledger/gpuledger/crypto/dsse"
+	"github.com/gpuledger/gpuledger/ledger"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// Message-size limits of the gRPC server: a full batch plus framing.
+const MaxRecvMsgBytes = ledger.DefaultMaxBatchBytes + 1<<20
+
+// ServerOptions returns the gRPC server options a node needs (message
+// limits). Callers add their own (TLS, interceptors).
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRecvMsgBytes), grpc.MaxSendMsgSize(64 << 20)}
+}
+
+// Register registers the node's services, grpc.health.v1 and server
+// reflection on s.
+func (n *Node) Register(s *grpc.Server) {
+	gpuledgerv1grpc.RegisterLedgerServiceServer(s, &ledgerService{n: n})
+	gpuledgerv1grpc.RegisterAuditServiceServer(s, &auditService{n: n})
+	gpuledgerv1grpc.RegisterRegistryServiceServer(s, &registryService{n: n})
+	gpuledgerv1grpc.RegisterClusterServiceServer(s, &clusterService{n: n})
+	healthpb.RegisterHealthServer(s, n.health)
+	reflection.Register(s)
+}
+
+// Page sizes.
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+func pageSize(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, invalid(fmt.Sprintf("page_size %d is negative", n))
+	case n == 0:
+		return defaultPageSize, nil
+	}
+	return min(int(n), maxPageSize), nil
+}
+
+// Page tokens are opaque to clients: base64url("<kind>:<position>").
+func pageToken(kind, pos string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(kind + ":" + pos))
+}
+
+func parsePageToken(kind, tok string) (string, error) {
+	if tok == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	pos, ok := strings.CutPrefix(string(b), kind+":")
+	if err != nil || !ok {
+		return "", invalid("page_token is not one this method issued; pass next_page_token back unchanged")
+	}
+	return pos, nil
+}
+
+func parseUintToken(kind, tok string) (uint64, error) {
+	pos, err := parsePageToken(kind, tok)
+	if err != nil || pos == "" {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(pos, 10, 64)
+	if err != nil {
+		return 0, invalid("page_token is not one this method issued; pass next_page_token back unchanged")
+	}
+	return v, nil
+}
+
+// waitSize waits (up to ReadWait) until the ledger has at least min entries.
+func (n *Node) waitSize(ctx context.Context, min uint64) error {
+	if min == 0 || n.ledger.Size() >= min {
+		return nil
+	}
+	deadline := time.NewTimer(n.cfg.ReadWait)
+	defer deadline.Stop()
+	for n.ledger.Size() < min {
+		select {
+		case <-n.waitApplied():
+		case <-deadline.C:
+			return withInfo(codesUnavailable, ReasonStale, fmt.Sprintf("this node has applied %d entries, fewer than min_index %d; retry or ask another node", n.ledger.Size(), min), nil)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// marshalEnvelope returns an envelope's stored form.
+func marshalEnvelope(env *pb.Envelope) ([]byte, error) {
+	if env == nil {
+		return nil, invalid("envelope is required")
+	}
+	b, err := dsse.Marshal(env)
+	if err != nil {
+		return nil, invalid("envelope does not serialize: " + err.Error())
+	}
+	return b, nil
+}
