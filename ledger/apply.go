@@ -361,12 +361,22 @@ func (l *Ledger) authorizeAt(reg *Registry, d *decoded, index uint64) *custody.E
 	return nil
 }
 
-// CheckEntry re-verifies a stored entry as Apply judged it: canonical
-// envelope, payload, and every signature by an active key of the actor
-// under reg (the registry as of the entry's index, or a later one: keys
-// carry the indexes they were active between). It returns nil when the entry
-// holds.
+// CheckEntry re-verifies a stored entry as Apply judged it; see Checker.
 func (l *Ledger) CheckEntry(e *pb.Entry, reg *Registry) error {
+	return (*Checker)(l).Check(e, reg)
+}
+
+// Checker re-verifies entries outside a store, for auditors: canonical
+// envelope and payload, and every signature by an active key of the actor
+// under a registry. The zero value is ready; it caches parsed keys and is
+// safe for concurrent use.
+type Checker Ledger
+
+// Check returns nil when the entry holds under reg (the registry as of the
+// entry's index, or a later one: keys carry the indexes they were active
+// between), else the rejection Apply would have given.
+func (c *Checker) Check(e *pb.Entry, reg *Registry) error {
+	l := (*Ledger)(c)
 	var d decoded
 	l.decode(&d, e.GetEnvelope(), &Registry{keys: map[string]keyRef{}})
 	if d.err != nil {
@@ -504,9 +514,9 @@ func (p *preverified) take(raw []byte) (*decoded, bool) {
 func (l *Ledger) decode(d *decoded, raw []byte, reg *Registry) {
 	d.raw = raw
 	d.hash = sha256.Sum256(raw)
-	if len(raw) > l.cfg.MaxEnvelopeBytes {
+	if max := l.cfg.MaxEnvelopeBytes; max > 0 && len(raw) > max {
 		d.err = custody.Reject(custody.TooLarge, custody.ReasonTooLarge,
-			"envelope is %d bytes; at most %d", len(raw), l.cfg.MaxEnvelopeBytes)
+			"envelope is %d bytes; at most %d", len(raw), max)
 		return
 	}
 	env, rej := DecodeEnvelope(raw)

@@ -329,3 +329,19 @@ func (l *Ledger) RegistryEntries(ctx context.Context, from uint64, limit int) ([
 	})
 	return out, next, err
 }
+
+// UnmarshalPayload decodes an envelope's payload into m (a CustodyEvent or a
+// RegistryChange), checking the payload type and canonical form.
+func UnmarshalPayload(env *pb.Envelope, m proto.Message) error {
+	want := dsse.CustodyEventType
+	if _, ok := m.(*pb.RegistryChange); ok {
+		want = dsse.RegistryChangeType
+	}
+	if env.GetPayloadType() != want {
+		return fmt.Errorf("payload type %q, want %q", env.GetPayloadType(), want)
+	}
+	if rej := decodeCanonical(env.GetPayload(), m, "payload"); rej != nil {
+		return rej
+	}
+	return nil
+}

@@ -308,3 +308,17 @@ func describeChange(ch *pb.RegistryChange) string {
 	n = strings.TrimPrefix(n, "*gpuledgerv1.RegistryChange_")
 	return n
 }
+
+// NewRegistry returns the registry a genesis founds. Verifiers rebuild the
+// registry from it and the log's registry-change entries.
+func NewRegistry(g *pb.Genesis) (*Registry, error) { return newRegistry(g) }
+
+// WithChange returns the registry after a change recorded at index (in force
+// from index+1); r is unchanged.
+func (r *Registry) WithChange(ch *pb.RegistryChange, index uint64) (*Registry, error) {
+	c := r.clone()
+	if rej := c.applyChange(ch, index); rej != nil {
+		return nil, rej
+	}
+	return c, nil
+}

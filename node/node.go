@@ -137,7 +137,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 func (n *Node) startRaft() error {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.Name)
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{n.log}})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: slogWriter{n.log}, DisableTime: true})
 	// The FSM is durable (the ledger records the last applied raft index in the
 	// same transaction as each batch), so nothing is restored from a snapshot
 	// at start: raft replays only what the ledger has not applied.

@@ -1,0 +1,154 @@
+// Command gpuledger is the gpuledger CLI for participants and auditors: keys,
+// genesis files, signed submissions, imports, reads and client-side
+// verification. Run "gpuledger --help".
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// DefaultNode is the node address used when neither --node nor
+// GPULEDGER_NODE is set.
+const DefaultNode = "127.0.0.1:7600"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, errSilent) {
+			fmt.Fprintln(os.Stderr, "gpuledger:", describe(err))
+		}
+		os.Exit(1)
+	}
+}
+
+// cli carries the global flags and the open connection.
+type cli struct {
+	node    string
+	output  string
+	timeout time.Duration
+	out     io.Writer
+	errOut  io.Writer
+	conn    *grpc.ClientConn
+}
+
+func run(ctx context.Context, args []string, out, errOut io.Writer) error {
+	c := &cli{out: out, errOut: errOut}
+	root := &cobra.Command{
+		Use:   "gpuledger",
+		Short: "gpuledger records and verifies the custody of export-controlled GPUs",
+		Long: `gpuledger is the command line of a gpuledger consortium. Participants use it to
+make keys, sign and submit custody events (manufacture, ship, receive, install,
+attest, decommission, destroy, report-lost) and import histories; auditors use
+it to read serials and checkpoints and to verify a serial's chain on their own
+machine, trusting only the genesis.
+
+Every read takes -o json for scripts. The node is --node, else $GPULEDGER_NODE,
+else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPostRun: func(*cobra.Command, []string) {
+			if c.conn != nil {
+				c.conn.Close()
+			}
+		},
+	}
+	node := os.Getenv("GPULEDGER_NODE")
+	if node == "" {
+		node = DefaultNode
+	}
+	root.PersistentFlags().StringVar(&c.node, "node", node, "node address host:port (env GPULEDGER_NODE)")
+	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline for each call to the node")
+	root.AddCommand(keygenCmd(c), genesisCmd(c), submitCmd(c), importCmd(c),
+		serialCmd(c), historyCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c))
+	root.SetArgs(args)
+	root.SetOut(out)
+	root.SetErr(errOut)
+	if err := root.ExecuteContext(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// dial connects to the node (lazily, once).
+func (c *cli) dial() (*grpc.ClientConn, error) {
+	if c.output != "table" && c.output != "json" {
+		return nil, fmt.Errorf("-o %q: want table or json", c.output)
+	}
+	if c.conn != nil {
+		return c.conn, nil
+	}
+	conn, err := grpc.NewClient(c.node, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(16<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("--node %q: %w", c.node, err)
+	}
+	c.conn = conn
+	return conn, nil
+}
+
+func (c *cli) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, c.timeout)
+}
+
+// json reports whether output is JSON.
+func (c *cli) json() bool { return c.output == "json" }
+
+// printJSON writes a message as indented protojson.
+func (c *cli) printJSON(m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: false}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(c.out, string(b))
+	return err
+}
+
+// table returns a tabwriter for aligned output; call Flush.
+func (c *cli) table() *tabwriter.Writer { return tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0) }
+
+// describe turns an error into one line: for gRPC errors the code, the
+// ErrorInfo reason and the server's message.
+func describe(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	reason := ""
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			reason = info.GetReason()
+		}
+	}
+	msg := st.Message()
+	if st.Code() == codes.Unavailable && strings.Contains(msg, "connection refused") {
+		msg = "no node answers there; start one (make run) or set --node / GPULEDGER_NODE"
+	}
+	if reason != "" {
+		return fmt.Sprintf("%s (%s): %s", st.Code(), reason, msg)
+	}
+	return fmt.Sprintf("%s: %s", st.Code(), msg)
+}
+
+// errSilent is returned after a command has printed its own failure.
+var errSilent = errors.New("failed")

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"github.com/spf13/cobra"
+)
+
+func serialCmd(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serial SERIAL",
+		Short: "show a GPU's current state: custodian, location, head",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := c.dial()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.ctx(cmd.Context())
+			defer cancel()
+			r, err := gpuledgerv1grpc.NewLedgerServiceClient(conn).GetSerial(ctx, &pb.GetSerialRequest{Serial: args[0]})
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.printJSON(r)
+			}
+			st := r.GetSerial()
+			w := c.table()
+			fmt.Fprintf(w, "serial\t%s\n", st.GetSerial())
+			fmt.Fprintf(w, "state\t%s\n", trimEnum(st.GetState().String(), "CUSTODY_STATE_"))
+			fmt.Fprintf(w, "custodian\t%s\n", st.GetCustodian())
+			fmt.Fprintf(w, "location\t%s\n", place(st.GetLocation()))
+			fmt.Fprintf(w, "model\t%s %s\n", st.GetModel(), st.GetEccn())
+			fmt.Fprintf(w, "manufacturer\t%s\n", st.GetManufacturer())
+			if sh := st.GetOpenShipment(); sh != nil {
+				fmt.Fprintf(w, "open shipment\t%s -> %s (bound for %s, entry %d, %s)\n", sh.GetShipper(), sh.GetConsignee(), sh.GetDestinationCountry(), sh.GetShippedIndex(), sh.GetShippedAt().AsTime().Format(time.RFC3339))
+			}
+			if s := st.GetInstallSite(); s != nil {
+				fmt.Fprintf(w, "installed at\t%s\n", place(s))
+			}
+			fmt.Fprintf(w, "events\t%d (entries %d to %d)\n", st.GetEventCount(), st.GetFirstIndex(), st.GetLastIndex())
+			fmt.Fprintf(w, "last event\t%s\n", st.GetLastEventAt().AsTime().Format(time.RFC3339))
+			fmt.Fprintf(w, "head\t%x\n", st.GetHeadHash())
+			return w.Flush()
+		},
+	}
+}
+
+func place(l *pb.Location) string {
+	if l == nil {
+		return "-"
+	}
+	if l.GetSiteId() != "" {
+		return l.GetSiteId() + " (" + l.GetCountry() + ")"
+	}
+	return l.GetCountry()
+}
+
+// allEvents pages through a serial's history.
+func (c *cli) allEvents(ctx context.Context, serial string) ([]*pb.Entry, error) {
+	conn, err := c.dial()
+	if err != nil {
+		return nil, err
+	}
+	lc := gpuledgerv1grpc.NewLedgerServiceClient(conn)
+	var out []*pb.Entry
+	tok := ""
+	for {
+		cctx, cancel := c.ctx(ctx)
+		r, err := lc.ListSerialEvents(cctx, &pb.ListSerialEventsRequest{Serial: serial, PageSize: 1000, PageToken: tok})
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r.GetEntries()...)
+		if tok = r.GetNextPageToken(); tok == "" {
+			return out, nil
+		}
+	}
+}
+
+func historyCmd(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "history SERIAL",
+		Short: "list a GPU's custody events, oldest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			es, err := c.allEvents(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.printJSON(&pb.ListSerialEventsResponse{Entries: es})
+			}
+			w := c.table()
+			fmt.Fprintln(w, "INDEX\tWHEN\tEVENT\tACTOR\tCOUNTERPARTY\tWHERE\tFLAGS")
+			for _, e := range es {
+				ev := e.GetEvent()
+				var flags []string
+				for _, f := range e.GetFlags() {
+					flags = append(flags, trimEnum(f.GetKind().String(), "FINDING_KIND_"))
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetIndex(), ev.GetOccurredAt().AsTime().Format(time.RFC3339),
+					trimEnum(ev.GetType().String(), "EVENT_TYPE_"), ev.GetActor(), dash(ev.GetCounterparty()), place(ev.GetLocation()), dash(strings.Join(flags, ",")))
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func checkpointCmd(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "checkpoint",
+		Short: "print the node's latest signed checkpoint (a C2SP signed note)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := c.dial()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.ctx(cmd.Context())
+			defer cancel()
+			r, err := gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.printJSON(r)
+			}
+			_, err = fmt.Fprint(c.out, r.GetCheckpoint().GetNote())
+			return err
+		},
+	}
+}
+
+func proofCmd(c *cli) *cobra.Command {
+	var size uint64
+	cmd := &cobra.Command{
+		Use:   "proof INDEX [--size N]",
+		Short: "print an entry's RFC 6962 inclusion proof",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			idx, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil {
+				return fmt.Errorf("INDEX %q: want an entry index (a whole number)", args[0])
+			}
+			conn, err := c.dial()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.ctx(cmd.Context())
+			defer cancel()
+			r, err := gpuledgerv1grpc.NewAuditServiceClient(conn).GetInclusionProof(ctx, &pb.GetInclusionProofRequest{LeafIndex: idx, TreeSize: size})
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.printJSON(r)
+			}
+			fmt.Fprintf(c.out, "entry %d in tree size %d\nleaf hash %x\n", idx, r.GetProof().GetTreeSize(), r.GetLeafHash())
+			for i, h := range r.GetProof().GetHashes() {
+				fmt.Fprintf(c.out, "  %2d %x\n", i, h)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Uint64Var(&size, "size", 0, "tree size to prove against (default: the latest checkpoint's)")
+	return cmd
+}
+
+func clusterCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "replication status"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "show the node's raft role, leader, peers and applied size",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := c.dial()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := c.ctx(cmd.Context())
+			defer cancel()
+			r, err := gpuledgerv1grpc.NewClusterServiceClient(conn).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
+			if err != nil {
+				return err
+			}
+			if c.json() {
+				return c.printJSON(r)
+			}
+			w := c.table()
+			fmt.Fprintf(w, "node\t%s\nrole\t%s\nleader\t%s\napplied size\t%d\ncheckpoint size\t%d\n", r.GetNode(), r.GetRole(), r.GetLeader(), r.GetAppliedSize(), r.GetCheckpointSize())
+			if r.GetAlarm() != "" {
+				fmt.Fprintf(w, "ALARM\t%s\n", r.GetAlarm())
+			}
+			for _, p := range r.GetPeers() {
+				fmt.Fprintf(w, "peer\t%s %s voter=%v\n", p.GetId(), p.GetAddress(), p.GetVoter())
+			}
+			return w.Flush()
+		},
+	})
+	return cmd
+}

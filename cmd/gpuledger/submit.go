@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gpuledger/gpuledger/crypto/dsse"
+	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/ledger/custody"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// eventTypes maps submit's subcommands to event types.
+var eventTypes = []struct {
+	name, help string
+	typ        pb.EventType
+}{
+	{"manufacture", "record that you made a GPU (manufacturers; needs --model)", pb.EventType_EVENT_TYPE_MANUFACTURED},
+	{"ship", "record that you shipped a GPU you hold to --to", pb.EventType_EVENT_TYPE_SHIPPED},
+	{"receive", "record that you took custody of a GPU", pb.EventType_EVENT_TYPE_RECEIVED},
+	{"install", "record that you installed a GPU you hold at --site", pb.EventType_EVENT_TYPE_INSTALLED},
+	{"attest", "attest that an installed GPU is still where it was installed", pb.EventType_EVENT_TYPE_ATTESTED},
+	{"decommission", "record that you took a GPU out of service", pb.EventType_EVENT_TYPE_DECOMMISSIONED},
+	{"destroy", "record that you destroyed a GPU you hold", pb.EventType_EVENT_TYPE_DESTROYED},
+	{"report-lost", "report a GPU lost", pb.EventType_EVENT_TYPE_REPORTED_LOST},
+}
+
+type submitFlags struct {
+	key, serial, to, country, site, model, eccn, license, dest, reference, parent, at string
+}
+
+func submitCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "submit EVENT --key FILE --serial S [flags]",
+		Short: "sign and submit a custody event",
+		Long: `submit fetches the serial's head from the node, builds the event, signs it with
+every key in --key (both, for a hybrid key set) and submits it, then prints the
+receipt: the entry's index and hash, the checkpoint that includes it, and any
+flags the ledger recorded. If another event moved the head first, it fetches
+the new head and signs again (up to 3 times). The actor is the participant
+named in the key file.`,
+	}
+	for _, et := range eventTypes {
+		var f submitFlags
+		sub := &cobra.Command{
+			Use:   et.name + " --key FILE --serial S [flags]",
+			Short: et.help,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return c.submit(cmd.Context(), et.typ, &f)
+			},
+		}
+		fl := sub.Flags()
+		fl.StringVar(&f.key, "key", "", "private key file of the actor (keygen, or DIR/keys/<id>.key of a dev node)")
+		fl.StringVar(&f.serial, "serial", "", "the GPU's serial number")
+		fl.StringVar(&f.to, "to", "", "counterparty: the consignee when shipping, the shipper when receiving")
+		fl.StringVar(&f.country, "country", "", "ISO 3166-1 alpha-2 country where it happened (default: the site's, else your registered country)")
+		fl.StringVar(&f.site, "site", "", "your site id where it happened (default: your first site)")
+		fl.StringVar(&f.model, "model", "", "GPU model (manufacture)")
+		fl.StringVar(&f.eccn, "eccn", "", "Export Control Classification Number, e.g. 3A090.a")
+		fl.StringVar(&f.license, "license", "", "export licence number covering a shipment")
+		fl.StringVar(&f.dest, "destination", "", "ISO 3166-1 alpha-2 country a shipment is bound for (default: the consignee's)")
+		fl.StringVar(&f.reference, "reference", "", "waybill, order or ticket number")
+		fl.StringVar(&f.parent, "parent", "", "serial of the server or board this GPU is inside")
+		fl.StringVar(&f.at, "at", "", "when it happened, RFC 3339 (default: now)")
+		cmd.AddCommand(sub)
+	}
+	return cmd
+}
+
+func (c *cli) submit(ctx context.Context, typ pb.EventType, f *submitFlags) error {
+	if f.key == "" || f.serial == "" {
+		return fmt.Errorf("--key and --serial are required")
+	}
+	ks, err := keys.ReadFile(f.key)
+	if err != nil {
+		return err
+	}
+	if ks.Participant == "" {
+		return fmt.Errorf("key file %s names no participant; make keys with gpuledger keygen --participant ID", f.key)
+	}
+	if !custody.ValidSerial(f.serial) {
+		return fmt.Errorf("--serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", f.serial)
+	}
+	at := time.Now().UTC()
+	if f.at != "" {
+		if at, err = time.Parse(time.RFC3339, f.at); err != nil {
+			return fmt.Errorf("--at %q: want RFC 3339, e.g. 2026-03-01T09:00:00Z", f.at)
+		}
+	}
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	lc := gpuledgerv1grpc.NewLedgerServiceClient(conn)
+	loc, err := c.location(ctx, ks.Participant, f)
+	if err != nil {
+		return err
+	}
+	ev := &pb.CustodyEvent{
+		Serial: f.serial, Type: typ, Actor: ks.Participant, Counterparty: f.to, Location: loc,
+		OccurredAt: timestamppb.New(at), Model: f.model, Eccn: f.eccn, ParentSerial: f.parent,
+		Reference: f.reference, ExportLicense: f.license, DestinationCountry: strings.ToUpper(f.dest),
+	}
+	for attempt := 1; ; attempt++ {
+		if typ != pb.EventType_EVENT_TYPE_MANUFACTURED {
+			head, err := c.head(ctx, lc, f.serial)
+			if err != nil {
+				return err
+			}
+			ev.PrevEventHash = head
+		}
+		env, err := dsse.SignMessage(dsse.CustodyEventType, ev, ks.Signers()...)
+		if err != nil {
+			return err
+		}
+		cctx, cancel := c.ctx(ctx)
+		resp, err := lc.Append(cctx, &pb.AppendRequest{Envelope: env})
+		cancel()
+		code := status.Code(err)
+		switch {
+		case err == nil:
+			return c.printReceipt(resp.GetReceipt())
+		case code == codes.Aborted && attempt < 3:
+			fmt.Fprintf(c.errOut, "the head of %s moved; signing again on the new head\n", f.serial)
+			continue
+		case code == codes.Unavailable && attempt < 5 && !strings.Contains(err.Error(), "connection refused"):
+			time.Sleep(time.Duration(attempt) * 300 * time.Millisecond) // an election; appends are idempotent
+			continue
+		}
+		return err
+	}
+}
+
+// head returns the serial's current head, or nil when it has no records.
+func (c *cli) head(ctx context.Context, lc gpuledgerv1grpc.LedgerServiceClient, serial string) ([]byte, error) {
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	r, err := lc.GetSerial(cctx, &pb.GetSerialRequest{Serial: serial})
+	if status.Code(err) == codes.NotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r.GetSerial().GetHeadHash(), nil
+}
+
+// location fills the event's location from the flags and the actor's
+// registered sites.
+func (c *cli) location(ctx context.Context, actor string, f *submitFlags) (*pb.Location, error) {
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	conn, _ := c.dial()
+	r, err := gpuledgerv1grpc.NewRegistryServiceClient(conn).GetParticipant(cctx, &pb.GetParticipantRequest{Id: actor})
+	if err != nil {
+		return nil, err
+	}
+	p := r.GetParticipant()
+	loc := &pb.Location{Country: p.GetCountry()}
+	sites := p.GetSites()
+	var site *pb.Site
+	switch {
+	case f.site != "":
+		for _, s := range sites {
+			if s.GetId() == f.site {
+				site = s
+			}
+		}
+		if site == nil {
+			ids := make([]string, len(sites))
+			for i, s := range sites {
+				ids[i] = s.GetId()
+			}
+			return nil, fmt.Errorf("--site %q is not a site of %s (its sites: %s)", f.site, actor, strings.Join(ids, ", "))
+		}
+	case f.country == "" && len(sites) > 0:
+		site = sites[0]
+	}
+	if site != nil {
+		loc = &pb.Location{Country: site.GetCountry(), SiteId: site.GetId(), LatitudeE6: site.LatitudeE6, LongitudeE6: site.LongitudeE6}
+	}
+	if f.country != "" {
+		loc.Country = strings.ToUpper(f.country)
+		if site != nil && site.GetCountry() != loc.Country {
+			loc.SiteId, loc.LatitudeE6, loc.LongitudeE6 = "", nil, nil
+		}
+	}
+	return loc, nil
+}
+
+func (c *cli) printReceipt(r *pb.Receipt) error {
+	if c.json() {
+		return c.printJSON(r)
+	}
+	what := "accepted"
+	if r.GetDuplicate() {
+		what = "already in the ledger"
+	}
+	fmt.Fprintf(c.out, "%s: entry %d\n  entry hash   %x\n  accepted at  %s\n  checkpoint   size %d, root %x\n  inclusion    %d proof hashes\n",
+		what, r.GetIndex(), r.GetEntryHash(), r.GetAcceptedAt().AsTime().Format(time.RFC3339),
+		r.GetCheckpoint().GetSize(), r.GetCheckpoint().GetRootHash(), len(r.GetInclusionProof().GetHashes()))
+	for _, fl := range r.GetFlags() {
+		fmt.Fprintf(c.out, "  FLAG %s (%s): %s\n", trimEnum(fl.GetKind().String(), "FINDING_KIND_"), trimEnum(fl.GetSeverity().String(), "SEVERITY_"), fl.GetDetail())
+	}
+	return nil
+}
+
+func trimEnum(s, prefix string) string { return strings.TrimPrefix(s, prefix) }

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/node"
+	"github.com/spf13/cobra"
+)
+
+func devCmd() *cobra.Command {
+	var c common
+	cmd := &cobra.Command{
+		Use:   "dev [--data DIR] [--listen ADDR]",
+		Short: "run a development node with a development consortium",
+		Long: `dev runs a single development node. On first start it creates, in --data,
+a development consortium: keys for a manufacturer, two distributors, an
+integrator, two datacentres in different countries, an auditor and a
+regulator (DIR/keys/<participant>.key, mode 0600, and .pub), a node key
+(DIR/node.key) and a genesis (DIR/genesis.json). Later starts reuse them.
+It prints where the keys are and commands to try.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := c.logger()
+			if err != nil {
+				return err
+			}
+			created, err := ensureDevConsortium(c.data)
+			if err != nil {
+				return err
+			}
+			genesis, err := os.ReadFile(filepath.Join(c.data, "genesis.json"))
+			if err != nil {
+				return err
+			}
+			signer, err := readNodeKey(filepath.Join(c.data, "node.key"))
+			if err != nil {
+				return err
+			}
+			cfg := node.DefaultConfig(signer.Name(), filepath.Join(c.data, "node"))
+			cfg.Genesis, cfg.NodeSigner = genesis, signer
+			return serve(cmd.Context(), &c, log, cfg, func(addr string) {
+				printDevBanner(cmd.OutOrStdout(), c.data, addr, genesis, created)
+			})
+		},
+	}
+	c.flags(cmd, ".gpuledger-dev")
+	return cmd
+}
+
+// ensureDevConsortium creates the development consortium in dir unless it
+// exists, and reports whether it created it.
+func ensureDevConsortium(dir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, "genesis.json")); err == nil {
+		return false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	c, err := consortium.Build(consortium.Dev(), consortium.Options{NodeOperator: "export-regulator"})
+	if err != nil {
+		return false, err
+	}
+	keysDir := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keysDir, 0o700); err != nil {
+		return false, fmt.Errorf("create %s: %w", keysDir, err)
+	}
+	for _, m := range c.Members {
+		id := m.Participant.GetId()
+		if err := m.Keys.WriteFile(filepath.Join(keysDir, id+".key")); err != nil {
+			return false, err
+		}
+		var pubs []string
+		for _, pk := range m.Keys.PublicKeys() {
+			pubs = append(pubs, pk.String())
+		}
+		if err := os.WriteFile(filepath.Join(keysDir, id+".pub"), []byte(strings.Join(pubs, "\n")+"\n"), 0o644); err != nil {
+			return false, err
+		}
+	}
+	if err := writeExclusive(filepath.Join(dir, "node.key"), []byte(c.NodeKey+"\n"), 0o600); err != nil {
+		return false, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "node.pub"), []byte(c.NodeVerifierKey+"\n"), 0o644); err != nil {
+		return false, err
+	}
+	// The genesis last: its presence means the consortium is complete.
+	if err := os.WriteFile(filepath.Join(dir, "genesis.json"), c.Genesis, 0o644); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func writeExclusive(path string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func printDevBanner(w interface{ Write([]byte) (int, error) }, dir, addr string, genesis []byte, created bool) {
+	id := sha256.Sum256(genesis)
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = dir
+	}
+	what := "reusing the development consortium in"
+	if created {
+		what = "created a development consortium in"
+	}
+	fmt.Fprintf(w, `gpuledger development node serving on %[1]s (%[2]s %[3]s)
+  ledger id   %[4]s
+  genesis     %[3]s/genesis.json
+  keys        %[3]s/keys/<participant>.key: acme-gpu (manufacturer), eu-dist, us-dist,
+              rack-integrator, dc-frankfurt, dc-virginia (hybrid keys), audit-office,
+              export-regulator
+
+Try:
+  gpuledger --node %[1]s submit manufacture --key %[3]s/keys/acme-gpu.key --serial GPU-0001 --model H100-SXM5-80GB
+  gpuledger --node %[1]s serial GPU-0001
+  gpuledger --node %[1]s verify --genesis %[3]s/genesis.json GPU-0001
+  grpcurl -plaintext %[1]s list
+  grpcurl -plaintext -d '{"serial":"GPU-0001"}' %[1]s gpuledger.v1.LedgerService/GetSerial
+`, addr, what, abs, hex.EncodeToString(id[:]))
+}

@@ -1,0 +1,139 @@
+// Command gpuledgerd runs a gpuledger node.
+//
+//	gpuledgerd serve --data DIR --genesis FILE --node-key FILE [--listen ADDR]
+//	gpuledgerd dev   [--data DIR] [--listen ADDR]
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gpuledger/gpuledger/node"
+	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gpuledgerd:", err)
+		os.Exit(1)
+	}
+}
+
+// DefaultListen is the address a node serves on unless told otherwise.
+const DefaultListen = "127.0.0.1:7600"
+
+func run(ctx context.Context, args []string) error {
+	root := &cobra.Command{
+		Use:   "gpuledgerd",
+		Short: "gpuledgerd runs a gpuledger node",
+		Long: `gpuledgerd runs a gpuledger node: it holds the whole ledger in an embedded
+badger store, sequences writes through raft, and serves the LedgerService,
+AuditService, RegistryService and ClusterService over gRPC, with
+grpc.health.v1 and server reflection (so grpcurl needs no .proto files).
+
+Start with "gpuledgerd dev": it creates a development consortium (keys and a
+genesis) in its data directory on first start and serves at once.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCmd(), devCmd())
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// common holds the flags that serve and dev share.
+type common struct {
+	data, listen, logLevel string
+	batchWindow            time.Duration
+}
+
+func (c *common) flags(cmd *cobra.Command, dataDefault string) {
+	cmd.Flags().StringVar(&c.data, "data", dataDefault, "data directory (ledger, raft log)")
+	cmd.Flags().StringVar(&c.listen, "listen", DefaultListen, "gRPC address to serve on (host:port)")
+	cmd.Flags().StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	cmd.Flags().DurationVar(&c.batchWindow, "batch-window", 2*time.Millisecond, "how long a write waits for others to share its raft command")
+}
+
+func (c *common) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+func readNodeKey(path string) (note.Signer, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("node key: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("node key %s has mode %v: it must not be readable by group or others (chmod 600 %s)", path, st.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("node key: %w", err)
+	}
+	s, err := note.NewSigner(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("node key %s is not a signed-note private key (PRIVATE+KEY+...): %w", path, err)
+	}
+	return s, nil
+}
+
+// serve opens a node and serves it on c.listen until ctx ends, then shuts
+// down in order: gRPC, raft, the store. ready, if set, runs once serving.
+func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, ready func(addr string)) error {
+	cfg.Logger, cfg.BatchWindow = log, c.batchWindow
+	lis, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another node running there? use --listen)", c.listen, err)
+	}
+	n, err := node.Open(ctx, cfg)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = n.WaitLeader(wctx)
+	cancel()
+	if err != nil {
+		lis.Close()
+		return errors.Join(err, n.Close(context.Background()))
+	}
+	s := grpc.NewServer(node.ServerOptions()...)
+	n.Register(s)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(lis) }()
+	log.Info("serving", "node", cfg.Name, "addr", lis.Addr().String(), "entries", n.Ledger().Size())
+	if ready != nil {
+		ready(lis.Addr().String())
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-errc:
+		log.Error("gRPC server stopped", "err", err)
+	}
+	stopped := make(chan struct{})
+	go func() { s.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		s.Stop()
+	}
+	return errors.Join(err, n.Close(context.Background()))
+}

@@ -1,0 +1,326 @@
+// Package verify checks what a gpuledger node says without trusting it. From
+// a trusted genesis file it verifies checkpoints (signed by a node key listed
+// in the genesis, for this ledger's origin), rebuilds the registry from the
+// log's own registry-change entries, and verifies a serial's whole chain:
+// every entry's signatures under the registry of its index, the links from
+// MANUFACTURED to the head, and every entry's inclusion in the checkpoint.
+package verify
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/grpc"
+)
+
+// Failure is a verification failure at an entry (Index) or of the
+// checkpoint (Index < 0).
+type Failure struct {
+	Index int64
+	What  string
+}
+
+func (f *Failure) Error() string {
+	if f.Index < 0 {
+		return f.What
+	}
+	return fmt.Sprintf("entry %d: %s", f.Index, f.What)
+}
+
+func fail(index int64, format string, args ...any) *Failure {
+	return &Failure{Index: index, What: fmt.Sprintf(format, args...)}
+}
+
+// Verifier verifies against one trusted genesis. It is safe for concurrent use.
+type Verifier struct {
+	genesis  *pb.Genesis
+	origin   string
+	nodes    note.Verifiers
+	checker  ledger.Checker
+	registry *ledger.Registry
+}
+
+// New returns a Verifier trusting the genesis file's exact bytes.
+func New(genesis []byte) (*Verifier, error) {
+	g, err := ledger.ParseGenesis(genesis)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := ledger.NewRegistry(g)
+	if err != nil {
+		return nil, err
+	}
+	var vs []note.Verifier
+	for _, n := range g.GetNodes() {
+		v, err := note.NewVerifier(n.GetVerifierKey())
+		if err != nil {
+			return nil, fmt.Errorf("genesis node %q: %w", n.GetName(), err)
+		}
+		vs = append(vs, v)
+	}
+	id := sha256.Sum256(genesis)
+	return &Verifier{genesis: g, origin: "gpuledger/" + hex.EncodeToString(id[:]), nodes: note.VerifierList(vs...), registry: reg}, nil
+}
+
+// Origin returns the checkpoint origin of the trusted ledger.
+func (v *Verifier) Origin() string { return v.origin }
+
+// Checkpoint is a verified checkpoint.
+type Checkpoint struct {
+	Size    uint64
+	Root    tlog.Hash
+	Signers []string
+	Note    string
+}
+
+// Checkpoint verifies a signed checkpoint note: at least one signature by a
+// genesis node, this ledger's origin, a well-formed body.
+func (v *Verifier) Checkpoint(text string) (*Checkpoint, error) {
+	n, err := note.Open([]byte(text), v.nodes)
+	if err != nil {
+		return nil, fail(-1, "checkpoint is not signed by a node of this ledger's genesis: %v", err)
+	}
+	origin, size, root, err := ledger.ParseCheckpointBody(n.Text)
+	if err != nil {
+		return nil, fail(-1, "%v", err)
+	}
+	if origin != v.origin {
+		return nil, fail(-1, "checkpoint is for %q, not this ledger (%q)", origin, v.origin)
+	}
+	cp := &Checkpoint{Size: size, Root: root, Note: text}
+	for _, s := range n.Sigs {
+		cp.Signers = append(cp.Signers, s.Name)
+	}
+	return cp, nil
+}
+
+// included checks an entry's inclusion proof against the checkpoint, from
+// the entry's own bytes.
+func included(cp *Checkpoint, e *pb.Entry, proof [][]byte) error {
+	eh := sha256.Sum256(e.GetEnvelope())
+	lh := ledger.LeafHash(e.GetIndex(), e.GetAcceptedAt().AsTime().UnixNano(), eh)
+	hs := make(tlog.RecordProof, len(proof))
+	for i, h := range proof {
+		if len(h) != tlog.HashSize {
+			return fmt.Errorf("proof hash %d has %d bytes", i, len(h))
+		}
+		hs[i] = tlog.Hash(h)
+	}
+	return tlog.CheckRecord(hs, int64(cp.Size), cp.Root, int64(e.GetIndex()), lh)
+}
+
+// Client is what the verifier asks a node for. Nothing it returns is
+// trusted: every answer is checked.
+type Client struct {
+	Ledger   gpuledgerv1grpc.LedgerServiceClient
+	Audit    gpuledgerv1grpc.AuditServiceClient
+	Registry gpuledgerv1grpc.RegistryServiceClient
+}
+
+// NewClient returns a Client over a gRPC connection.
+func NewClient(conn grpc.ClientConnInterface) *Client {
+	return &Client{gpuledgerv1grpc.NewLedgerServiceClient(conn), gpuledgerv1grpc.NewAuditServiceClient(conn), gpuledgerv1grpc.NewRegistryServiceClient(conn)}
+}
+
+// regChange is a verified registry change and its index.
+type regChange struct {
+	index  uint64
+	change *pb.RegistryChange
+}
+
+// registryHistory fetches, verifies and returns the log's registry changes
+// below the checkpoint's size.
+func (v *Verifier) registryHistory(ctx context.Context, c *Client, cp *Checkpoint) ([]regChange, error) {
+	var out []regChange
+	reg := v.registry
+	tok := ""
+	for {
+		r, err := c.Registry.ListRegistryChanges(ctx, &pb.ListRegistryChangesRequest{PageSize: 1000, PageToken: tok})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range r.GetEntries() {
+			if e.GetIndex() >= cp.Size {
+				continue
+			}
+			if len(out) > 0 && e.GetIndex() <= out[len(out)-1].index {
+				return nil, fail(int64(e.GetIndex()), "registry changes out of order")
+			}
+			if err := v.entry(ctx, c, cp, reg, e); err != nil {
+				return nil, err
+			}
+			ch := new(pb.RegistryChange)
+			env, rej := ledger.DecodeEnvelope(e.GetEnvelope())
+			if rej != nil || ledger.UnmarshalPayload(env, ch) != nil {
+				return nil, fail(int64(e.GetIndex()), "is not a registry change")
+			}
+			next, err := reg.WithChange(ch, e.GetIndex())
+			if err != nil {
+				return nil, fail(int64(e.GetIndex()), "registry change does not apply: %v", err)
+			}
+			reg = next
+			out = append(out, regChange{e.GetIndex(), ch})
+		}
+		if tok = r.GetNextPageToken(); tok == "" {
+			return out, nil
+		}
+	}
+}
+
+// registryAt rebuilds the registry that judged the entry at index.
+func (v *Verifier) registryAt(changes []regChange, index uint64) (*ledger.Registry, error) {
+	reg := v.registry
+	for _, c := range changes {
+		if c.index >= index {
+			break
+		}
+		next, err := reg.WithChange(c.change, c.index)
+		if err != nil {
+			return nil, err
+		}
+		reg = next
+	}
+	return reg, nil
+}
+
+// entry checks one entry's signatures under reg and its inclusion in cp.
+func (v *Verifier) entry(ctx context.Context, c *Client, cp *Checkpoint, reg *ledger.Registry, e *pb.Entry) error {
+	if err := v.checker.Check(e, reg); err != nil {
+		return fail(int64(e.GetIndex()), "signature check failed: %v", err)
+	}
+	p, err := c.Audit.GetInclusionProof(ctx, &pb.GetInclusionProofRequest{LeafIndex: e.GetIndex(), TreeSize: cp.Size})
+	if err != nil {
+		return fmt.Errorf("inclusion proof of entry %d: %w", e.GetIndex(), err)
+	}
+	if err := included(cp, e, p.GetProof().GetHashes()); err != nil {
+		return fail(int64(e.GetIndex()), "not included in the checkpoint of size %d: %v", cp.Size, err)
+	}
+	return nil
+}
+
+// SerialReport is a verified serial history.
+type SerialReport struct {
+	Serial     string
+	Checkpoint *Checkpoint
+	Entries    []*pb.Entry
+}
+
+// Serial verifies a serial's whole chain as of the node's latest checkpoint.
+func (v *Verifier) Serial(ctx context.Context, c *Client, serial string) (*SerialReport, error) {
+	cpr, err := c.Audit.GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
+	if err != nil {
+		return nil, err
+	}
+	cp, err := v.Checkpoint(cpr.GetCheckpoint().GetNote())
+	if err != nil {
+		return nil, err
+	}
+	changes, err := v.registryHistory(ctx, c, cp)
+	if err != nil {
+		return nil, err
+	}
+	var entries []*pb.Entry
+	for tok := ""; ; {
+		r, err := c.Ledger.ListSerialEvents(ctx, &pb.ListSerialEventsRequest{Serial: serial, PageSize: 1000, PageToken: tok})
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, r.GetEntries()...)
+		if tok = r.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	rep := &SerialReport{Serial: serial, Checkpoint: cp}
+	var prev []byte
+	var state *pb.SerialState
+	for i, e := range entries {
+		if e.GetIndex() >= cp.Size {
+			break // newer than the checkpoint: verified next time
+		}
+		reg, err := v.registryAt(changes, e.GetIndex())
+		if err != nil {
+			return nil, err
+		}
+		if err := v.entry(ctx, c, cp, reg, e); err != nil {
+			return nil, err
+		}
+		env, _ := ledger.DecodeEnvelope(e.GetEnvelope())
+		ev := new(pb.CustodyEvent)
+		if ledger.UnmarshalPayload(env, ev) != nil || ev.GetSerial() != serial {
+			return nil, fail(int64(e.GetIndex()), "does not hold a custody event of %s", serial)
+		}
+		switch {
+		case i == 0 && ev.GetType() != pb.EventType_EVENT_TYPE_MANUFACTURED:
+			return nil, fail(int64(e.GetIndex()), "the chain does not start with MANUFACTURED")
+		case !bytes.Equal(ev.GetPrevEventHash(), prev):
+			return nil, fail(int64(e.GetIndex()), "prev_event_hash %x does not link to the previous entry %x", ev.GetPrevEventHash(), prev)
+		}
+		h := sha256.Sum256(e.GetEnvelope())
+		prev = h[:]
+		// Flags are not in the Merkle leaf: recompute them by replaying the
+		// rules, and hold the node to what they give.
+		next, flags, rej := custody.Next(custody.Step{State: state, Event: ev, Actor: reg.Participant(ev.GetActor()), Index: e.GetIndex(), EntryHash: prev}, reg, reg.Policy())
+		if rej != nil {
+			return nil, fail(int64(e.GetIndex()), "breaks a custody rule the ledger enforces: %v", rej)
+		}
+		if !sameFlags(flags, e.GetFlags()) {
+			return nil, fail(int64(e.GetIndex()), "the node reports flags %v; the rules give %v", flagKinds(e.GetFlags()), flagKinds(flags))
+		}
+		state = next
+		e.Event, e.Flags = ev, flags // from the verified bytes only
+		rep.Entries = append(rep.Entries, e)
+	}
+	if len(rep.Entries) == 0 {
+		return nil, fail(-1, "serial %s has no entries in the checkpoint of size %d", serial, cp.Size)
+	}
+	return rep, nil
+}
+
+func flagKinds(fs []*pb.Flag) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = strings.TrimPrefix(f.GetKind().String(), "FINDING_KIND_")
+	}
+	return out
+}
+
+func sameFlags(a, b []*pb.Flag) bool { return slices.Equal(flagKinds(a), flagKinds(b)) }
+
+// Story tells a verified history in plain words, one line per event.
+func (r *SerialReport) Story() []string {
+	var out []string
+	for _, e := range r.Entries {
+		ev := e.GetEvent()
+		line := fmt.Sprintf("%s  %-14s by %s", ev.GetOccurredAt().AsTime().UTC().Format(time.RFC3339), strings.TrimPrefix(ev.GetType().String(), "EVENT_TYPE_"), ev.GetActor())
+		if ev.GetCounterparty() != "" {
+			if ev.GetType() == pb.EventType_EVENT_TYPE_SHIPPED {
+				line += " to " + ev.GetCounterparty()
+			} else {
+				line += " from " + ev.GetCounterparty()
+			}
+		}
+		loc := ev.GetLocation()
+		if loc.GetSiteId() != "" {
+			line += fmt.Sprintf(" at %s (%s)", loc.GetSiteId(), loc.GetCountry())
+		} else if loc.GetCountry() != "" {
+			line += " in " + loc.GetCountry()
+		}
+		for _, f := range e.GetFlags() {
+			line += fmt.Sprintf(" [flag %s: %s]", strings.TrimPrefix(f.GetKind().String(), "FINDING_KIND_"), f.GetDetail())
+		}
+		out = append(out, fmt.Sprintf("entry %d: %s", e.GetIndex(), line))
+	}
+	return out
+}
