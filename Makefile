@@ -56,12 +56,13 @@ lint: tools ## go vet, gofmt and buf lint
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: run gofmt -w on the files above"; exit 1)
 	$(BIN)/buf lint
 
-generate: tools ## regenerate Go code from proto/
+generate: tools ## regenerate Go code (and the reflection descriptors) from proto/
 	$(BIN)/buf generate
+	$(BIN)/buf build --as-file-descriptor-set -o node/descriptors.binpb
 
 checkgenerate: generate ## fail when the committed generated code is stale
-	@git diff --exit-code -- proto/ || (echo "generated code is stale: run make generate and commit"; exit 1)
-	@test -z "$$(git status --porcelain -- proto/ | grep '^??')" || (git status --porcelain -- proto/; echo "untracked generated files: commit them"; exit 1)
+	@git diff --exit-code -- proto/ node/descriptors.binpb || (echo "generated code is stale: run make generate and commit"; exit 1)
+	@test -z "$$(git status --porcelain -- proto/ node/descriptors.binpb | grep '^??')" || (git status --porcelain -- proto/ node/descriptors.binpb; echo "untracked generated files: commit them"; exit 1)
 
 clean: ## remove ./bin and the dev data directory
 	rm -rf $(BIN) $(DATA)

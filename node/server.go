@@ -14,7 +14,6 @@ import (
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 )
 
 // Message-size limits of the gRPC server: a full batch plus framing.
@@ -34,7 +33,7 @@ func (n *Node) Register(s *grpc.Server) {
 	gpuledgerv1grpc.RegisterRegistryServiceServer(s, &registryService{n: n})
 	gpuledgerv1grpc.RegisterClusterServiceServer(s, &clusterService{n: n})
 	healthpb.RegisterHealthServer(s, n.health)
-	reflection.Register(s)
+	registerReflection(s)
 }
 
 // Page sizes.
