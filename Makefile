@@ -28,10 +28,9 @@ $(BIN)/grpcurl: $(TOOLS_MOD)
 	$(GO) build -modfile=$(TOOLS_MOD) -o $(BIN)/ github.com/fullstorydev/grpcurl/cmd/grpcurl
 
 build: ## build gpuledgerd and gpuledger into ./bin
-	@if [ -d cmd ]; then $(GO) build -o $(BIN)/ ./cmd/...; fi
+	$(GO) build -o $(BIN)/ ./cmd/...
 
 run: build ## run a development node (embedded badger, dev consortium) on $(LISTEN)
-	@test -d cmd/gpuledgerd || { echo "make run: the node daemon (cmd/gpuledgerd) is not built yet; see README status"; exit 1; }
 	$(BIN)/gpuledgerd dev --data $(DATA) --listen $(LISTEN)
 
 test: tools ## run every test with the race detector, then a short fuzz run

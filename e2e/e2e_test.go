@@ -61,7 +61,14 @@ var addrRE = regexp.MustCompile(`serving on (127\.0\.0\.1:\d+)`)
 
 func startDev(t *testing.T, dir string) *devNode {
 	t.Helper()
-	cmd := exec.Command(bin.daemon, "dev", "--data", dir, "--listen", "127.0.0.1:0", "--log-level", "warn")
+	return startDaemon(t, dir, "dev", "--data", dir)
+}
+
+// startDaemon runs gpuledgerd with args on a free loopback port and waits
+// until it serves.
+func startDaemon(t *testing.T, dir string, args ...string) *devNode {
+	t.Helper()
+	cmd := exec.Command(bin.daemon, append(args, "--listen", "127.0.0.1:0", "--log-level", "warn")...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +93,7 @@ func startDev(t *testing.T, dir string) *devNode {
 	case d.addr = <-found:
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("gpuledgerd dev did not start; its log:\n%s", logs.String())
+		t.Fatalf("gpuledgerd %v did not start; its log:\n%s", args, logs.String())
 	}
 	t.Cleanup(func() { d.stop() })
 	return d
@@ -273,5 +280,49 @@ func TestImport(t *testing.T) {
 	// Importing the same file again: every envelope is byte-identical.
 	if out := d.cli(t, "import", file, "--keys", filepath.Join(d.dir, "keys"), "-q"); !strings.Contains(out, "0 accepted (0 flagged), 61 already present") {
 		t.Fatalf("second import:\n%s", out)
+	}
+}
+
+// TestOwnConsortium builds a consortium from nothing with the CLI (keys, a
+// node key, a genesis) and serves it with gpuledgerd serve.
+func TestOwnConsortium(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	cli := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := run(t, bin.cli, args...)
+		if code != 0 {
+			t.Fatalf("gpuledger %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+		return out
+	}
+	cli("keygen", "--participant", "fab-one", "--out", p("fab-one.key"))
+	cli("keygen", "--participant", "authority", "--scheme", "hybrid", "--out", p("authority.key"))
+	cli("nodekey", "--name", "node-a", "--out", p("node-a.key"))
+	if st, _ := os.Stat(p("node-a.key")); st.Mode().Perm() != 0o600 {
+		t.Fatalf("node key mode %v", st.Mode().Perm())
+	}
+	cli("genesis", "create", "--out", p("genesis.json"), "--name", "test-consortium")
+	cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "fab-one", "--role", "manufacturer",
+		"--country", "TW", "--site", "fab-1:TW:24.8,120.97", "--pub", p("fab-one.key.pub"))
+	cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "authority", "--role", "regulator",
+		"--country", "US", "--pub", p("authority.key.pub"), "--hybrid")
+	cli("genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
+	if out := cli("genesis", "check", p("genesis.json")); !strings.Contains(out, "2 participants, 1 nodes") {
+		t.Fatalf("genesis check: %s", out)
+	}
+	// A bad role is refused with a message that says what to use.
+	if _, errOut, code := run(t, bin.cli, "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "x-co", "--role", "smuggler", "--country", "US"); code == 0 || !strings.Contains(errOut, "want manufacturer, distributor") {
+		t.Fatalf("bad role: exit %d, %s", code, errOut)
+	}
+	d := startDaemon(t, dir, "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-a.key"))
+	d.cli(t, "submit", "manufacture", "--key", p("fab-one.key"), "--serial", "OWN-1", "--model", "B200")
+	if out := d.cli(t, "verify", "--genesis", p("genesis.json"), "OWN-1"); !strings.HasPrefix(out, "OK OWN-1: 1 entries verified against checkpoint size 1 signed by [node-a]") {
+		t.Fatalf("verify:\n%s", out)
+	}
+	// A key readable by others is refused before anything is sent.
+	os.Chmod(p("fab-one.key"), 0o644)
+	if _, errOut, code := run(t, bin.cli, "--node", d.addr, "submit", "manufacture", "--key", p("fab-one.key"), "--serial", "OWN-2", "--model", "B200"); code == 0 || !strings.Contains(errOut, "chmod 600") {
+		t.Fatalf("world-readable key: exit %d, %s", code, errOut)
 	}
 }

@@ -48,7 +48,9 @@ type testNode struct {
 	ac   gpuledgerv1grpc.AuditServiceClient
 }
 
-func startNode(t *testing.T, dir string) *testNode {
+func startNode(t *testing.T, dir string) *testNode { return startNodeB(t, dir) }
+
+func startNodeB(t testing.TB, dir string) *testNode {
 	t.Helper()
 	cfg := node.DefaultConfig(dev.NodeName, dir)
 	cfg.Genesis, cfg.NodeSigner = dev.Genesis, dev.NodeSigner
@@ -80,7 +82,7 @@ func startNode(t *testing.T, dir string) *testNode {
 	return tn
 }
 
-func (tn *testNode) stop(t *testing.T) {
+func (tn *testNode) stop(t testing.TB) {
 	if tn.srv == nil {
 		return
 	}

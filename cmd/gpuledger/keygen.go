@@ -7,6 +7,7 @@ import (
 
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
 )
 
 func keygenCmd(c *cli) *cobra.Command {
@@ -57,6 +58,46 @@ ML-DSA-65 key and signs with both.`,
 	}
 	cmd.Flags().StringVar(&participant, "participant", "", "participant id the keys belong to (recorded in the key file)")
 	cmd.Flags().StringVar(&scheme, "scheme", "ed25519", "ed25519, ml-dsa-65 or hybrid")
+	cmd.Flags().StringVar(&out, "out", "", "private key file to write")
+	return cmd
+}
+
+func nodekeyCmd(c *cli) *cobra.Command {
+	var name, out string
+	cmd := &cobra.Command{
+		Use:   "nodekey --name NAME --out FILE",
+		Short: "make a node's checkpoint-signing key",
+		Long: `nodekey makes a node key: a C2SP signed-note Ed25519 key named NAME. It writes
+the private key to FILE (mode 0600; gpuledgerd serve --node-key FILE) and the
+verifier key to FILE.pub (gpuledger genesis add-node --verifier-key FILE.pub).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" || out == "" {
+				return fmt.Errorf("--name and --out are required")
+			}
+			skey, vkey, err := note.GenerateKey(nil, name)
+			if err != nil {
+				return fmt.Errorf("--name %q: %w", name, err)
+			}
+			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := f.WriteString(skey + "\n"); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			if err := os.WriteFile(out+".pub", []byte(vkey+"\n"), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "node key %s: %s (mode 0600)\nverifier key: %s.pub\n", name, out, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "node name (letters, digits, - and .)")
 	cmd.Flags().StringVar(&out, "out", "", "private key file to write")
 	return cmd
 }

@@ -40,7 +40,9 @@ it against the store.`,
 			}
 			cfg := node.DefaultConfig(signer.Name(), c.data)
 			cfg.Genesis, cfg.NodeSigner = g, signer
-			return serve(cmd.Context(), &c, log, cfg, nil)
+			return serve(cmd.Context(), &c, log, cfg, func(addr string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "gpuledger node %s serving on %s\n", cfg.Name, addr)
+			})
 		},
 	}
 	c.flags(cmd, "gpuledger-data")
