@@ -1,0 +1,45 @@
+package verify_test
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/verify"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+func TestCheckpoint(t *testing.T) {
+	c, err := consortium.Build(consortium.Dev(), consortium.Options{Rand: rand.NewChaCha8([32]byte{5})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := consortium.Build(consortium.Dev(), consortium.Options{Rand: rand.NewChaCha8([32]byte{6})})
+	v, err := verify.New(c.Genesis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := func(s note.Signer, origin string) string {
+		b, err := note.Sign(&note.Note{Text: ledger.CheckpointBody(origin, 7, tlog.Hash{1})}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	cp, err := v.Checkpoint(signed(c.NodeSigner, v.Origin()))
+	if err != nil || cp.Size != 7 || cp.Root != (tlog.Hash{1}) || len(cp.Signers) != 1 || cp.Signers[0] != c.NodeName {
+		t.Fatalf("Checkpoint(good) = %+v, %v", cp, err)
+	}
+	for name, text := range map[string]string{
+		"signed by another ledger's node": signed(other.NodeSigner, v.Origin()),
+		"another ledger's origin":         signed(c.NodeSigner, "gpuledger/"+strings.Repeat("0", 64)),
+		"a flipped byte":                  strings.Replace(signed(c.NodeSigner, v.Origin()), "\n7\n", "\n8\n", 1),
+	} {
+		if _, err := v.Checkpoint(text); err == nil {
+			t.Errorf("Checkpoint(%s) verified", name)
+		}
+	}
+}
