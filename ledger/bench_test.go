@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -17,13 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/internal/workload"
 	"github.com/gpuledger/gpuledger/ledger"
-	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // benchSchemes are the key set kinds benchmarked: every member of the
@@ -43,77 +39,12 @@ func benchConsortium(b *testing.B, name string, schemes []keys.Scheme) *consorti
 	if c, ok := benchConsortia.Load(name); ok {
 		return c.(*consortium.Consortium)
 	}
-	specs := consortium.Dev()
-	for i := range specs {
-		specs[i].Schemes, specs[i].Hybrid = schemes, len(schemes) == 2
-	}
-	c, err := consortium.Build(specs, consortium.Options{Rand: rand.NewChaCha8([32]byte{byte(len(name))})})
+	c, err := consortium.Build(consortium.DevWith(schemes...), consortium.Options{Rand: rand.NewChaCha8([32]byte{byte(len(name))})})
 	if err != nil {
 		b.Fatal(err)
 	}
 	benchConsortia.Store(name, c)
 	return c
-}
-
-// verifyJob is one signature to check.
-type verifyJob struct {
-	v        keys.Verifier
-	msg, sig []byte
-}
-
-func verifyJobs(b *testing.B, c *consortium.Consortium, envs [][]byte) []verifyJob {
-	var cache keys.Cache
-	byID := map[string]*pb.PublicKey{}
-	for _, m := range c.Members {
-		for _, k := range m.Participant.GetKeys() {
-			byID[k.GetKeyId()] = k
-		}
-	}
-	var jobs []verifyJob
-	for _, raw := range envs {
-		env := new(pb.Envelope)
-		if err := proto.Unmarshal(raw, env); err != nil {
-			b.Fatal(err)
-		}
-		pae := dsse.PAE(env.GetPayloadType(), env.GetPayload())
-		for _, s := range env.GetSignatures() {
-			k := byID[s.GetKeyid()]
-			scheme := keys.Ed25519
-			if k.GetScheme() == pb.KeyScheme_KEY_SCHEME_ML_DSA_65 {
-				scheme = keys.MLDSA65
-			}
-			v, err := cache.Verifier(scheme, k.GetPublicKey())
-			if err != nil {
-				b.Fatal(err)
-			}
-			jobs = append(jobs, verifyJob{v, pae, s.GetSig()})
-		}
-	}
-	return jobs
-}
-
-// rawVerify verifies jobs on GOMAXPROCS goroutines (parsed keys, nothing
-// else) and returns how long it took: the machine's raw parallel verify cost
-// of those signatures.
-func rawVerify(jobs []verifyJob) time.Duration {
-	var next atomic.Int64
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(jobs) {
-					return
-				}
-				if !jobs[i].v.Verify(jobs[i].msg, jobs[i].sig) {
-					panic("bad signature in benchmark data")
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return time.Since(start)
 }
 
 // ingestBench applies durable batches of fresh records, and after each batch
@@ -125,9 +56,9 @@ func ingestBench(b *testing.B, c *consortium.Consortium, prefix string, durable,
 	const batch = 256
 	pool := workload.New(c, 2, t0).Records(prefix, 40*batch)
 	pool = pool[:len(pool)/batch*batch]
-	jobs := make([][]verifyJob, len(pool)/batch)
-	for i := range jobs {
-		jobs[i] = verifyJobs(b, c, pool[i*batch:(i+1)*batch])
+	baselines := make([]*workload.Baseline, len(pool)/batch)
+	for i := range baselines {
+		baselines[i] = workload.NewBaseline(c, pool[i*batch:(i+1)*batch])
 	}
 	open := func() *ledger.Ledger {
 		cfg := ledger.DefaultConfig(b.TempDir())
@@ -165,7 +96,7 @@ func ingestBench(b *testing.B, c *consortium.Consortium, prefix string, durable,
 		<-done
 		work += time.Since(start)
 		b.StopTimer()
-		raw += rawVerify(jobs[next/batch])
+		raw += baselines[next/batch].Run()
 		b.StartTimer()
 		next += batch
 		records += batch
@@ -183,13 +114,12 @@ func BenchmarkVerifyParallel(b *testing.B) {
 		b.Run(s.name, func(b *testing.B) {
 			c := benchConsortium(b, s.name, s.schemes)
 			envs := workload.New(c, 1, t0).Records("VP", 512)
-			jobs := verifyJobs(b, c, envs)
+			base := workload.NewBaseline(c, envs)
 			var next atomic.Int64
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					j := jobs[int(next.Add(1))%len(jobs)]
-					if !j.v.Verify(j.msg, j.sig) {
+					if !base.Verify(int(next.Add(1))) {
 						b.Error("bad signature")
 					}
 				}

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/internal/workload"
@@ -27,60 +25,11 @@ import (
 )
 
 func benchConsortium(b *testing.B, schemes ...keys.Scheme) *consortium.Consortium {
-	specs := consortium.Dev()
-	for i := range specs {
-		specs[i].Schemes, specs[i].Hybrid = schemes, len(schemes) == 2
-	}
-	c, err := consortium.Build(specs, consortium.Options{Rand: rand.NewChaCha8([32]byte{byte(len(schemes)), byte(schemes[0])})})
+	c, err := consortium.Build(consortium.DevWith(schemes...), consortium.Options{Rand: rand.NewChaCha8([32]byte{byte(len(schemes)), byte(schemes[0])})})
 	if err != nil {
 		b.Fatal(err)
 	}
 	return c
-}
-
-// rawVerifyRate verifies the envelopes' signatures on GOMAXPROCS goroutines
-// and returns records per second.
-func rawVerifyRate(b *testing.B, c *consortium.Consortium, envs [][]byte) float64 {
-	var cache keys.Cache
-	byID := map[string]*pb.PublicKey{}
-	for _, m := range c.Members {
-		for _, k := range m.Participant.GetKeys() {
-			byID[k.GetKeyId()] = k
-		}
-	}
-	type job struct {
-		v        keys.Verifier
-		msg, sig []byte
-	}
-	var jobs []job
-	for _, raw := range envs {
-		env := new(pb.Envelope)
-		proto.Unmarshal(raw, env)
-		pae := dsse.PAE(env.GetPayloadType(), env.GetPayload())
-		for _, s := range env.GetSignatures() {
-			k := byID[s.GetKeyid()]
-			sc := keys.Ed25519
-			if k.GetScheme() == pb.KeyScheme_KEY_SCHEME_ML_DSA_65 {
-				sc = keys.MLDSA65
-			}
-			v, _ := cache.Verifier(sc, k.GetPublicKey())
-			jobs = append(jobs, job{v, pae, s.GetSig()})
-		}
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(len(jobs)); i = next.Add(1) - 1 {
-				if !jobs[i].v.Verify(jobs[i].msg, jobs[i].sig) {
-					panic("bad signature")
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return float64(len(envs)) / time.Since(start).Seconds()
 }
 
 func cpuSeconds() float64 {
@@ -111,7 +60,8 @@ func BenchmarkAppendLoad(b *testing.B) {
 				gen := workload.New(c, 7, time.Now().Add(-48*time.Hour))
 				gen.Step = time.Second
 				records := gen.Records("LOAD", total)
-				rawBefore := rawVerifyRate(b, c, records)
+				base := workload.NewBaseline(c, records)
+				rawBefore := base.Rate()
 				tn := benchNodeWith(b, c)
 				// Each client takes whole lifecycles (8 records) in order.
 				lifes := slices.Collect(slices.Chunk(records, 8))
@@ -177,7 +127,7 @@ func BenchmarkAppendLoad(b *testing.B) {
 				elapsed := time.Since(start)
 				cpu := cpuSeconds() - cpu0
 				b.StopTimer()
-				raw := (rawBefore + rawVerifyRate(b, c, records)) / 2
+				raw := (rawBefore + base.Rate()) / 2
 				rate := float64(done.Load()) / elapsed.Seconds()
 				slices.Sort(lat)
 				b.ReportMetric(rate, "appends/s")

@@ -111,6 +111,17 @@ func (c *cli) ctx(parent context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(parent, c.timeout)
 }
 
+// call dials the node and runs one call under the --timeout deadline.
+func (c *cli) call(parent context.Context, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.ctx(parent)
+	defer cancel()
+	return fn(ctx, conn)
+}
+
 // json reports whether output is JSON.
 func (c *cli) json() bool { return c.output == "json" }
 

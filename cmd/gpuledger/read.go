@@ -10,6 +10,7 @@ import (
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 )
 
 func serialCmd(c *cli) *cobra.Command {
@@ -18,14 +19,11 @@ func serialCmd(c *cli) *cobra.Command {
 		Short: "show a GPU's current state: custodian, location, head",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := c.dial()
-			if err != nil {
+			var r *pb.GetSerialResponse
+			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+				r, err = gpuledgerv1grpc.NewLedgerServiceClient(conn).GetSerial(ctx, &pb.GetSerialRequest{Serial: args[0]})
 				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context())
-			defer cancel()
-			r, err := gpuledgerv1grpc.NewLedgerServiceClient(conn).GetSerial(ctx, &pb.GetSerialRequest{Serial: args[0]})
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			if c.json() {
@@ -128,20 +126,17 @@ func checkpointCmd(c *cli) *cobra.Command {
 		Short: "print the node's latest signed checkpoint (a C2SP signed note)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := c.dial()
-			if err != nil {
+			var r *pb.GetCheckpointResponse
+			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+				r, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
 				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context())
-			defer cancel()
-			r, err := gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			if c.json() {
 				return c.printJSON(r)
 			}
-			_, err = fmt.Fprint(c.out, r.GetCheckpoint().GetNote())
+			_, err := fmt.Fprint(c.out, r.GetCheckpoint().GetNote())
 			return err
 		},
 	}
@@ -158,14 +153,11 @@ func proofCmd(c *cli) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("INDEX %q: want an entry index (a whole number)", args[0])
 			}
-			conn, err := c.dial()
-			if err != nil {
+			var r *pb.GetInclusionProofResponse
+			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+				r, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetInclusionProof(ctx, &pb.GetInclusionProofRequest{LeafIndex: idx, TreeSize: size})
 				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context())
-			defer cancel()
-			r, err := gpuledgerv1grpc.NewAuditServiceClient(conn).GetInclusionProof(ctx, &pb.GetInclusionProofRequest{LeafIndex: idx, TreeSize: size})
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			if c.json() {
@@ -189,14 +181,11 @@ func clusterCmd(c *cli) *cobra.Command {
 		Short: "show the node's raft role, leader, peers and applied size",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := c.dial()
-			if err != nil {
+			var r *pb.GetClusterStatusResponse
+			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+				r, err = gpuledgerv1grpc.NewClusterServiceClient(conn).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
 				return err
-			}
-			ctx, cancel := c.ctx(cmd.Context())
-			defer cancel()
-			r, err := gpuledgerv1grpc.NewClusterServiceClient(conn).GetClusterStatus(ctx, &pb.GetClusterStatusRequest{})
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			if c.json() {

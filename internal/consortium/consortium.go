@@ -195,3 +195,13 @@ func Dev() []Spec {
 			Schemes: []keys.Scheme{keys.Ed25519, keys.MLDSA65}},
 	}
 }
+
+// DevWith returns the development members with every key set made of the
+// given schemes (hybrid, and required to sign with both, when both).
+func DevWith(schemes ...keys.Scheme) []Spec {
+	specs := Dev()
+	for i := range specs {
+		specs[i].Schemes, specs[i].Hybrid = schemes, len(schemes) == 2
+	}
+	return specs
+}
