@@ -166,12 +166,13 @@ func (d *devNode) key(id string) string { return filepath.Join(d.dir, "keys", id
 func TestLifeOfAGPU(t *testing.T) {
 	d := startDev(t, t.TempDir())
 	const sn = "GPU-E2E-0001"
-	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", sn, "--model", "H100-SXM5-80GB", "--eccn", "3A090.a")
-	d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", sn, "--to", "eu-dist", "--reference", "AWB-1")
-	d.cli(t, "submit", "receive", "--key", d.key("eu-dist"), "--serial", sn, "--to", "acme-gpu")
-	d.cli(t, "submit", "ship", "--key", d.key("eu-dist"), "--serial", sn, "--to", "dc-frankfurt")
-	d.cli(t, "submit", "receive", "--key", d.key("dc-frankfurt"), "--serial", sn)
-	d.cli(t, "submit", "install", "--key", d.key("dc-frankfurt"), "--serial", sn, "--site", "fra-dc1")
+	// The README's walk-through, step by step.
+	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", sn, "--model", "H100-SXM5-80GB", "--eccn", "3A090.a", "--at", "2026-11-02T08:00:00Z")
+	d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", sn, "--to", "eu-dist", "--reference", "AWB-1", "--at", "2026-11-02T12:00:00Z")
+	d.cli(t, "submit", "receive", "--key", d.key("eu-dist"), "--serial", sn, "--to", "acme-gpu", "--at", "2026-11-04T09:00:00Z")
+	d.cli(t, "submit", "ship", "--key", d.key("eu-dist"), "--serial", sn, "--to", "dc-frankfurt", "--at", "2026-11-05T10:00:00Z")
+	d.cli(t, "submit", "receive", "--key", d.key("dc-frankfurt"), "--serial", sn, "--at", "2026-11-06T15:00:00Z")
+	d.cli(t, "submit", "install", "--key", d.key("dc-frankfurt"), "--serial", sn, "--site", "fra-dc1", "--at", "2026-11-07T09:00:00Z")
 	receipt := d.cli(t, "submit", "attest", "--key", d.key("dc-frankfurt"), "--serial", sn, "-o", "json")
 	var r struct {
 		Index      string `json:"index"`
@@ -207,6 +208,10 @@ func TestLifeOfAGPU(t *testing.T) {
 		t.Fatalf("grpcurl GetCheckpoint:\n%s", cp)
 	}
 
+	// A clean life: no step was flagged.
+	if out := d.cli(t, "history", sn); strings.Contains(out, "IMPOSSIBLE_TRAVEL") || strings.Contains(out, "MISMATCH") {
+		t.Fatalf("a clean life was flagged:\n%s", out)
+	}
 	// Client-side verification trusts only the genesis.
 	if out := d.cli(t, "verify", "--genesis", filepath.Join(d.dir, "genesis.json"), sn); !strings.HasPrefix(out, "OK "+sn+": 7 entries") {
 		t.Fatalf("gpuledger verify:\n%s", out)

@@ -104,14 +104,15 @@ func (f *fixture) sign(actor string, typ pb.EventType, serial string, mods ...fu
 
 func to(p string) func(*pb.CustodyEvent) { return func(e *pb.CustodyEvent) { e.Counterparty = p } }
 
-// apply applies one batch at f.now and advances the clock by an hour.
+// apply applies one batch at f.now and advances the clock by a day (so that
+// consecutive events between continents are plausible travel).
 func (f *fixture) apply(envs ...[]byte) []ledger.Result {
 	f.t.Helper()
 	rs, err := f.l.Apply(context.Background(), ledger.Batch{AcceptedAt: f.now, Envelopes: envs})
 	if err != nil {
 		f.t.Fatalf("Apply: %v", err)
 	}
-	f.now = f.now.Add(time.Hour)
+	f.now = f.now.Add(24 * time.Hour)
 	return rs
 }
 

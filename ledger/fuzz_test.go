@@ -68,7 +68,7 @@ func FuzzApply(f *testing.F) {
 		}
 		defer l.Close()
 		var batch [][]byte
-		at := t0.Add(24 * time.Hour)
+		at := t0.Add(30 * 24 * time.Hour)
 		flush := func() {
 			rs, err := l.Apply(context.Background(), ledger.Batch{AcceptedAt: at, Envelopes: batch})
 			if err != nil {

@@ -170,7 +170,7 @@ func TestIdempotentResubmission(t *testing.T) {
 
 func TestBatchHoldsAWholeHistory(t *testing.T) {
 	f := newFixture(t)
-	life := workload.New(f.c, 3, t0).Lifecycle("GPU-WHOLE", 3)
+	life := workload.New(f.c, 3, t0.Add(-7*24*time.Hour)).Lifecycle("GPU-WHOLE", 3)
 	rs := f.apply(life...)
 	for i, r := range rs {
 		if r.Err != nil {
@@ -374,7 +374,8 @@ func TestBatchFailingMidwayLeavesNothing(t *testing.T) {
 	f.must(f.sign("acme-gpu", mfd, "GPU-BEFORE"))
 	batch := workload.New(f.c, 21, t0).Records("HALF", 200)
 	before := f.snap("HALF-000000")
-	_, err := f.l.Apply(&cancelAfter{Context: context.Background(), n: 100}, ledger.Batch{AcceptedAt: f.now.Add(24 * time.Hour), Envelopes: batch})
+	later := t0.Add(90 * 24 * time.Hour) // after every lifecycle of the batch
+	_, err := f.l.Apply(&cancelAfter{Context: context.Background(), n: 100}, ledger.Batch{AcceptedAt: later, Envelopes: batch})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Apply with a context cancelled midway = %v, want context.Canceled", err)
 	}
@@ -386,7 +387,7 @@ func TestBatchFailingMidwayLeavesNothing(t *testing.T) {
 	if after := f.snap("HALF-000000"); !before.equal(after) {
 		t.Fatalf("after reopen a failed batch left something: size %d -> %d", before.size, after.size)
 	}
-	rs, err := f.l.Apply(context.Background(), ledger.Batch{AcceptedAt: f.now.Add(24 * time.Hour), Envelopes: batch})
+	rs, err := f.l.Apply(context.Background(), ledger.Batch{AcceptedAt: later, Envelopes: batch})
 	if err != nil {
 		t.Fatal(err)
 	}

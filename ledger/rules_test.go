@@ -422,6 +422,13 @@ func TestFlags(t *testing.T) {
 			func(f *fixture) []byte { return f.sign("eu-dist", recv, sn) }, kinds(K.mismatch), pb.CustodyState_CUSTODY_STATE_IN_CUSTODY},
 		{"attested after destruction", func(f *fixture) { installed(f); f.must(f.sign("dc-frankfurt", destr, sn)) },
 			func(f *fixture) []byte { return f.sign("dc-frankfurt", att, sn) }, kinds(K.terminal), pb.CustodyState_CUSTODY_STATE_DESTROYED},
+		{"received on another continent an hour after shipping", func(f *fixture) {
+			f.must(f.sign("acme-gpu", mfd, sn))
+			f.must(f.sign("acme-gpu", ship, sn, to("eu-dist")))
+		},
+			func(f *fixture) []byte {
+				return f.sign("eu-dist", recv, sn, func(e *pb.CustodyEvent) { e.OccurredAt = timestamppb.New(f.now.Add(-23 * time.Hour)) })
+			}, kinds(pb.FindingKind_FINDING_KIND_IMPOSSIBLE_TRAVEL), pb.CustodyState_CUSTODY_STATE_IN_CUSTODY},
 		{"shipped after destruction, by anyone", func(f *fixture) { installed(f); f.must(f.sign("dc-frankfurt", destr, sn)) },
 			func(f *fixture) []byte { return f.sign("sg-dist", ship, sn, to("cn-trader")) }, kinds(K.terminal), pb.CustodyState_CUSTODY_STATE_DESTROYED},
 	}

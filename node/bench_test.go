@@ -57,7 +57,7 @@ func BenchmarkAppendLoad(b *testing.B) {
 		}{{"AppendBatch", 100, 16}, {"Append", 1, 128}} {
 			b.Run(sc.name+"/"+mode.name, func(b *testing.B) {
 				const total = 12000
-				gen := workload.New(c, 7, time.Now().Add(-48*time.Hour))
+				gen := workload.New(c, 7, time.Now().Add(-7*24*time.Hour))
 				gen.Step = time.Second
 				records := gen.Records("LOAD", total)
 				base := workload.NewBaseline(c, records)

@@ -20,8 +20,20 @@ type Generator struct {
 	rng                *rand.Rand
 	now                time.Time
 	makers, dists, dcs []*consortium.Member
-	Step               time.Duration // time between events (default 1 minute)
+	// Step is how far apart lifecycles start (default 1 minute).
+	Step time.Duration
 }
+
+// Timeline of one lifecycle, from its start: an hour between handling steps,
+// a day in transit (air freight: under the default 1,000 km/h limit between
+// any two continents).
+const (
+	handling = time.Hour
+	transit  = 24 * time.Hour
+	// LifecycleSpan is how long after its start a lifecycle with two
+	// attestations ends.
+	LifecycleSpan = 2*transit + 7*handling
+)
 
 // New returns a generator over the consortium's members, with events from
 // start on. The seed makes the choices (not the signatures) reproducible.
@@ -44,14 +56,16 @@ func New(c *consortium.Consortium, seed uint64, start time.Time) *Generator {
 	return g
 }
 
-// Now returns the time of the last generated event.
+// Now returns the start of the next lifecycle.
 func (g *Generator) Now() time.Time { return g.now }
 
 func (g *Generator) pick(ms []*consortium.Member) *consortium.Member {
 	return ms[g.rng.IntN(len(ms))]
 }
 
-// Lifecycle returns the envelopes of one GPU's clean life: manufactured,
+// Lifecycle returns the envelopes of one GPU's clean life, starting at Now
+// and ending within LifecycleSpan (for more than two attestations, an hour
+// more each): manufactured,
 // shipped to a distributor, received, shipped to a datacentre, all in
 // countries the default policy does not single out, received, installed, then attested
 // the given number of times. It panics if the consortium lacks a
@@ -63,15 +77,21 @@ func (g *Generator) Lifecycle(serial string, attestations int) [][]byte {
 	mk, dist, dc := g.pick(g.makers), g.pick(g.dists), g.pick(g.dcs)
 	var out [][]byte
 	var prev []byte
+	at := g.now
+	g.now = g.now.Add(g.Step)
 	add := func(m *consortium.Member, typ pb.EventType, counterparty string) {
-		g.now = g.now.Add(g.Step)
+		if typ == pb.EventType_EVENT_TYPE_RECEIVED {
+			at = at.Add(transit)
+		} else {
+			at = at.Add(handling)
+		}
 		p := m.Participant
 		loc := &pb.Location{Country: p.GetCountry()}
 		if s := p.GetSites(); len(s) > 0 {
 			loc = &pb.Location{Country: s[0].GetCountry(), SiteId: s[0].GetId(), LatitudeE6: s[0].LatitudeE6, LongitudeE6: s[0].LongitudeE6}
 		}
 		ev := &pb.CustodyEvent{Serial: serial, Type: typ, Actor: p.GetId(), Counterparty: counterparty,
-			Location: loc, OccurredAt: timestamppb.New(g.now), PrevEventHash: prev}
+			Location: loc, OccurredAt: timestamppb.New(at), PrevEventHash: prev}
 		if typ == pb.EventType_EVENT_TYPE_MANUFACTURED {
 			ev.Model, ev.Eccn = "H100-SXM5-80GB", "3A090.a"
 		}

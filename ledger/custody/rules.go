@@ -20,6 +20,9 @@ type Policy interface {
 	Class(country string) pb.CountryClass
 	// Denied reports whether a participant is on the denied-party list.
 	Denied(participant string) bool
+	// MaxSpeedKmh is the speed above which consecutive events are
+	// IMPOSSIBLE_TRAVEL.
+	MaxSpeedKmh() uint32
 }
 
 // Step is one event to apply to a serial.
@@ -85,6 +88,9 @@ func Next(s Step, reg Participants, pol Policy) (*pb.SerialState, []*pb.Flag, *E
 	next := proto.Clone(st).(*pb.SerialState)
 	next.OpenFindings = nil
 	advance(next, s)
+	if detail, ok := impossibleTravel(st, ev, pol.MaxSpeedKmh()); ok {
+		flag(pb.FindingKind_FINDING_KIND_IMPOSSIBLE_TRAVEL, pb.Severity_SEVERITY_HIGH, "%s", detail)
+	}
 
 	if st.GetState() == pb.CustodyState_CUSTODY_STATE_DESTROYED {
 		flag(pb.FindingKind_FINDING_KIND_ACTIVITY_AFTER_TERMINAL, pb.Severity_SEVERITY_CRITICAL,

@@ -103,3 +103,6 @@ func (p *Policy) ClockSkew() time.Duration { return p.p.GetClockSkew().AsDuratio
 
 // Proto returns a copy of the policy document.
 func (p *Policy) Proto() *pb.Policy { return proto.Clone(p.p).(*pb.Policy) }
+
+// MaxSpeedKmh returns the speed above which travel is impossible.
+func (p *Policy) MaxSpeedKmh() uint32 { return p.p.GetMaxSpeedKmh() }
