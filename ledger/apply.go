@@ -202,6 +202,9 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 			return Result{Err: rej}, nil
 		}
 		flags = fl
+		if err := a.recordFindings(st, next, d.event, index, fl); err != nil {
+			return Result{}, err
+		}
 		a.serials[next.GetSerial()] = next
 		if err := a.txn.Set(historyKey(next.GetSerial(), next.GetEventCount()-1), be64(index)); err != nil {
 			return Result{}, err

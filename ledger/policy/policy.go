@@ -106,3 +106,12 @@ func (p *Policy) Proto() *pb.Policy { return proto.Clone(p.p).(*pb.Policy) }
 
 // MaxSpeedKmh returns the speed above which travel is impossible.
 func (p *Policy) MaxSpeedKmh() uint32 { return p.p.GetMaxSpeedKmh() }
+
+// HandoffWindow is how long a shipment may stay unreceived.
+func (p *Policy) HandoffWindow() time.Duration { return p.p.GetHandoffWindow().AsDuration() }
+
+// SilenceInstalled is how long an installed GPU may stay silent.
+func (p *Policy) SilenceInstalled() time.Duration { return p.p.GetSilenceInstalled().AsDuration() }
+
+// SilenceInCustody is how long a GPU not installed may stay silent.
+func (p *Policy) SilenceInCustody() time.Duration { return p.p.GetSilenceInCustody().AsDuration() }

@@ -266,8 +266,11 @@ type Finding struct {
 	Resolved bool `protobuf:"varint,10,opt,name=resolved,proto3" json:"resolved,omitempty"`
 	// The entry that resolved it, if resolved.
 	ResolvedByIndex uint64 `protobuf:"varint,11,opt,name=resolved_by_index,json=resolvedByIndex,proto3" json:"resolved_by_index,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The country of the evidence (where the event happened, or the shipment's
+	// destination).
+	Country       string `protobuf:"bytes,12,opt,name=country,proto3" json:"country,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Finding) Reset() {
@@ -377,6 +380,13 @@ func (x *Finding) GetResolvedByIndex() uint64 {
 	return 0
 }
 
+func (x *Finding) GetCountry() string {
+	if x != nil {
+		return x.Country
+	}
+	return ""
+}
+
 var File_gpuledger_v1_finding_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_finding_proto_rawDesc = "" +
@@ -385,7 +395,7 @@ const file_gpuledger_v1_finding_proto_rawDesc = "" +
 	"\x04Flag\x12-\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x19.gpuledger.v1.FindingKindR\x04kind\x122\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x16.gpuledger.v1.SeverityR\bseverity\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"\x9c\x03\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xb6\x03\n" +
 	"\aFinding\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.gpuledger.v1.FindingKindR\x04kind\x122\n" +
@@ -398,7 +408,8 @@ const file_gpuledger_v1_finding_proto_rawDesc = "" +
 	"\asummary\x18\t \x01(\tR\asummary\x12\x1a\n" +
 	"\bresolved\x18\n" +
 	" \x01(\bR\bresolved\x12*\n" +
-	"\x11resolved_by_index\x18\v \x01(\x04R\x0fresolvedByIndex*\xb4\x03\n" +
+	"\x11resolved_by_index\x18\v \x01(\x04R\x0fresolvedByIndex\x12\x18\n" +
+	"\acountry\x18\f \x01(\tR\acountry*\xb4\x03\n" +
 	"\vFindingKind\x12\x1c\n" +
 	"\x18FINDING_KIND_UNSPECIFIED\x10\x00\x12$\n" +
 	" FINDING_KIND_HANDOFF_UNCONFIRMED\x10\x01\x12\"\n" +

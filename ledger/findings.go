@@ -1,0 +1,343 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/gpuledger/gpuledger/ledger/gaps"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Findings storage (see the package doc for the other tables):
+//
+//	'F' kind uint64be(index) ordinal   a stored finding (gpuledger.v1.Finding):
+//	                                   every flag, and time-based findings a
+//	                                   later entry resolved
+//	'G' serial 0x00 uint64be(index) ordinal   kind: a serial's stored findings
+//	'H' uint64be(shipped_at s) serial  uint64be(shipped index): open shipments
+//	'S' class uint64be(last event s) serial   uint64be(last index): silence clocks
+//
+// Time-based findings are due when a window has run out at the query's
+// as_of instant, to the second: HANDOFF_UNCONFIRMED when as_of is later than
+// shipped_at + handoff_window, SILENT when it is later than the last event +
+// the silence window of the serial's state.
+
+func findingKey(k pb.FindingKind, index uint64, ordinal int) []byte {
+	b := binary.BigEndian.AppendUint64([]byte{'F', byte(k)}, index)
+	return append(b, byte(ordinal))
+}
+
+func serialFindingKey(serial string, index uint64, ordinal int) []byte {
+	b := binary.BigEndian.AppendUint64(append(append([]byte{'G'}, serial...), 0), index)
+	return append(b, byte(ordinal))
+}
+
+func handoffKey(shippedAt int64, serial string) []byte {
+	return append(binary.BigEndian.AppendUint64([]byte{'H'}, uint64(shippedAt)), serial...)
+}
+
+func silenceKey(class byte, last int64, serial string) []byte {
+	return append(binary.BigEndian.AppendUint64([]byte{'S', class}, uint64(last)), serial...)
+}
+
+func (r *Registry) windows() gaps.Windows {
+	p := r.Policy()
+	return gaps.Windows{Handoff: p.HandoffWindow(), SilenceInstalled: p.SilenceInstalled(), SilenceInCustody: p.SilenceInCustody()}
+}
+
+// recordFindings writes what an accepted event changes in the findings
+// tables: its flags as findings, the open-shipment and silence clocks, and
+// the resolved findings of a late receipt or a broken silence.
+func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, index uint64, flags []*pb.Flag) error {
+	pol := a.reg.Policy()
+	w := a.reg.windows()
+	serial := ev.GetSerial()
+	put := func(f *pb.Finding, kind pb.FindingKind, idx uint64, ordinal int) error {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(f)
+		if err != nil {
+			return err
+		}
+		if err := a.txn.Set(findingKey(kind, idx, ordinal), b); err != nil {
+			return err
+		}
+		return a.txn.Set(serialFindingKey(serial, idx, ordinal), []byte{byte(kind)})
+	}
+	for i, fl := range flags {
+		f := gaps.FromFlag(fl, ev, index, i, pol.Version())
+		f.Country = ev.GetLocation().GetCountry()
+		if fl.GetKind() == pb.FindingKind_FINDING_KIND_RESTRICTED_DESTINATION && ev.GetType() == pb.EventType_EVENT_TYPE_SHIPPED {
+			f.Country = next.GetOpenShipment().GetDestinationCountry()
+		}
+		if err := put(f, fl.GetKind(), index, i); err != nil {
+			return err
+		}
+	}
+	at := ev.GetOccurredAt().GetSeconds()
+
+	// Open shipments.
+	prevShip, nextShip := st.GetOpenShipment(), next.GetOpenShipment()
+	if prevShip != nil && nextShip.GetShippedIndex() != prevShip.GetShippedIndex() {
+		if err := a.txn.Delete(handoffKey(prevShip.GetShippedAt().GetSeconds(), serial)); err != nil {
+			return err
+		}
+		if due := prevShip.GetShippedAt().GetSeconds() + int64(w.Handoff/time.Second); at > due {
+			f := gaps.Handoff(serial, prevShip, w, pol.Version())
+			f.Country, f.Resolved, f.ResolvedByIndex = prevShip.GetDestinationCountry(), true, index
+			f.EvidenceIndexes = append(f.EvidenceIndexes, index)
+			if err := put(f, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED, prevShip.GetShippedIndex(), 0); err != nil {
+				return err
+			}
+		}
+	}
+	if nextShip != nil && nextShip.GetShippedIndex() != prevShip.GetShippedIndex() {
+		if err := a.txn.Set(handoffKey(nextShip.GetShippedAt().GetSeconds(), serial), be64(nextShip.GetShippedIndex())); err != nil {
+			return err
+		}
+	}
+
+	// Silence clocks: one per serial, by state class and last event time.
+	if c := gaps.SilenceClass(st); c != 0 {
+		last := st.GetLastEventAt().GetSeconds()
+		if err := a.txn.Delete(silenceKey(c, last, serial)); err != nil {
+			return err
+		}
+		if at > last+int64(w.Window(c)/time.Second) {
+			f := gaps.Silent(serial, st.GetCustodian(), c, st.GetLastIndex(), st.GetLastEventAt().AsTime(), w, pol.Version())
+			f.Country, f.Resolved, f.ResolvedByIndex = st.GetLocation().GetCountry(), true, index
+			f.EvidenceIndexes = append(f.EvidenceIndexes, index)
+			if err := put(f, pb.FindingKind_FINDING_KIND_SILENT, st.GetLastIndex(), 0); err != nil {
+				return err
+			}
+		}
+	}
+	if c := gaps.SilenceClass(next); c != 0 {
+		if err := a.txn.Set(silenceKey(c, next.GetLastEventAt().GetSeconds(), serial), be64(next.GetLastIndex())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FindingQuery selects findings.
+type FindingQuery struct {
+	gaps.Filter
+	// AsOf is the instant time-based findings are judged at; stored findings
+	// later than it are left out.
+	AsOf time.Time
+	// After is the Next of a previous page, or empty.
+	After []byte
+	// Limit caps the page (at least 1).
+	Limit int
+}
+
+// sources, in listing order within a kind.
+const (
+	srcStored byte = iota + 1
+	srcHandoff
+	srcSilentInstalled
+	srcSilentOther
+)
+
+// Findings returns a page of findings matching q, ordered by kind, then
+// stored findings by entry index, then due time-based ones by event time, and
+// the position to continue from (nil when there are no more).
+func (l *Ledger) Findings(ctx context.Context, q FindingQuery) ([]*pb.Finding, []byte, error) {
+	if q.Limit <= 0 {
+		return nil, nil, fmt.Errorf("limit %d: %w", q.Limit, ErrInvalidArgument)
+	}
+	kinds := slices.Clone(q.Kinds)
+	if len(kinds) == 0 {
+		for k := range pb.FindingKind_name {
+			if k != 0 {
+				kinds = append(kinds, pb.FindingKind(k))
+			}
+		}
+	}
+	slices.Sort(kinds)
+	kinds = slices.Compact(kinds)
+	reg := l.Registry()
+	w, version := reg.windows(), reg.Policy().Version()
+	asOf := q.AsOf.Unix()
+	var out []*pb.Finding
+	var next []byte
+	err := l.db.View(func(txn *badger.Txn) error {
+		for _, k := range kinds {
+			srcs := []byte{srcStored}
+			switch k {
+			case pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED:
+				srcs = append(srcs, srcHandoff)
+			case pb.FindingKind_FINDING_KIND_SILENT:
+				srcs = append(srcs, srcSilentInstalled, srcSilentOther)
+			}
+			for _, src := range srcs {
+				pos := []byte{byte(k), src}
+				if len(q.After) >= 2 && bytes.Compare(pos, q.After[:2]) < 0 {
+					continue
+				}
+				var after []byte
+				if len(q.After) >= 2 && bytes.Equal(pos, q.After[:2]) {
+					after = q.After[2:]
+				}
+				full, err := l.scanFindings(ctx, txn, k, src, after, q, w, version, asOf, &out, func(key []byte) {
+					next = append(pos, key...)
+				})
+				if err != nil || full {
+					return err
+				}
+			}
+		}
+		next = nil
+		return nil
+	})
+	return out, next, err
+}
+
+// scanFindings appends one source's matching findings to out until the page
+// is full; it reports whether it filled the page, calling mark with the key
+// to continue after.
+func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.FindingKind, src byte, after []byte, q FindingQuery,
+	w gaps.Windows, version uint64, asOf int64, out *[]*pb.Finding, mark func([]byte)) (bool, error) {
+	var prefix []byte
+	var class byte
+	switch src {
+	case srcStored:
+		prefix = []byte{'F', byte(k)}
+	case srcHandoff:
+		prefix = []byte{'H'}
+	case srcSilentInstalled, srcSilentOther:
+		class = 1
+		if src == srcSilentOther {
+			class = 2
+		}
+		prefix = []byte{'S', class}
+	}
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = src == srcStored
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	seek := prefix
+	if after != nil {
+		seek = append(slices.Clone(prefix), after...)
+	}
+	for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
+		key := it.Item().Key()
+		if after != nil && bytes.Equal(key[len(prefix):], after) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		var f *pb.Finding
+		switch src {
+		case srcStored:
+			f = new(pb.Finding)
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
+				return false, err
+			}
+			if f.GetTime().GetSeconds() > asOf {
+				continue
+			}
+		case srcHandoff:
+			shipped := int64(binary.BigEndian.Uint64(key[1:9]))
+			if shipped+int64(w.Handoff/time.Second) >= asOf {
+				return false, nil // the rest are due later
+			}
+			st, err := l.serialTxn(txn, string(key[9:]))
+			if err != nil {
+				return false, err
+			}
+			f = gaps.Handoff(st.GetSerial(), st.GetOpenShipment(), w, version)
+			f.Country = st.GetOpenShipment().GetDestinationCountry()
+		default:
+			last := int64(binary.BigEndian.Uint64(key[2:10]))
+			if last+int64(w.Window(class)/time.Second) >= asOf {
+				return false, nil
+			}
+			st, err := l.serialTxn(txn, string(key[10:]))
+			if err != nil {
+				return false, err
+			}
+			f = gaps.Silent(st.GetSerial(), st.GetCustodian(), class, st.GetLastIndex(), st.GetLastEventAt().AsTime(), w, version)
+			f.Country = st.GetLocation().GetCountry()
+		}
+		if !q.Match(f) || (q.Country != "" && f.GetCountry() != q.Country) {
+			continue
+		}
+		if len(*out) == q.Limit {
+			return true, nil
+		}
+		*out = append(*out, f)
+		mark(slices.Clone(key[len(prefix):]))
+	}
+	return false, nil
+}
+
+func (l *Ledger) serialTxn(txn *badger.Txn, serial string) (*pb.SerialState, error) {
+	b, err := getValue(txn, serialKey(serial))
+	if err != nil {
+		return nil, fmt.Errorf("serial %q of a findings index: %w", serial, err)
+	}
+	st := new(pb.SerialState)
+	return st, proto.Unmarshal(b, st)
+}
+
+// SerialFindings returns a serial's findings as of asOf: stored ones (the
+// resolved too, when asked) and the time-based ones due.
+func (l *Ledger) SerialFindings(ctx context.Context, serial string, asOf time.Time, includeResolved bool) ([]*pb.Finding, error) {
+	reg := l.Registry()
+	w, version := reg.windows(), reg.Policy().Version()
+	var out []*pb.Finding
+	err := l.db.View(func(txn *badger.Txn) error {
+		prefix := append(append([]byte{'G'}, serial...), 0)
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
+			key := it.Item().Key()
+			var kind []byte
+			if err := it.Item().Value(func(v []byte) error { kind = slices.Clone(v); return nil }); err != nil {
+				return err
+			}
+			idx := binary.BigEndian.Uint64(key[len(prefix):])
+			b, err := getValue(txn, findingKey(pb.FindingKind(kind[0]), idx, int(key[len(key)-1])))
+			if err != nil {
+				return err
+			}
+			f := new(pb.Finding)
+			if err := proto.Unmarshal(b, f); err != nil {
+				return err
+			}
+			if (!f.GetResolved() || includeResolved) && f.GetTime().GetSeconds() <= asOf.Unix() {
+				out = append(out, f)
+			}
+		}
+		st, err := l.serialTxn(txn, serial)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if sh := st.GetOpenShipment(); sh != nil && sh.GetShippedAt().GetSeconds()+int64(w.Handoff/time.Second) < asOf.Unix() {
+			f := gaps.Handoff(serial, sh, w, version)
+			f.Country = sh.GetDestinationCountry()
+			out = append(out, f)
+		}
+		if c := gaps.SilenceClass(st); c != 0 && st.GetLastEventAt().GetSeconds()+int64(w.Window(c)/time.Second) < asOf.Unix() {
+			f := gaps.Silent(serial, st.GetCustodian(), c, st.GetLastIndex(), st.GetLastEventAt().AsTime(), w, version)
+			f.Country = st.GetLocation().GetCountry()
+			out = append(out, f)
+		}
+		return nil
+	})
+	return out, err
+}
