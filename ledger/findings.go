@@ -341,3 +341,61 @@ func (l *Ledger) SerialFindings(ctx context.Context, serial string, asOf time.Ti
 	})
 	return out, err
 }
+
+// DueBetween returns the time-based findings present as of to but not as of
+// from (a finding with event time t and window w is present as of T when
+// t + w < T): the open shipments and silences whose window ran out between
+// the two. Consecutive calls with from = the previous to see each finding
+// once. It reads only the part of each index that can hold them.
+func (l *Ledger) DueBetween(ctx context.Context, from, to time.Time) ([]*pb.Finding, error) {
+	reg := l.Registry()
+	w, version := reg.windows(), reg.Policy().Version()
+	var out []*pb.Finding
+	err := l.db.View(func(txn *badger.Txn) error {
+		scan := func(prefix []byte, window time.Duration, build func(st *pb.SerialState) *pb.Finding) error {
+			lo := from.Unix() - int64(window/time.Second) // t + w >= from: not present before
+			hi := to.Unix() - int64(window/time.Second)   // t + w < to: present now
+			opts := badger.DefaultIteratorOptions
+			opts.Prefix = prefix
+			it := txn.NewIterator(opts)
+			defer it.Close()
+			for it.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), uint64(max(lo, 0)))); it.ValidForPrefix(prefix); it.Next() {
+				key := it.Item().Key()
+				t := int64(binary.BigEndian.Uint64(key[len(prefix):]))
+				if t < lo {
+					continue
+				}
+				if t >= hi {
+					return nil
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				st, err := l.serialTxn(txn, string(key[len(prefix)+8:]))
+				if err != nil {
+					return err
+				}
+				out = append(out, build(st))
+			}
+			return nil
+		}
+		if err := scan([]byte{'H'}, w.Handoff, func(st *pb.SerialState) *pb.Finding {
+			f := gaps.Handoff(st.GetSerial(), st.GetOpenShipment(), w, version)
+			f.Country = st.GetOpenShipment().GetDestinationCountry()
+			return f
+		}); err != nil {
+			return err
+		}
+		for _, class := range []byte{1, 2} {
+			if err := scan([]byte{'S', class}, w.Window(class), func(st *pb.SerialState) *pb.Finding {
+				f := gaps.Silent(st.GetSerial(), st.GetCustodian(), class, st.GetLastIndex(), st.GetLastEventAt().AsTime(), w, version)
+				f.Country = st.GetLocation().GetCountry()
+				return f
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}

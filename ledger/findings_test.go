@@ -212,3 +212,34 @@ func TestFindingsReplay(t *testing.T) {
 		t.Fatalf("replayed store has other findings")
 	}
 }
+
+// TestDueBetween: consecutive intervals see each time-based finding once,
+// when its window runs out.
+func TestDueBetween(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.sign("acme-gpu", mfd, "GPU-D"))
+	shippedAt := f.now
+	f.must(f.sign("acme-gpu", ship, "GPU-D", to("eu-dist"), at(shippedAt)))
+	due := shippedAt.Add(21 * day)
+	seen := 0
+	for from := due.Add(-5 * time.Second); from.Before(due.Add(5 * time.Second)); from = from.Add(time.Second) {
+		fs, err := f.l.DueBetween(context.Background(), from, from.Add(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range fs {
+			if x.GetKind() == pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED {
+				seen++
+				if present := f.findings(from.Add(time.Second), pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED); len(present) != 1 {
+					t.Errorf("DueBetween reported it for (%v, +1s] but Findings as of the end has %v", from.Sub(due), ids(present))
+				}
+				if before := f.findings(from, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED); len(before) != 0 {
+					t.Errorf("DueBetween reported it for (%v, +1s] but it was present already", from.Sub(due))
+				}
+			}
+		}
+	}
+	if seen != 1 {
+		t.Fatalf("the handoff fell due %d times; want once", seen)
+	}
+}

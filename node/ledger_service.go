@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/custody"
@@ -120,6 +121,9 @@ func (s *ledgerService) GetSerial(ctx context.Context, req *pb.GetSerialRequest)
 	size := s.n.ledger.Size()
 	st, err := s.n.ledger.Serial(ctx, req.GetSerial())
 	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	if st.OpenFindings, err = s.n.ledger.SerialFindings(ctx, req.GetSerial(), time.Now(), false); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
 	return &pb.GetSerialResponse{Serial: st, AppliedSize: size}, nil

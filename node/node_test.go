@@ -464,3 +464,28 @@ func TestEmbeddedDescriptorsMatchTheAPI(t *testing.T) {
 		}
 	}
 }
+
+func TestListFindings(t *testing.T) {
+	tn := startNode(t, t.TempDir())
+	ago := time.Now().Add(-40 * 24 * time.Hour)
+	prev := tn.append(t, sign(event("GPU-LF", pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil, func(e *pb.CustodyEvent) { e.OccurredAt = timestamppb.New(ago) }))).GetEntryHash()
+	tn.append(t, sign(event("GPU-LF", pb.EventType_EVENT_TYPE_SHIPPED, "acme-gpu", prev, func(e *pb.CustodyEvent) {
+		e.Counterparty, e.OccurredAt = "eu-dist", timestamppb.New(ago.Add(time.Hour))
+	})))
+	r, err := tn.ac.ListFindings(t.Context(), &pb.ListFindingsRequest{Kinds: []pb.FindingKind{pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED}})
+	if err != nil || len(r.GetFindings()) != 1 || r.GetFindings()[0].GetSerial() != "GPU-LF" {
+		t.Fatalf("ListFindings(HANDOFF_UNCONFIRMED) = %v, %v", r, err)
+	}
+	// As of a day after shipping, the window has not run out.
+	r, err = tn.ac.ListFindings(t.Context(), &pb.ListFindingsRequest{AsOf: timestamppb.New(ago.Add(24 * time.Hour))})
+	if err != nil || len(r.GetFindings()) != 0 {
+		t.Fatalf("ListFindings(as_of a day later) = %v, %v", r, err)
+	}
+	if _, err := tn.ac.ListFindings(t.Context(), &pb.ListFindingsRequest{Kinds: []pb.FindingKind{99}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("ListFindings(kind 99) = %v, want INVALID_ARGUMENT", err)
+	}
+	s, err := tn.lc.GetSerial(t.Context(), &pb.GetSerialRequest{Serial: "GPU-LF"})
+	if err != nil || len(s.GetSerial().GetOpenFindings()) != 1 {
+		t.Fatalf("GetSerial open findings = %v, %v", s.GetSerial().GetOpenFindings(), err)
+	}
+}

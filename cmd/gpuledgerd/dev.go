@@ -11,12 +11,15 @@ import (
 	"strings"
 
 	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/ledger/policy"
 	"github.com/gpuledger/gpuledger/node"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/spf13/cobra"
 )
 
 func devCmd() *cobra.Command {
 	var c common
+	var policyFile string
 	cmd := &cobra.Command{
 		Use:   "dev [--data DIR] [--listen ADDR]",
 		Short: "run a development node with a development consortium",
@@ -25,14 +28,25 @@ a development consortium: keys for a manufacturer, two distributors, an
 integrator, two datacentres in different countries, an auditor and a
 regulator (DIR/keys/<participant>.key, mode 0600, and .pub), a node key
 (DIR/node.key) and a genesis (DIR/genesis.json). Later starts reuse them.
-It prints where the keys are and commands to try.`,
+It prints where the keys are and commands to try. --policy FILE gives a new
+consortium's genesis another export policy than the embedded default.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := c.logger()
 			if err != nil {
 				return err
 			}
-			created, err := ensureDevConsortium(c.data)
+			var pol *pb.Policy
+			if policyFile != "" {
+				b, err := os.ReadFile(policyFile)
+				if err != nil {
+					return fmt.Errorf("--policy: %w", err)
+				}
+				if pol, err = policy.Parse(b); err != nil {
+					return fmt.Errorf("--policy %s: %w", policyFile, err)
+				}
+			}
+			created, err := ensureDevConsortium(c.data, pol)
 			if err != nil {
 				return err
 			}
@@ -52,18 +66,22 @@ It prints where the keys are and commands to try.`,
 		},
 	}
 	c.flags(cmd, ".gpuledger-dev")
+	cmd.Flags().StringVar(&policyFile, "policy", "", "export policy (protojson gpuledger.v1.Policy) for a new development consortium; default: the embedded one")
 	return cmd
 }
 
 // ensureDevConsortium creates the development consortium in dir unless it
 // exists, and reports whether it created it.
-func ensureDevConsortium(dir string) (bool, error) {
+func ensureDevConsortium(dir string, pol *pb.Policy) (bool, error) {
 	if _, err := os.Stat(filepath.Join(dir, "genesis.json")); err == nil {
+		if pol != nil {
+			return false, fmt.Errorf("--policy applies to a new consortium, and %s holds one already (its genesis fixes the policy; a regulator changes it with a signed registry entry); use a fresh --data", dir)
+		}
 		return false, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
-	c, err := consortium.Build(consortium.Dev(), consortium.Options{NodeOperator: "export-regulator"})
+	c, err := consortium.Build(consortium.Dev(), consortium.Options{NodeOperator: "export-regulator", Policy: pol})
 	if err != nil {
 		return false, err
 	}

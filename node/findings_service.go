@@ -1,0 +1,137 @@
+package node
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
+	"github.com/gpuledger/gpuledger/ledger/gaps"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/grpc"
+)
+
+func checkKinds(kinds []pb.FindingKind) error {
+	for _, k := range kinds {
+		if _, ok := pb.FindingKind_name[int32(k)]; !ok || k == pb.FindingKind_FINDING_KIND_UNSPECIFIED {
+			return invalid(fmt.Sprintf("kinds: %d is not a finding kind", k))
+		}
+	}
+	return nil
+}
+
+func (s *auditService) ListFindings(ctx context.Context, req *pb.ListFindingsRequest) (*pb.ListFindingsResponse, error) {
+	limit, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKinds(req.GetKinds()); err != nil {
+		return nil, err
+	}
+	if c := req.GetCountry(); c != "" && !custody.ValidCountry(c) {
+		return nil, invalid(fmt.Sprintf("country %q: want an ISO 3166-1 alpha-2 code such as DE", c))
+	}
+	tok, err := parsePageToken("findings", req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	after, err := hex.DecodeString(tok)
+	if err != nil {
+		return nil, invalid("page_token is not one this method issued; pass next_page_token back unchanged")
+	}
+	asOf := time.Now()
+	if req.GetAsOf() != nil {
+		if err := req.GetAsOf().CheckValid(); err != nil {
+			return nil, invalid("as_of: " + err.Error())
+		}
+		asOf = req.GetAsOf().AsTime()
+	}
+	fs, next, err := s.n.ledger.Findings(ctx, ledger.FindingQuery{
+		Filter: gaps.Filter{Kinds: req.GetKinds(), MinSeverity: req.GetMinSeverity(), Serial: req.GetSerial(),
+			Participant: req.GetParticipant(), Country: req.GetCountry(), IncludeResolve: req.GetIncludeResolved()},
+		AsOf: asOf, After: after, Limit: limit,
+	})
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	out := &pb.ListFindingsResponse{Findings: fs}
+	if next != nil {
+		out.NextPageToken = pageToken("findings", hex.EncodeToString(next))
+	}
+	return out, nil
+}
+
+// WatchFindings streams findings as they arise: those of each newly applied
+// entry, and time-based ones as their windows run out (checked every second).
+func (s *auditService) WatchFindings(req *pb.WatchFindingsRequest, stream grpc.ServerStreamingServer[pb.WatchFindingsResponse]) error {
+	ctx := stream.Context()
+	if err := checkKinds(req.GetKinds()); err != nil {
+		return err
+	}
+	want := func(f *pb.Finding) bool {
+		if f.GetSeverity() < req.GetMinSeverity() {
+			return false
+		}
+		if len(req.GetKinds()) == 0 {
+			return true
+		}
+		for _, k := range req.GetKinds() {
+			if k == f.GetKind() {
+				return true
+			}
+		}
+		return false
+	}
+	send := func(f *pb.Finding) error {
+		if !want(f) {
+			return nil
+		}
+		return stream.Send(&pb.WatchFindingsResponse{Finding: f})
+	}
+	l := s.n.ledger
+	next := l.Size()
+	mark := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		wake := s.n.waitApplied()
+		if size := l.Size(); next < size {
+			version := l.Registry().Policy().Version()
+			err := l.Entries(ctx, next, size, func(e *pb.Entry) error {
+				next = e.GetIndex() + 1
+				for i, fl := range e.GetFlags() {
+					f := gaps.FromFlag(fl, e.GetEvent(), e.GetIndex(), i, version)
+					f.Country = e.GetEvent().GetLocation().GetCountry()
+					if err := send(f); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return toStatus(ctx, s.n.log, err)
+			}
+			continue
+		}
+		select {
+		case <-wake:
+		case now := <-tick.C:
+			due, err := l.DueBetween(ctx, mark, now)
+			if err != nil {
+				return toStatus(ctx, s.n.log, err)
+			}
+			mark = now
+			for _, f := range due {
+				if err := send(f); err != nil {
+					return err
+				}
+			}
+		case <-ctx.Done():
+			return nil
+		case <-s.n.stop:
+			return toStatus(ctx, s.n.log, errUnavailable{"node is shutting down"})
+		}
+	}
+}
