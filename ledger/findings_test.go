@@ -243,3 +243,34 @@ func TestDueBetween(t *testing.T) {
 		t.Fatalf("the handoff fell due %d times; want once", seen)
 	}
 }
+
+// TestPolicyChange: a regulator replaces the policy with a signed entry;
+// later events are judged under it and their findings cite its version.
+func TestPolicyChange(t *testing.T) {
+	f := newFixture(t)
+	pol := f.l.Registry().Policy().Proto()
+	pol.Version, pol.Name = 2, "test-2"
+	pol.Countries = append(pol.Countries, &pb.CountryRule{Country: "NL", Class: pb.CountryClass_COUNTRY_CLASS_RESTRICTED, Note: "test"})
+	// Someone other than a regulator cannot.
+	if r := f.apply(f.member("eu-dist").SignChange(&pb.RegistryChange{Actor: "eu-dist", OccurredAt: timestamppb.New(f.now),
+		Change: &pb.RegistryChange_SetPolicy{SetPolicy: pol}}))[0]; r.Err == nil {
+		t.Fatal("a distributor replaced the policy")
+	}
+	f.must(f.member("export-regulator").SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(f.now),
+		Change: &pb.RegistryChange_SetPolicy{SetPolicy: pol}}))
+	if v := f.l.Registry().Policy().Version(); v != 2 {
+		t.Fatalf("policy version %d after the change", v)
+	}
+	// An older version is refused.
+	pol.Version = 1
+	if r := f.apply(f.member("export-regulator").SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(f.now),
+		Change: &pb.RegistryChange_SetPolicy{SetPolicy: pol}}))[0]; r.Err == nil {
+		t.Fatal("an older policy version was accepted")
+	}
+	f.must(f.sign("acme-gpu", mfd, "GPU-P2"))
+	f.must(f.sign("acme-gpu", ship, "GPU-P2", to("eu-dist")))
+	fs := f.findings(f.now, pb.FindingKind_FINDING_KIND_RESTRICTED_DESTINATION)
+	if len(fs) != 1 || fs[0].GetPolicyVersion() != 2 {
+		t.Fatalf("findings under policy 2: %v", fs)
+	}
+}

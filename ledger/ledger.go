@@ -58,6 +58,11 @@ type Config struct {
 	// VerifyWorkers is how many goroutines verify a batch's signatures;
 	// GOMAXPROCS when 0.
 	VerifyWorkers int
+	// NoDetectors turns off the finding detectors that cost work in Apply
+	// (the findings tables and IMPOSSIBLE_TRAVEL), to measure what they
+	// cost. For benchmarks only: a store written without them is not the
+	// ledger's replicated state.
+	NoDetectors bool
 }
 
 // DefaultConfig returns a Config for dir with durable writes and default limits.

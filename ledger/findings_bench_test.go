@@ -1,0 +1,207 @@
+package ledger_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/internal/workload"
+	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/gaps"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// BenchmarkDetectorCost applies the same durable batches of 256 Ed25519
+// records to two stores, one with the detectors (findings tables,
+// IMPOSSIBLE_TRAVEL) and one without, alternating batch by batch so that the
+// machine's drift hits both alike, and reports the detectors' share of
+// Apply's time.
+func BenchmarkDetectorCost(b *testing.B) {
+	const batch = 256
+	c := benchConsortium(b, "Ed25519", []keys.Scheme{keys.Ed25519})
+	pool := workload.New(c, 9, t0).Records("DC", 40*batch)
+	pool = pool[:len(pool)/batch*batch]
+	open := func(off bool) *ledger.Ledger {
+		cfg := ledger.DefaultConfig(b.TempDir())
+		cfg.Genesis, cfg.NodeSigner, cfg.NoDetectors = c.Genesis, c.NodeSigner, off
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		l, err := ledger.Open(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return l
+	}
+	on, off := open(false), open(true)
+	var tOn, tOff time.Duration
+	next, records := 0, 0
+	at := t0.Add(365 * 24 * time.Hour)
+	apply := func(l *ledger.Ledger, envs [][]byte) time.Duration {
+		start := time.Now()
+		if _, err := l.Apply(context.Background(), ledger.Batch{AcceptedAt: at, Envelopes: envs}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	for b.Loop() {
+		if next == len(pool) {
+			b.StopTimer()
+			on.Close()
+			off.Close()
+			on, off, next = open(false), open(true), 0
+			b.StartTimer()
+		}
+		envs := pool[next : next+batch]
+		if (next/batch)%2 == 0 { // alternate which store goes first
+			tOn += apply(on, envs)
+			tOff += apply(off, envs)
+		} else {
+			tOff += apply(off, envs)
+			tOn += apply(on, envs)
+		}
+		next += batch
+		records += batch
+	}
+	b.ReportMetric(float64(records)/tOn.Seconds(), "records/s-detectors-on")
+	b.ReportMetric(float64(records)/tOff.Seconds(), "records/s-detectors-off")
+	b.ReportMetric(100*(1-tOff.Seconds()/tOn.Seconds()), "detector-cost-%")
+	on.Close()
+	off.Close()
+}
+
+// findingsLedger returns a ledger of 1,000,000 serials with 5 entries each
+// (manufactured, shipped, received, shipped, received), 5% received by the
+// wrong party and 5% never received, built once and kept in the temporary
+// directory.
+func findingsLedger(b *testing.B) (*ledger.Ledger, time.Time) {
+	const serials = 1_000_000
+	c := benchConsortium(b, "Ed25519", []keys.Scheme{keys.Ed25519})
+	id := sha256.Sum256(c.Genesis)
+	dir := filepath.Join(os.TempDir(), "gpuledger-bench-findings-1M-"+hex.EncodeToString(id[:6]))
+	cfg := ledger.DefaultConfig(dir)
+	cfg.Genesis, cfg.NodeSigner, cfg.SyncWrites = c.Genesis, c.NodeSigner, false
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	l, err := ledger.Open(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := t0
+	asOf := start.Add(200 * 24 * time.Hour)
+	if l.Size() >= 5*serials {
+		return l, asOf
+	}
+	if l.Size() != 0 {
+		b.Fatalf("%s holds a partial build; remove it", dir)
+	}
+	b.Logf("building 1M serials (5M entries) in %s (once)", dir)
+	began := time.Now()
+	member := func(id string) *consortium.Member { return c.Member(id) }
+	sign := func(m *consortium.Member, ev *pb.CustodyEvent) []byte { return m.SignEvent(ev) }
+	loc := func(id string) *pb.Location {
+		s := member(id).Participant.GetSites()[0]
+		return &pb.Location{Country: s.GetCountry(), SiteId: s.GetId(), LatitudeE6: s.LatitudeE6, LongitudeE6: s.LongitudeE6}
+	}
+	life := func(i int, rng *rand.Rand) [][]byte {
+		serial := fmt.Sprintf("F-%07d", i)
+		t := start.Add(time.Duration(i) * 10 * time.Second)
+		var out [][]byte
+		var prev []byte
+		add := func(actor, cp string, typ pb.EventType, at time.Time) {
+			ev := &pb.CustodyEvent{Serial: serial, Type: typ, Actor: actor, Counterparty: cp, Location: loc(actor), OccurredAt: timestamppb.New(at), PrevEventHash: prev}
+			if typ == pb.EventType_EVENT_TYPE_MANUFACTURED {
+				ev.Model = "H100"
+			}
+			env := sign(member(actor), ev)
+			h := sha256.Sum256(env)
+			prev = h[:]
+			out = append(out, env)
+		}
+		add("acme-gpu", "", pb.EventType_EVENT_TYPE_MANUFACTURED, t)
+		add("acme-gpu", "eu-dist", pb.EventType_EVENT_TYPE_SHIPPED, t.Add(time.Hour))
+		receiver := "eu-dist"
+		if rng.IntN(20) == 0 {
+			receiver = "us-dist" // RECEIVER_MISMATCH
+		}
+		add(receiver, "acme-gpu", pb.EventType_EVENT_TYPE_RECEIVED, t.Add(3*24*time.Hour))
+		add(receiver, "dc-frankfurt", pb.EventType_EVENT_TYPE_SHIPPED, t.Add(4*24*time.Hour))
+		if rng.IntN(20) != 0 { // else never received: HANDOFF_UNCONFIRMED
+			add("dc-frankfurt", receiver, pb.EventType_EVENT_TYPE_RECEIVED, t.Add(6*24*time.Hour))
+		}
+		return out
+	}
+	batches := make(chan [][]byte, 4)
+	var wg sync.WaitGroup
+	const workers = 2
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			var buf [][]byte
+			for i := w; i < serials; i += workers {
+				buf = append(buf, life(i, rng)...)
+				if len(buf) >= 995 {
+					batches <- buf
+					buf = nil
+				}
+			}
+			batches <- buf
+		})
+	}
+	go func() { wg.Wait(); close(batches) }()
+	at := asOf
+	for envs := range batches {
+		l.Preverify(envs)
+		rs, err := l.Apply(context.Background(), ledger.Batch{AcceptedAt: at, Envelopes: envs})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Err != nil {
+				b.Fatalf("building: %v", r.Err)
+			}
+		}
+	}
+	b.Logf("built %d entries in %v", l.Size(), time.Since(began).Round(time.Second))
+	return l, asOf
+}
+
+// BenchmarkListFindings1M pages through one kind's findings, 100 at a time,
+// over 1M serials: a stored kind (RECEIVER_MISMATCH) and a time-based one
+// (HANDOFF_UNCONFIRMED, judged as of a date after every window ran out).
+func BenchmarkListFindings1M(b *testing.B) {
+	l, asOf := findingsLedger(b)
+	defer l.Close()
+	for _, k := range []pb.FindingKind{pb.FindingKind_FINDING_KIND_RECEIVER_MISMATCH, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED} {
+		b.Run(gaps.Name(k), func(b *testing.B) {
+			var lat []time.Duration
+			var after []byte
+			pages, total := 0, 0
+			for b.Loop() {
+				start := time.Now()
+				fs, next, err := l.Findings(context.Background(), ledger.FindingQuery{Filter: gaps.Filter{Kinds: []pb.FindingKind{k}}, AsOf: asOf, After: after, Limit: 100})
+				if err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+				if len(fs) == 0 {
+					b.Fatal("no findings")
+				}
+				pages++
+				total += len(fs)
+				after = next // walk the whole list, starting over at its end
+			}
+			b.ReportMetric(float64(percentile(lat, 0.5).Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(total)/float64(pages), "findings/page")
+		})
+	}
+}
