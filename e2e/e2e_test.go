@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// The CLI's trust store (last verified checkpoints) lives in the test's
+	// temporary directory, never the user's.
+	os.Setenv("GPULEDGER_TRUST_DIR", filepath.Join(dir, "trust"))
 	code := func() int {
 		defer os.RemoveAll(dir)
 		build := func(args ...string) {
@@ -401,5 +404,54 @@ func TestSimulateCLI(t *testing.T) {
 	d.cli(t, "simulate", "--keys", filepath.Join(d.dir, "keys"), "--serials", "50", "--seed", "6", "--out", out)
 	if got := d.cli(t, "simulate", "--check", "--out", out); !strings.Contains(got, "clean serials with findings: 0 of") {
 		t.Fatalf("second simulate --check:\n%s", got)
+	}
+}
+
+// TestForkDetected: a client verifies (and so trusts) a checkpoint; the node
+// is then restarted on a store rebuilt with another history. The client's
+// next verification fails loudly, whether the new history is shorter or
+// longer.
+func TestForkDetected(t *testing.T) {
+	dir := t.TempDir()
+	genesis := filepath.Join(dir, "genesis.json")
+	d := startDev(t, dir)
+	// submit records a serial's manufacture and n attestations (accepted,
+	// and flagged, since the GPU is not installed: history all the same).
+	submit := func(d *devNode, serial, reference string, n int) {
+		d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", serial, "--model", "H100", "--at", "2026-11-02T08:00:00Z")
+		for i := range n {
+			d.cli(t, "submit", "attest", "--key", d.key("acme-gpu"), "--serial", serial, "--reference", fmt.Sprintf("%s-%d", reference, i),
+				"--at", fmt.Sprintf("2026-11-%02dT09:00:00Z", 3+i))
+		}
+	}
+	submit(d, "GPU-F", "original", 2)
+	if out := d.cli(t, "verify", "--genesis", genesis, "GPU-F"); !strings.Contains(out, "first checkpoint of this ledger seen here") {
+		t.Fatalf("first verify:\n%s", out)
+	}
+	submit(d, "GPU-G", "more", 1)
+	if out := d.cli(t, "verify", "--genesis", genesis, "GPU-G"); !strings.Contains(out, "extends the one verified before (size 3)") {
+		t.Fatalf("second verify:\n%s", out)
+	}
+	d.stop()
+
+	// The operator rebuilds the store with another history: same genesis,
+	// same node key, different entries — first a shorter log, then a longer.
+	rebuild := func(serial string, n int) *devNode {
+		os.RemoveAll(filepath.Join(dir, "node"))
+		d := startDev(t, dir)
+		submit(d, serial, "rewritten", n)
+		return d
+	}
+	for _, tc := range []struct {
+		serial string
+		n      int
+		why    string
+	}{{"GPU-F", 1, "it is shorter"}, {"GPU-F", 6, "the consistency proof fails"}} {
+		d := rebuild(tc.serial, tc.n)
+		out, errOut, code := run(t, bin.cli, "--node", d.addr, "verify", "--genesis", genesis, tc.serial)
+		if code != 1 || !strings.Contains(out, "FORK") || !strings.Contains(out, tc.why) {
+			t.Fatalf("verify against a rewritten history (%d entries): exit %d\n%s%s", 1+tc.n, code, out, errOut)
+		}
+		d.stop()
 	}
 }

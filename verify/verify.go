@@ -214,16 +214,35 @@ func (v *Verifier) entry(ctx context.Context, c *Client, cp *Checkpoint, reg *le
 type SerialReport struct {
 	Serial     string
 	Checkpoint *Checkpoint
-	Entries    []*pb.Entry
+	// Trusted is the checkpoint trusted before, which Checkpoint was proved
+	// to extend (nil on first use).
+	Trusted *Checkpoint
+	Entries []*pb.Entry
 }
 
-// Serial verifies a serial's whole chain as of the node's latest checkpoint.
-func (v *Verifier) Serial(ctx context.Context, c *Client, serial string) (*SerialReport, error) {
+// LatestCheckpoint fetches and verifies the node's latest checkpoint and,
+// with a trust store, checks that it extends the one trusted before (and
+// trusts it from then on).
+func (v *Verifier) LatestCheckpoint(ctx context.Context, c *Client, store *TrustStore) (cp, trusted *Checkpoint, err error) {
 	cpr, err := c.Audit.GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cp, err := v.Checkpoint(cpr.GetCheckpoint().GetNote())
+	if cp, err = v.Checkpoint(cpr.GetCheckpoint().GetNote()); err != nil {
+		return nil, nil, err
+	}
+	if store != nil {
+		if trusted, err = v.Advance(ctx, c, *store, cp); err != nil {
+			return nil, trusted, err
+		}
+	}
+	return cp, trusted, nil
+}
+
+// Serial verifies a serial's whole chain as of the node's latest checkpoint,
+// which must extend the trust store's (when one is given).
+func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *TrustStore) (*SerialReport, error) {
+	cp, trusted, err := v.LatestCheckpoint(ctx, c, store)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +261,7 @@ func (v *Verifier) Serial(ctx context.Context, c *Client, serial string) (*Seria
 			break
 		}
 	}
-	rep := &SerialReport{Serial: serial, Checkpoint: cp}
+	rep := &SerialReport{Serial: serial, Checkpoint: cp, Trusted: trusted}
 	var prev []byte
 	var state *pb.SerialState
 	for i, e := range entries {
