@@ -232,6 +232,11 @@ func (l *Ledger) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if size > 0 {
+		if err := l.quickCheck(size); err != nil {
+			return fmt.Errorf("open ledger %q: %w (run gpuledgerd check for a full report)", l.cfg.Dir, err)
+		}
+	}
 	reg, err = l.replayRegistry(ctx, reg, size)
 	if err != nil {
 		return err

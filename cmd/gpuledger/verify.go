@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"time"
+
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/schollz/progressbar/v3"
 
 	"github.com/gpuledger/gpuledger/verify"
 	"github.com/spf13/cobra"
@@ -11,8 +17,9 @@ import (
 
 func verifyCmd(c *cli) *cobra.Command {
 	var genesis, trustDir string
+	var all bool
 	cmd := &cobra.Command{
-		Use:   "verify --genesis FILE SERIAL",
+		Use:   "verify --genesis FILE (SERIAL | --all)",
 		Short: "verify a GPU's custody chain on this machine, trusting only the genesis",
 		Long: `verify checks a serial without trusting the node: the checkpoint must be signed
 by a node key listed in the genesis, for this ledger; the registry is rebuilt
@@ -28,8 +35,19 @@ extends it: a node that shows a rewritten or forked history fails loudly,
 with FORK.
 
 The genesis is --genesis, else $GPULEDGER_GENESIS (a dev node's is
-DIR/genesis.json).`,
-		Args: cobra.ExactArgs(1),
+DIR/genesis.json).
+
+verify --all checks the whole log instead: it streams every entry up to the
+checkpoint, recomputes the Merkle root, re-verifies every signature on all
+cores, rebuilds the registry and every serial's chain, and compares with the
+checkpoint, with a progress bar; it names the first bad entry and exits 0
+only when everything holds.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if all != (len(args) == 0) || len(args) > 1 {
+				return fmt.Errorf("give one SERIAL, or --all")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if genesis == "" {
 				genesis = os.Getenv("GPULEDGER_GENESIS")
@@ -48,6 +66,9 @@ DIR/genesis.json).`,
 			conn, err := c.dial()
 			if err != nil {
 				return err
+			}
+			if all {
+				return c.verifyAll(cmd.Context(), v, verify.NewClient(conn), &verify.TrustStore{Dir: trustDir})
 			}
 			ctx, cancel := c.ctx(cmd.Context())
 			defer cancel()
@@ -74,6 +95,76 @@ DIR/genesis.json).`,
 		},
 	}
 	cmd.Flags().StringVar(&genesis, "genesis", "", "the trusted genesis file (env GPULEDGER_GENESIS)")
+	cmd.Flags().BoolVar(&all, "all", false, "verify the whole log, not one serial")
 	cmd.Flags().StringVar(&trustDir, "trust-dir", verify.DefaultTrustDir(), "where the last verified checkpoint of each ledger is kept (env GPULEDGER_TRUST_DIR)")
 	return cmd
+}
+
+// verifyAll streams and verifies the whole log up to the node's checkpoint.
+func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.Client, store *verify.TrustStore) error {
+	cp, trusted, err := v.LatestCheckpoint(ctx, client, store)
+	if err != nil {
+		var fork *verify.ForkError
+		if errors.As(err, &fork) {
+			fmt.Fprintf(c.out, "FAILED: %v\n", err)
+			return errSilent
+		}
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.Ledger.StreamEntries(sctx, &pb.StreamEntriesRequest{})
+	if err != nil {
+		return err
+	}
+	bar := progressbar.NewOptions64(int64(cp.Size), progressbar.OptionSetWriter(c.errOut), progressbar.OptionSetDescription("verifying"),
+		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("entries"),
+		progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+	start := time.Now()
+	var seen uint64
+	rep, err := v.All(ctx, func() (*pb.Entry, error) {
+		if seen == cp.Size {
+			return nil, nil // entries after the checkpoint are verified next time
+		}
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		seen++
+		return m.GetEntry(), nil
+	}, func(n uint64) { bar.Set64(int64(n)) })
+	if err != nil {
+		return err
+	}
+	bar.Finish()
+	elapsed := time.Since(start)
+	switch {
+	case !rep.OK():
+		fmt.Fprintf(c.out, "FAILED: entry %d: %s (%d problems)\n", rep.First(), firstProblem(rep), len(rep.Failures))
+		return errSilent
+	case rep.Entries != cp.Size:
+		fmt.Fprintf(c.out, "FAILED: the node streamed %d entries; its checkpoint commits to %d\n", rep.Entries, cp.Size)
+		return errSilent
+	case rep.Root != cp.Root:
+		fmt.Fprintf(c.out, "FAILED: the entries hash to root %x; the signed checkpoint says %x\n", rep.Root[:], cp.Root[:])
+		return errSilent
+	}
+	fmt.Fprintf(c.out, "OK: %d entries (%d serials, %d registry changes) verified against checkpoint size %d signed by %v in %v (%.0f entries/s)\n",
+		rep.Entries, rep.Serials, rep.Registry, cp.Size, cp.Signers, elapsed.Round(time.Millisecond), float64(rep.Entries)/elapsed.Seconds())
+	if trusted != nil {
+		fmt.Fprintf(c.out, "  the checkpoint extends the one verified before (size %d): consistency proved\n", trusted.Size)
+	}
+	return nil
+}
+
+func firstProblem(rep *verify.AllReport) string {
+	for _, f := range rep.Failures {
+		if f.Index == rep.First() {
+			return f.What
+		}
+	}
+	return ""
 }

@@ -27,7 +27,9 @@ func main() {
 	err := run(ctx, os.Args[1:])
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "gpuledgerd:", err)
+		if !errors.Is(err, errFailed) {
+			fmt.Fprintln(os.Stderr, "gpuledgerd:", err)
+		}
 		os.Exit(1)
 	}
 }
@@ -49,7 +51,7 @@ genesis) in its data directory on first start and serves at once.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), devCmd())
+	root.AddCommand(serveCmd(), devCmd(), checkCmd())
 	root.SetArgs(args)
 	return root.ExecuteContext(ctx)
 }
