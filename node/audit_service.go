@@ -168,3 +168,63 @@ func kinds(fs []*pb.Flag) []string {
 func sameFlags(a, b []*pb.Flag) bool {
 	return slices.Equal(kinds(a), kinds(b))
 }
+
+// GetCustodyPassport bundles a serial's entries, the registry entries, their
+// inclusion proofs to one signed checkpoint and the genesis, for offline
+// verification.
+func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustodyPassportRequest) (*pb.GetCustodyPassportResponse, error) {
+	if !custody.ValidSerial(req.GetSerial()) {
+		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
+	}
+	l := s.n.ledger
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	p := &pb.CustodyPassport{Genesis: l.Genesis(), Serial: req.GetSerial(), Checkpoint: cp,
+		Policy: l.Registry().Policy().Proto(), Participants: l.Registry().Participants()}
+	for from := uint64(0); ; {
+		page, next, err := l.SerialHistory(ctx, req.GetSerial(), from, maxPageSize)
+		if err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
+		for _, e := range page {
+			if e.GetIndex() < cp.GetSize() {
+				p.Entries = append(p.Entries, e)
+			}
+		}
+		if next == 0 {
+			break
+		}
+		from = next
+	}
+	for from := uint64(0); ; {
+		page, next, err := l.RegistryEntries(ctx, from, maxPageSize)
+		if err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
+		for _, e := range page {
+			if e.GetIndex() < cp.GetSize() {
+				p.RegistryEntries = append(p.RegistryEntries, e)
+			}
+		}
+		if next == 0 {
+			break
+		}
+		from = next
+	}
+	proofs := func(es []*pb.Entry) ([]*pb.InclusionProof, error) {
+		idx := make([]uint64, len(es))
+		for i, e := range es {
+			idx[i] = e.GetIndex()
+		}
+		return l.InclusionProofs(ctx, idx, cp.GetSize())
+	}
+	if p.InclusionProofs, err = proofs(p.Entries); err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	if p.RegistryInclusionProofs, err = proofs(p.RegistryEntries); err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	return &pb.GetCustodyPassportResponse{Passport: p}, nil
+}

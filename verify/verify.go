@@ -143,40 +143,68 @@ type regChange struct {
 // registryHistory fetches, verifies and returns the log's registry changes
 // below the checkpoint's size.
 func (v *Verifier) registryHistory(ctx context.Context, c *Client, cp *Checkpoint) ([]regChange, error) {
-	var out []regChange
-	reg := v.registry
-	tok := ""
-	for {
+	var entries []*pb.Entry
+	for tok := ""; ; {
 		r, err := c.Registry.ListRegistryChanges(ctx, &pb.ListRegistryChangesRequest{PageSize: 1000, PageToken: tok})
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range r.GetEntries() {
-			if e.GetIndex() >= cp.Size {
-				continue
+			if e.GetIndex() < cp.Size {
+				entries = append(entries, e)
 			}
-			if len(out) > 0 && e.GetIndex() <= out[len(out)-1].index {
-				return nil, fail(int64(e.GetIndex()), "registry changes out of order")
-			}
-			if err := v.entry(ctx, c, cp, reg, e); err != nil {
-				return nil, err
-			}
-			ch := new(pb.RegistryChange)
-			env, rej := ledger.DecodeEnvelope(e.GetEnvelope())
-			if rej != nil || ledger.UnmarshalPayload(env, ch) != nil {
-				return nil, fail(int64(e.GetIndex()), "is not a registry change")
-			}
-			next, err := reg.WithChange(ch, e.GetIndex())
-			if err != nil {
-				return nil, fail(int64(e.GetIndex()), "registry change does not apply: %v", err)
-			}
-			reg = next
-			out = append(out, regChange{e.GetIndex(), ch})
 		}
 		if tok = r.GetNextPageToken(); tok == "" {
-			return out, nil
+			break
 		}
 	}
+	return v.registryFrom(cp, entries, func(e *pb.Entry) ([][]byte, error) { return c.proof(ctx, e, cp) })
+}
+
+// registryFrom verifies registry-change entries (signatures under the
+// registry so far, inclusion in cp) in order and returns them.
+func (v *Verifier) registryFrom(cp *Checkpoint, entries []*pb.Entry, proof func(*pb.Entry) ([][]byte, error)) ([]regChange, error) {
+	var out []regChange
+	reg := v.registry
+	for _, e := range entries {
+		if e.GetIndex() >= cp.Size {
+			return nil, fail(int64(e.GetIndex()), "registry change beyond the checkpoint (size %d)", cp.Size)
+		}
+		if len(out) > 0 && e.GetIndex() <= out[len(out)-1].index {
+			return nil, fail(int64(e.GetIndex()), "registry changes out of order")
+		}
+		if err := v.checker.Check(e, reg); err != nil {
+			return nil, fail(int64(e.GetIndex()), "registry change: signature check failed: %v", err)
+		}
+		hs, err := proof(e)
+		if err != nil {
+			return nil, err
+		}
+		if err := included(cp, e, hs); err != nil {
+			return nil, fail(int64(e.GetIndex()), "registry change not included in the checkpoint of size %d: %v", cp.Size, err)
+		}
+		ch := new(pb.RegistryChange)
+		env, rej := ledger.DecodeEnvelope(e.GetEnvelope())
+		if rej != nil || ledger.UnmarshalPayload(env, ch) != nil {
+			return nil, fail(int64(e.GetIndex()), "is not a registry change")
+		}
+		next, err := reg.WithChange(ch, e.GetIndex())
+		if err != nil {
+			return nil, fail(int64(e.GetIndex()), "registry change does not apply: %v", err)
+		}
+		reg = next
+		out = append(out, regChange{e.GetIndex(), ch})
+	}
+	return out, nil
+}
+
+// proof fetches an entry's inclusion proof to the checkpoint.
+func (c *Client) proof(ctx context.Context, e *pb.Entry, cp *Checkpoint) ([][]byte, error) {
+	p, err := c.Audit.GetInclusionProof(ctx, &pb.GetInclusionProofRequest{LeafIndex: e.GetIndex(), TreeSize: cp.Size})
+	if err != nil {
+		return nil, fmt.Errorf("inclusion proof of entry %d: %w", e.GetIndex(), err)
+	}
+	return p.GetProof().GetHashes(), nil
 }
 
 // registryAt rebuilds the registry that judged the entry at index.
@@ -193,21 +221,6 @@ func (v *Verifier) registryAt(changes []regChange, index uint64) (*ledger.Regist
 		reg = next
 	}
 	return reg, nil
-}
-
-// entry checks one entry's signatures under reg and its inclusion in cp.
-func (v *Verifier) entry(ctx context.Context, c *Client, cp *Checkpoint, reg *ledger.Registry, e *pb.Entry) error {
-	if err := v.checker.Check(e, reg); err != nil {
-		return fail(int64(e.GetIndex()), "signature check failed: %v", err)
-	}
-	p, err := c.Audit.GetInclusionProof(ctx, &pb.GetInclusionProofRequest{LeafIndex: e.GetIndex(), TreeSize: cp.Size})
-	if err != nil {
-		return fmt.Errorf("inclusion proof of entry %d: %w", e.GetIndex(), err)
-	}
-	if err := included(cp, e, p.GetProof().GetHashes()); err != nil {
-		return fail(int64(e.GetIndex()), "not included in the checkpoint of size %d: %v", cp.Size, err)
-	}
-	return nil
 }
 
 // SerialReport is a verified serial history.
@@ -261,19 +274,43 @@ func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *
 			break
 		}
 	}
-	rep := &SerialReport{Serial: serial, Checkpoint: cp, Trusted: trusted}
+	rep, err := v.chain(serial, cp, changes, entries, func(e *pb.Entry) ([][]byte, error) { return c.proof(ctx, e, cp) }, true)
+	if err != nil {
+		return nil, err
+	}
+	rep.Trusted = trusted
+	return rep, nil
+}
+
+// chain verifies a serial's entries below the checkpoint: signatures under
+// the registry of each index, inclusion, links from MANUFACTURED on, and the
+// flags the custody rules give (flags are not in the Merkle leaf, so they
+// are recomputed here from verified bytes; with checkFlags, the entries'
+// reported flags must equal them).
+func (v *Verifier) chain(serial string, cp *Checkpoint, changes []regChange, entries []*pb.Entry, proof func(*pb.Entry) ([][]byte, error), checkFlags bool) (*SerialReport, error) {
+	rep := &SerialReport{Serial: serial, Checkpoint: cp}
 	var prev []byte
 	var state *pb.SerialState
 	for i, e := range entries {
 		if e.GetIndex() >= cp.Size {
 			break // newer than the checkpoint: verified next time
 		}
+		if i > 0 && e.GetIndex() <= entries[i-1].GetIndex() {
+			return nil, fail(int64(e.GetIndex()), "entries out of order")
+		}
 		reg, err := v.registryAt(changes, e.GetIndex())
 		if err != nil {
 			return nil, err
 		}
-		if err := v.entry(ctx, c, cp, reg, e); err != nil {
+		if err := v.checker.Check(e, reg); err != nil {
+			return nil, fail(int64(e.GetIndex()), "signature check failed: %v", err)
+		}
+		hs, err := proof(e)
+		if err != nil {
 			return nil, err
+		}
+		if err := included(cp, e, hs); err != nil {
+			return nil, fail(int64(e.GetIndex()), "not included in the checkpoint of size %d: %v", cp.Size, err)
 		}
 		env, _ := ledger.DecodeEnvelope(e.GetEnvelope())
 		ev := new(pb.CustodyEvent)
@@ -288,34 +325,22 @@ func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *
 		}
 		h := sha256.Sum256(e.GetEnvelope())
 		prev = h[:]
-		// Flags are not in the Merkle leaf: recompute them by replaying the
-		// rules, and hold the node to what they give.
 		next, flags, rej := custody.Next(custody.Step{State: state, Event: ev, Actor: reg.Participant(ev.GetActor()), Index: e.GetIndex(), EntryHash: prev}, reg, reg.Policy())
 		if rej != nil {
 			return nil, fail(int64(e.GetIndex()), "breaks a custody rule the ledger enforces: %v", rej)
 		}
-		if !sameFlags(flags, e.GetFlags()) {
+		if checkFlags && !sameFlags(flags, e.GetFlags()) {
 			return nil, fail(int64(e.GetIndex()), "the node reports flags %v; the rules give %v", flagKinds(e.GetFlags()), flagKinds(flags))
 		}
 		state = next
-		e.Event, e.Flags = ev, flags // from the verified bytes only
-		rep.Entries = append(rep.Entries, e)
+		rep.Entries = append(rep.Entries, &pb.Entry{Index: e.GetIndex(), EntryHash: prev, AcceptedAt: e.GetAcceptedAt(),
+			Envelope: e.GetEnvelope(), Event: ev, Flags: flags}) // from the verified bytes only
 	}
 	if len(rep.Entries) == 0 {
 		return nil, fail(-1, "serial %s has no entries in the checkpoint of size %d", serial, cp.Size)
 	}
 	return rep, nil
 }
-
-func flagKinds(fs []*pb.Flag) []string {
-	out := make([]string, len(fs))
-	for i, f := range fs {
-		out[i] = strings.TrimPrefix(f.GetKind().String(), "FINDING_KIND_")
-	}
-	return out
-}
-
-func sameFlags(a, b []*pb.Flag) bool { return slices.Equal(flagKinds(a), flagKinds(b)) }
 
 // Story tells a verified history in plain words, one line per event.
 func (r *SerialReport) Story() []string {
@@ -343,3 +368,13 @@ func (r *SerialReport) Story() []string {
 	}
 	return out
 }
+
+func flagKinds(fs []*pb.Flag) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = strings.TrimPrefix(f.GetKind().String(), "FINDING_KIND_")
+	}
+	return out
+}
+
+func sameFlags(a, b []*pb.Flag) bool { return slices.Equal(flagKinds(a), flagKinds(b)) }

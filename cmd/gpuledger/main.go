@@ -80,7 +80,7 @@ else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline for each call to the node")
 	root.AddCommand(keygenCmd(c), nodekeyCmd(c), genesisCmd(c), submitCmd(c), importCmd(c),
-		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c))
+		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), passportCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c))
 	root.SetArgs(args)
 	root.SetOut(out)
 	root.SetErr(errOut)

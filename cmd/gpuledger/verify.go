@@ -16,10 +16,10 @@ import (
 )
 
 func verifyCmd(c *cli) *cobra.Command {
-	var genesis, trustDir string
+	var genesis, trustDir, passport string
 	var all bool
 	cmd := &cobra.Command{
-		Use:   "verify --genesis FILE (SERIAL | --all)",
+		Use:   "verify --genesis FILE (SERIAL | --all) | verify --passport FILE [--genesis FILE]",
 		Short: "verify a GPU's custody chain on this machine, trusting only the genesis",
 		Long: `verify checks a serial without trusting the node: the checkpoint must be signed
 by a node key listed in the genesis, for this ledger; the registry is rebuilt
@@ -41,8 +41,19 @@ verify --all checks the whole log instead: it streams every entry up to the
 checkpoint, recomputes the Merkle root, re-verifies every signature on all
 cores, rebuilds the registry and every serial's chain, and compares with the
 checkpoint, with a progress bar; it names the first bad entry and exits 0
-only when everything holds.`,
+only when everything holds.
+
+verify --passport FILE checks a custody passport (gpuledger passport) offline,
+with no network: the checkpoint against the genesis in the passport (pinned
+to --genesis when given), the registry entries, every entry, proof and link,
+and prints the custody story.`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if passport != "" {
+				if len(args) > 0 || all {
+					return fmt.Errorf("--passport takes no SERIAL and no --all")
+				}
+				return nil
+			}
 			if all != (len(args) == 0) || len(args) > 1 {
 				return fmt.Errorf("give one SERIAL, or --all")
 			}
@@ -51,6 +62,9 @@ only when everything holds.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if genesis == "" {
 				genesis = os.Getenv("GPULEDGER_GENESIS")
+			}
+			if passport != "" {
+				return c.verifyPassport(passport, genesis)
 			}
 			if genesis == "" {
 				return fmt.Errorf("--genesis FILE is required: the genesis you trust (a dev node's is DIR/genesis.json)")
@@ -96,6 +110,7 @@ only when everything holds.`,
 	}
 	cmd.Flags().StringVar(&genesis, "genesis", "", "the trusted genesis file (env GPULEDGER_GENESIS)")
 	cmd.Flags().BoolVar(&all, "all", false, "verify the whole log, not one serial")
+	cmd.Flags().StringVar(&passport, "passport", "", "verify a custody passport file offline")
 	cmd.Flags().StringVar(&trustDir, "trust-dir", verify.DefaultTrustDir(), "where the last verified checkpoint of each ledger is kept (env GPULEDGER_TRUST_DIR)")
 	return cmd
 }
@@ -167,4 +182,36 @@ func firstProblem(rep *verify.AllReport) string {
 		}
 	}
 	return ""
+}
+
+// verifyPassport checks a passport file offline.
+func (c *cli) verifyPassport(file, genesis string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	var pinned []byte
+	if genesis != "" {
+		if pinned, err = os.ReadFile(genesis); err != nil {
+			return fmt.Errorf("--genesis: %w", err)
+		}
+	}
+	p, err := verify.ParsePassport(b)
+	if err != nil {
+		fmt.Fprintf(c.out, "FAILED %s: %v\n", file, err)
+		return errSilent
+	}
+	rep, err := verify.Passport(p, pinned)
+	if err != nil {
+		fmt.Fprintf(c.out, "FAILED %s: %v\n", file, err)
+		return errSilent
+	}
+	fmt.Fprintf(c.out, "OK passport of %s: %d entries verified offline against checkpoint size %d signed by %v\n", rep.Serial, len(rep.Entries), rep.Checkpoint.Size, rep.Checkpoint.Signers)
+	if pinned == nil {
+		fmt.Fprintf(c.out, "  (the passport's own genesis was trusted; pin yours with --genesis)\n")
+	}
+	for _, line := range rep.Story() {
+		fmt.Fprintln(c.out, "  "+line)
+	}
+	return nil
 }

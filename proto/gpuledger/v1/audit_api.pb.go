@@ -792,9 +792,11 @@ type CustodyPassport struct {
 	// The policy the entries were judged under.
 	Policy *Policy `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`
 	// The participants as they stand at the checkpoint.
-	Participants  []*Participant `protobuf:"bytes,8,rep,name=participants,proto3" json:"participants,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Participants []*Participant `protobuf:"bytes,8,rep,name=participants,proto3" json:"participants,omitempty"`
+	// One inclusion proof per registry entry, to checkpoint.
+	RegistryInclusionProofs []*InclusionProof `protobuf:"bytes,9,rep,name=registry_inclusion_proofs,json=registryInclusionProofs,proto3" json:"registry_inclusion_proofs,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *CustodyPassport) Reset() {
@@ -879,6 +881,13 @@ func (x *CustodyPassport) GetPolicy() *Policy {
 func (x *CustodyPassport) GetParticipants() []*Participant {
 	if x != nil {
 		return x.Participants
+	}
+	return nil
+}
+
+func (x *CustodyPassport) GetRegistryInclusionProofs() []*InclusionProof {
+	if x != nil {
+		return x.RegistryInclusionProofs
 	}
 	return nil
 }
@@ -984,7 +993,7 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\x15WatchFindingsResponse\x12/\n" +
 	"\afinding\x18\x01 \x01(\v2\x15.gpuledger.v1.FindingR\afinding\"3\n" +
 	"\x19GetCustodyPassportRequest\x12\x16\n" +
-	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xa2\x03\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xfc\x03\n" +
 	"\x0fCustodyPassport\x12\x18\n" +
 	"\agenesis\x18\x01 \x01(\fR\agenesis\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12-\n" +
@@ -995,7 +1004,8 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"checkpoint\x12>\n" +
 	"\x10registry_entries\x18\x06 \x03(\v2\x13.gpuledger.v1.EntryR\x0fregistryEntries\x12,\n" +
 	"\x06policy\x18\a \x01(\v2\x14.gpuledger.v1.PolicyR\x06policy\x12=\n" +
-	"\fparticipants\x18\b \x03(\v2\x19.gpuledger.v1.ParticipantR\fparticipants\"W\n" +
+	"\fparticipants\x18\b \x03(\v2\x19.gpuledger.v1.ParticipantR\fparticipants\x12X\n" +
+	"\x19registry_inclusion_proofs\x18\t \x03(\v2\x1c.gpuledger.v1.InclusionProofR\x17registryInclusionProofs\"W\n" +
 	"\x1aGetCustodyPassportResponse\x129\n" +
 	"\bpassport\x18\x01 \x01(\v2\x1d.gpuledger.v1.CustodyPassportR\bpassportB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
 
@@ -1058,12 +1068,13 @@ var file_gpuledger_v1_audit_api_proto_depIdxs = []int32{
 	22, // 15: gpuledger.v1.CustodyPassport.registry_entries:type_name -> gpuledger.v1.Entry
 	23, // 16: gpuledger.v1.CustodyPassport.policy:type_name -> gpuledger.v1.Policy
 	24, // 17: gpuledger.v1.CustodyPassport.participants:type_name -> gpuledger.v1.Participant
-	13, // 18: gpuledger.v1.GetCustodyPassportResponse.passport:type_name -> gpuledger.v1.CustodyPassport
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	16, // 18: gpuledger.v1.CustodyPassport.registry_inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
+	13, // 19: gpuledger.v1.GetCustodyPassportResponse.passport:type_name -> gpuledger.v1.CustodyPassport
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_audit_api_proto_init() }

@@ -1,0 +1,204 @@
+package verify
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// PassportHeader starts every custody passport file.
+const PassportHeader = "gpuledger-passport v1"
+
+// A custody passport is everything needed to verify one serial's custody
+// offline, as text (after C2SP tlog-proof: header lines, then a blank line,
+// then the signed checkpoint the proofs lead to):
+//
+//	gpuledger-passport v1
+//	serial <serial>
+//	genesis <base64 of the genesis file>
+//	registry <index> <accepted_at Unix ns> <base64 envelope>     (each registry change)
+//	proof <base64 hash>...                                       (its inclusion proof)
+//	entry <index> <accepted_at Unix ns> <base64 envelope>        (each entry of the serial)
+//	proof <base64 hash>...
+//	<blank line>
+//	<checkpoint: a C2SP signed note>
+//
+// Numbers are canonical decimal, base64 is standard with padding, and no
+// other line, space or byte is allowed: any change fails to parse or to
+// verify, with a message naming the line or entry.
+
+// FormatPassport writes a passport.
+func FormatPassport(p *pb.CustodyPassport) ([]byte, error) {
+	var b bytes.Buffer
+	enc := base64.StdEncoding.EncodeToString
+	fmt.Fprintf(&b, "%s\nserial %s\ngenesis %s\n", PassportHeader, p.GetSerial(), enc(p.GetGenesis()))
+	write := func(kind string, es []*pb.Entry, proofs []*pb.InclusionProof) error {
+		if len(es) != len(proofs) {
+			return fmt.Errorf("passport: %d %s entries, %d proofs", len(es), kind, len(proofs))
+		}
+		for i, e := range es {
+			fmt.Fprintf(&b, "%s %d %d %s\nproof", kind, e.GetIndex(), e.GetAcceptedAt().AsTime().UnixNano(), enc(e.GetEnvelope()))
+			for _, h := range proofs[i].GetHashes() {
+				b.WriteString(" " + enc(h))
+			}
+			b.WriteString("\n")
+		}
+		return nil
+	}
+	if err := write("registry", p.GetRegistryEntries(), p.GetRegistryInclusionProofs()); err != nil {
+		return nil, err
+	}
+	if err := write("entry", p.GetEntries(), p.GetInclusionProofs()); err != nil {
+		return nil, err
+	}
+	b.WriteString("\n")
+	b.WriteString(p.GetCheckpoint().GetNote())
+	return b.Bytes(), nil
+}
+
+// ParsePassport reads a passport, insisting on its exact form.
+func ParsePassport(data []byte) (*pb.CustodyPassport, error) {
+	head, note, ok := bytes.Cut(data, []byte("\n\n"))
+	if !ok {
+		return nil, fmt.Errorf("passport: no blank line before the checkpoint")
+	}
+	p := &pb.CustodyPassport{Checkpoint: &pb.Checkpoint{Note: string(note)}}
+	sc := bufio.NewScanner(bytes.NewReader(head))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	line := 0
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("passport line %d: %s", line, fmt.Sprintf(format, args...))
+	}
+	b64 := func(s string) ([]byte, error) {
+		b, err := base64.StdEncoding.Strict().DecodeString(s)
+		if err != nil || base64.StdEncoding.EncodeToString(b) != s {
+			return nil, bad("not canonical base64")
+		}
+		return b, nil
+	}
+	num := func(s string) (uint64, error) {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || strconv.FormatUint(n, 10) != s {
+			return 0, bad("%q is not a canonical number", s)
+		}
+		return n, nil
+	}
+	var pending *[]*pb.InclusionProof
+	var last *pb.Entry
+	for sc.Scan() {
+		line++
+		text := sc.Text()
+		f := strings.Split(text, " ")
+		switch {
+		case line == 1:
+			if text != PassportHeader {
+				return nil, bad("want %q", PassportHeader)
+			}
+		case line == 2:
+			if len(f) != 2 || f[0] != "serial" || f[1] == "" {
+				return nil, bad("want serial <serial>")
+			}
+			p.Serial = f[1]
+		case line == 3:
+			if len(f) != 2 || f[0] != "genesis" {
+				return nil, bad("want genesis <base64>")
+			}
+			g, err := b64(f[1])
+			if err != nil {
+				return nil, err
+			}
+			p.Genesis = g
+		case (f[0] == "registry" || f[0] == "entry") && pending == nil:
+			if len(f) != 4 {
+				return nil, bad("want %s <index> <accepted_at ns> <base64 envelope>", f[0])
+			}
+			idx, err := num(f[1])
+			if err != nil {
+				return nil, err
+			}
+			ns, err := num(f[2])
+			if err != nil {
+				return nil, err
+			}
+			env, err := b64(f[3])
+			if err != nil {
+				return nil, err
+			}
+			last = &pb.Entry{Index: idx, AcceptedAt: timestamppb.New(time.Unix(0, int64(ns))), Envelope: env}
+			if f[0] == "registry" {
+				if len(p.Entries) > 0 {
+					return nil, bad("registry entries come before the serial's")
+				}
+				p.RegistryEntries = append(p.RegistryEntries, last)
+				pending = &p.RegistryInclusionProofs
+			} else {
+				p.Entries = append(p.Entries, last)
+				pending = &p.InclusionProofs
+			}
+		case f[0] == "proof" && pending != nil:
+			pr := &pb.InclusionProof{LeafIndex: last.GetIndex()}
+			for _, h := range f[1:] {
+				b, err := b64(h)
+				if err != nil {
+					return nil, err
+				}
+				pr.Hashes = append(pr.Hashes, b)
+			}
+			*pending = append(*pending, pr)
+			pending = nil
+		default:
+			return nil, bad("unexpected %q", text)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("passport: %w", err)
+	}
+	if line < 3 || pending != nil || len(p.Entries) == 0 {
+		return nil, fmt.Errorf("passport: incomplete (header, serial, genesis, entries each with a proof, then the checkpoint)")
+	}
+	return p, nil
+}
+
+// Passport verifies a passport offline: its checkpoint against the genesis
+// it carries (which must equal pinned, when given), its registry entries and
+// the serial's entries with their proofs, the chain and the rules.
+func Passport(p *pb.CustodyPassport, pinned []byte) (*SerialReport, error) {
+	if pinned != nil && !bytes.Equal(pinned, p.GetGenesis()) {
+		return nil, fail(-1, "the passport is for another ledger than the genesis you trust")
+	}
+	v, err := New(p.GetGenesis())
+	if err != nil {
+		return nil, fail(-1, "the passport's genesis: %v", err)
+	}
+	cp, err := v.Checkpoint(p.GetCheckpoint().GetNote())
+	if err != nil {
+		return nil, err
+	}
+	proofOf := func(es []*pb.Entry, ps []*pb.InclusionProof) func(*pb.Entry) ([][]byte, error) {
+		return func(e *pb.Entry) ([][]byte, error) {
+			for i, x := range es {
+				if x == e {
+					return ps[i].GetHashes(), nil
+				}
+			}
+			return nil, fail(int64(e.GetIndex()), "no proof")
+		}
+	}
+	changes, err := v.registryFrom(cp, p.GetRegistryEntries(), proofOf(p.GetRegistryEntries(), p.GetRegistryInclusionProofs()))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range p.GetEntries() {
+		if e.GetIndex() >= cp.Size {
+			return nil, fail(int64(e.GetIndex()), "beyond the passport's checkpoint (size %d)", cp.Size)
+		}
+	}
+	return v.chain(p.GetSerial(), cp, changes, p.GetEntries(), proofOf(p.GetEntries(), p.GetInclusionProofs()), false)
+}
