@@ -521,9 +521,11 @@ func value(t *testing.T, txn *badger.Txn, key []byte) []byte {
 	return v
 }
 
-// TestTamper tampers with a real store in four ways; gpuledgerd check names
-// the entry (or serial), and verify --all against the node serving it fails
-// naming the entry.
+// TestTamper tampers with a real store in four ways, deep in the log and at
+// its head. gpuledgerd check names the entry (or serial) every time; a node
+// refuses to start on a store whose head was tampered with, naming it; verify
+// --all against a node serving a store tampered deep inside names the entry;
+// verify SERIAL fails for the affected serial only.
 func TestTamper(t *testing.T) {
 	base := t.TempDir()
 	d := startDev(t, base)
@@ -532,54 +534,125 @@ func TestTamper(t *testing.T) {
 	if out := d.cli(t, "verify", "--all", "--genesis", genesis); !strings.HasPrefix(out, "OK: ") {
 		t.Fatalf("verify --all on an intact log:\n%s", out)
 	}
+	var cp struct {
+		Checkpoint struct {
+			Size string `json:"size"`
+		} `json:"checkpoint"`
+	}
+	json.Unmarshal([]byte(d.cli(t, "checkpoint", "-o", "json")), &cp)
+	var size uint64
+	fmt.Sscan(cp.Checkpoint.Size, &size)
+	serialOf := func(i uint64) string {
+		var r struct {
+			Entry struct {
+				Event struct {
+					Serial string `json:"serial"`
+				} `json:"event"`
+			} `json:"entry"`
+		}
+		json.Unmarshal([]byte(d.grpcurl(t, fmt.Sprintf(`{"index":%d}`, i), "gpuledger.v1.LedgerService/GetEntry")), &r)
+		return r.Entry.Event.Serial
+	}
+	const mid = 100
+	midSerial, headSerial := serialOf(mid), serialOf(size-1)
+	var other string
+	for i := uint64(0); other == "" || other == midSerial; i += 37 {
+		other = serialOf(i)
+	}
+	if midSerial == "" || headSerial == "" || size < mid+70 {
+		t.Fatalf("log of %d entries; serials %q %q", size, midSerial, headSerial)
+	}
 	d.stop()
 	if out, errOut, code := run(t, bin.daemon, "check", "--data", filepath.Join(base, "node")); code != 0 || !strings.HasPrefix(out, "OK: ") {
 		t.Fatalf("gpuledgerd check on an intact store: exit %d\n%s%s", code, out, errOut)
 	}
-	// Keep a pristine copy; each case tampers with a fresh one.
 	pristine := filepath.Join(t.TempDir(), "pristine")
 	copyPrivate(t, base, pristine)
-	const k = 100 // an entry in the middle of the log
-	cases := []struct {
-		name      string
-		change    func(txn *badger.Txn)
-		checkWant string
-	}{
-		{"a flipped byte in a stored envelope", func(txn *badger.Txn) {
+
+	flip := func(k uint64) func(*badger.Txn) {
+		return func(txn *badger.Txn) {
 			v := value(t, txn, entryKey(k))
 			v[len(v)-40] ^= 1
 			txn.Set(entryKey(k), v)
-		}, fmt.Sprintf("entry %d: its bytes do not hash", k)},
-		{"a deleted entry", func(txn *badger.Txn) { txn.Delete(entryKey(k)) }, fmt.Sprintf("entry %d: missing", k)},
-		{"two entries swapped", func(txn *badger.Txn) {
+		}
+	}
+	del := func(k uint64) func(*badger.Txn) { return func(txn *badger.Txn) { txn.Delete(entryKey(k)) } }
+	swap := func(k uint64) func(*badger.Txn) {
+		return func(txn *badger.Txn) {
 			a, b := value(t, txn, entryKey(k)), value(t, txn, entryKey(k+1))
 			txn.Set(entryKey(k), b)
 			txn.Set(entryKey(k+1), a)
-		}, fmt.Sprintf("entry %d: its bytes do not hash", k)},
-		{"a rewritten serial head", func(txn *badger.Txn) {
-			key := append([]byte{'s'}, "SIM-9-000003"...)
+		}
+	}
+	head := func(serial string) func(*badger.Txn) {
+		return func(txn *badger.Txn) {
+			key := append([]byte{'s'}, serial...)
 			v := value(t, txn, key)
 			v[bytes.Index(v, []byte{0x2a, 0x20})+2] ^= 0xff // field 5 (head_hash), first byte
 			txn.Set(key, v)
-		}, "serial SIM-9-000003: state names head"},
+		}
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "copy")
-			copyPrivate(t, pristine, dir)
-			tamper(t, dir, tc.change)
-			out, errOut, code := run(t, bin.daemon, "check", "--data", filepath.Join(dir, "node"))
-			if code != 1 || !strings.Contains(out, "FAILED") || !strings.Contains(out, tc.checkWant) {
-				t.Fatalf("gpuledgerd check: exit %d, want a failure naming %q\n%s%s", code, tc.checkWant, out, errOut)
+	type tcase struct {
+		name   string
+		change func(*badger.Txn)
+		want   string // what gpuledgerd check and the start-up check name
+	}
+	deep := []tcase{
+		{"flipped byte", flip(mid), fmt.Sprintf("entry %d:", mid)},
+		{"deleted entry", del(mid), fmt.Sprintf("entry %d: missing", mid)},
+		{"swapped entries", swap(mid), fmt.Sprintf("entry %d:", mid)},
+		{"rewritten serial head", head(midSerial), "serial " + midSerial},
+	}
+	atHead := []tcase{
+		{"flipped byte", flip(size - 1), fmt.Sprintf("entry %d:", size-1)},
+		{"deleted entry", del(size - 1), fmt.Sprintf("entry %d: missing", size-1)},
+		{"swapped entries", swap(size - 2), fmt.Sprintf("entry %d:", size-2)},
+		{"rewritten serial head", head(headSerial), "serial " + headSerial},
+	}
+	prepare := func(t *testing.T, change func(*badger.Txn)) string {
+		dir := filepath.Join(t.TempDir(), "copy")
+		copyPrivate(t, pristine, dir)
+		tamper(t, dir, change)
+		out, errOut, code := run(t, bin.daemon, "check", "--data", filepath.Join(dir, "node"))
+		if code != 1 || !strings.Contains(out, "FAILED") {
+			t.Fatalf("gpuledgerd check: exit %d\n%s%s", code, out, errOut)
+		}
+		return dir
+	}
+	for _, tc := range deep {
+		t.Run("deep/"+tc.name, func(t *testing.T) {
+			dir := prepare(t, tc.change)
+			if out, _, _ := run(t, bin.daemon, "check", "--data", filepath.Join(dir, "node")); !strings.Contains(out, tc.want) {
+				t.Fatalf("gpuledgerd check does not name %q:\n%s", tc.want, out)
 			}
 			if strings.Contains(tc.name, "head") {
 				return // the log itself is intact: verify --all rightly passes
 			}
 			d := startDev(t, dir)
-			out, errOut, code = run(t, bin.cli, "--node", d.addr, "verify", "--all", "--genesis", filepath.Join(dir, "genesis.json"),
-				"--trust-dir", t.TempDir())
-			if code == 0 || !strings.Contains(out+errOut, fmt.Sprintf("entry %d", k)) {
-				t.Fatalf("verify --all: exit %d, want a failure naming entry %d\n%s%s", code, k, out, errOut)
+			trust := t.TempDir()
+			out, errOut, code := run(t, bin.cli, "--node", d.addr, "verify", "--all", "--genesis", filepath.Join(dir, "genesis.json"), "--trust-dir", trust)
+			if code == 0 || !strings.Contains(out+errOut, fmt.Sprintf("entry %d", mid)) {
+				t.Fatalf("verify --all: exit %d, want a failure naming entry %d\n%s%s", code, mid, out, errOut)
+			}
+			if tc.name != "flipped byte" {
+				return
+			}
+			// verify SERIAL fails for the affected serial only.
+			out, _, code = run(t, bin.cli, "--node", d.addr, "verify", "--genesis", filepath.Join(dir, "genesis.json"), "--trust-dir", trust, midSerial)
+			if code == 0 || !strings.Contains(out, fmt.Sprintf("entry %d", mid)) {
+				t.Fatalf("verify %s (tampered): exit %d\n%s", midSerial, code, out)
+			}
+			if out, _, code := run(t, bin.cli, "--node", d.addr, "verify", "--genesis", filepath.Join(dir, "genesis.json"), "--trust-dir", trust, other); code != 0 {
+				t.Fatalf("verify %s (untouched): exit %d\n%s", other, code, out)
+			}
+		})
+	}
+	for _, tc := range atHead {
+		t.Run("head/"+tc.name, func(t *testing.T) {
+			dir := prepare(t, tc.change)
+			_, errOut, code := run(t, bin.daemon, "dev", "--data", dir, "--listen", "127.0.0.1:0")
+			if code == 0 || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("the node started on a store tampered at its head, or did not name %q: exit %d\n%s", tc.want, code, errOut)
 			}
 		})
 	}

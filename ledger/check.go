@@ -58,16 +58,40 @@ func checkEntry(txn *badger.Txn, i uint64) error {
 	return nil
 }
 
-// quickCheck is the start-up check: the size matches the entries present,
-// and the newest entries hash to the Merkle leaves committed for them.
+// QuickCheckEntries is how many of the newest entries the start-up check reads.
+const QuickCheckEntries = 64
+
+// quickCheck is the start-up check of the log's head: the size matches the
+// entries present, the newest entries hash to the Merkle leaves committed
+// for them and are found by their hash, and the serial states they touch
+// name the right head.
 func (l *Ledger) quickCheck(size uint64) error {
 	return l.db.View(func(txn *badger.Txn) error {
 		if _, err := txn.Get(entryKey(size)); err == nil {
 			return &CorruptError{Index: int64(size), What: fmt.Sprintf("present beyond the recorded size %d", size)}
 		}
-		for i := size - min(size, 64); i < size; i++ {
+		for i := size - min(size, QuickCheckEntries); i < size; i++ {
 			if err := checkEntry(txn, i); err != nil {
 				return err
+			}
+			e, _ := loadEntry(txn, i, true)
+			ev := e.GetEvent()
+			if ev == nil {
+				continue
+			}
+			b, err := getValue(txn, serialKey(ev.GetSerial()))
+			if err != nil {
+				return &CorruptError{Index: int64(i), What: fmt.Sprintf("serial %s has no state", ev.GetSerial())}
+			}
+			st := new(pb.SerialState)
+			if err := proto.Unmarshal(b, st); err != nil {
+				return &CorruptError{Index: -1, Serial: ev.GetSerial(), What: "state does not decode"}
+			}
+			switch {
+			case st.GetLastIndex() < i:
+				return &CorruptError{Index: -1, Serial: ev.GetSerial(), What: fmt.Sprintf("state ends at entry %d, before its entry %d", st.GetLastIndex(), i)}
+			case st.GetLastIndex() == i && !bytes.Equal(st.GetHeadHash(), e.GetEntryHash()):
+				return &CorruptError{Index: -1, Serial: ev.GetSerial(), What: fmt.Sprintf("state names head %x; its last entry %d is %x", st.GetHeadHash(), i, e.GetEntryHash())}
 			}
 		}
 		return nil

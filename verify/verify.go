@@ -43,8 +43,13 @@ func fail(index int64, format string, args ...any) *Failure {
 	return &Failure{Index: index, What: fmt.Sprintf(format, args...)}
 }
 
-// Verifier verifies against one trusted genesis. It is safe for concurrent use.
+// Verifier verifies against one trusted genesis. It is safe for concurrent
+// use once configured.
 type Verifier struct {
+	// MinSigners is how many distinct genesis nodes must have signed a
+	// checkpoint (k of n; at least 1).
+	MinSigners int
+
 	genesis  *pb.Genesis
 	origin   string
 	nodes    note.Verifiers
@@ -101,7 +106,12 @@ func (v *Verifier) Checkpoint(text string) (*Checkpoint, error) {
 	}
 	cp := &Checkpoint{Size: size, Root: root, Note: text}
 	for _, s := range n.Sigs {
-		cp.Signers = append(cp.Signers, s.Name)
+		if !slices.Contains(cp.Signers, s.Name) {
+			cp.Signers = append(cp.Signers, s.Name)
+		}
+	}
+	if k := max(v.MinSigners, 1); len(cp.Signers) < k {
+		return nil, fail(-1, "checkpoint signed by %d node(s) of the genesis (%v); %d required", len(cp.Signers), cp.Signers, k)
 	}
 	return cp, nil
 }

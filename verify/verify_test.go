@@ -7,6 +7,7 @@ import (
 
 	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/ledger"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/verify"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -41,5 +42,34 @@ func TestCheckpoint(t *testing.T) {
 		if _, err := v.Checkpoint(text); err == nil {
 			t.Errorf("Checkpoint(%s) verified", name)
 		}
+	}
+}
+
+// TestMinSigners: a checkpoint needs k distinct genesis nodes' signatures.
+func TestMinSigners(t *testing.T) {
+	specs := consortium.Dev()
+	c, err := consortium.Build(specs, consortium.Options{Rand: rand.NewChaCha8([32]byte{8})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second node in the genesis.
+	g, _ := ledger.ParseGenesis(c.Genesis)
+	skey, vkey, _ := note.GenerateKey(rand.NewChaCha8([32]byte{9}), "node-2")
+	g.Nodes = append(g.Nodes, &pb.Node{Name: "node-2", ParticipantId: "eu-dist", VerifierKey: vkey})
+	genesis, _ := consortium.MarshalGenesis(g)
+	s2, _ := note.NewSigner(skey)
+	v, err := verify.New(genesis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := ledger.CheckpointBody(v.Origin(), 3, tlog.Hash{2})
+	one, _ := note.Sign(&note.Note{Text: body}, c.NodeSigner)
+	two, _ := note.Sign(&note.Note{Text: body}, c.NodeSigner, s2)
+	v.MinSigners = 2
+	if _, err := v.Checkpoint(string(one)); err == nil {
+		t.Fatal("a checkpoint signed by 1 node passed with 2 required")
+	}
+	if cp, err := v.Checkpoint(string(two)); err != nil || len(cp.Signers) != 2 {
+		t.Fatalf("Checkpoint(2 of 2) = %v, %v", cp, err)
 	}
 }

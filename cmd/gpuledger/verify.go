@@ -18,6 +18,7 @@ import (
 func verifyCmd(c *cli) *cobra.Command {
 	var genesis, trustDir, passport string
 	var all bool
+	var minSigners int
 	cmd := &cobra.Command{
 		Use:   "verify --genesis FILE (SERIAL | --all) | verify --passport FILE [--genesis FILE]",
 		Short: "verify a GPU's custody chain on this machine, trusting only the genesis",
@@ -77,6 +78,7 @@ and prints the custody story.`,
 			if err != nil {
 				return err
 			}
+			v.MinSigners = minSigners
 			conn, err := c.dial()
 			if err != nil {
 				return err
@@ -110,6 +112,7 @@ and prints the custody story.`,
 	}
 	cmd.Flags().StringVar(&genesis, "genesis", "", "the trusted genesis file (env GPULEDGER_GENESIS)")
 	cmd.Flags().BoolVar(&all, "all", false, "verify the whole log, not one serial")
+	cmd.Flags().IntVar(&minSigners, "min-signers", 1, "how many distinct nodes of the genesis must have signed the checkpoint (k of n)")
 	cmd.Flags().StringVar(&passport, "passport", "", "verify a custody passport file offline")
 	cmd.Flags().StringVar(&trustDir, "trust-dir", verify.DefaultTrustDir(), "where the last verified checkpoint of each ledger is kept (env GPULEDGER_TRUST_DIR)")
 	return cmd
