@@ -363,10 +363,15 @@ func TestOwnConsortium(t *testing.T) {
 // process, submits a receipt by the wrong party; the finding arrives.
 func TestWatchFindings(t *testing.T) {
 	d := startDev(t, t.TempDir())
-	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", "GPU-W", "--model", "H100", "--at", "2026-11-02T08:00:00Z")
-	d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", "GPU-W", "--to", "eu-dist", "--at", "2026-11-02T12:00:00Z")
+	// Serials shipped to eu-dist; each receipt by us-dist raises a finding.
+	const n = 6
+	for i := range n {
+		s := fmt.Sprintf("GPU-W%d", i)
+		d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", s, "--model", "H100", "--at", "2026-11-02T08:00:00Z")
+		d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", s, "--to", "eu-dist", "--at", "2026-11-02T12:00:00Z")
+	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	watch := exec.CommandContext(ctx, bin.grpcurl, "-plaintext", "-d", `{"kinds":["FINDING_KIND_RECEIVER_MISMATCH"]}`, d.addr, "gpuledger.v1.AuditService/WatchFindings")
 	stdout, err := watch.StdoutPipe()
@@ -389,22 +394,29 @@ func TestWatchFindings(t *testing.T) {
 			}
 		}
 	}()
-	// grpcurl needs a moment to open the stream; submit until it reports.
-	time.Sleep(500 * time.Millisecond)
-	d.cli(t, "submit", "receive", "--key", d.key("us-dist"), "--serial", "GPU-W", "--at", "2026-11-04T09:00:00Z")
-	select {
-	case out := <-got:
-		if !strings.Contains(out, "FINDING_KIND_RECEIVER_MISMATCH") || !strings.Contains(out, "GPU-W") || !strings.Contains(out, "us-dist") {
-			t.Fatalf("grpcurl WatchFindings printed:\n%s", out)
+	// The stream opens at its own pace: submit a wrong-party receipt on a
+	// fresh serial every second and a half until one reaches grpcurl.
+	var out string
+	for i := 0; out == ""; i++ {
+		if i == n {
+			t.Fatal("no finding reached grpcurl WatchFindings")
 		}
-	case <-ctx.Done():
-		t.Fatal("no finding reached grpcurl WatchFindings")
+		d.cli(t, "submit", "receive", "--key", d.key("us-dist"), "--serial", fmt.Sprintf("GPU-W%d", i), "--at", "2026-11-04T09:00:00Z")
+		select {
+		case out = <-got:
+		case <-time.After(1500 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no finding reached grpcurl WatchFindings")
+		}
+	}
+	if !strings.Contains(out, "FINDING_KIND_RECEIVER_MISMATCH") || !strings.Contains(out, "GPU-W") || !strings.Contains(out, "us-dist") {
+		t.Fatalf("grpcurl WatchFindings printed:\n%s", out)
 	}
 	// The CLI lists it too, and GetSerial shows it as open.
-	if out := d.cli(t, "gaps", "--kind", "receiver_mismatch"); !strings.Contains(out, "RECEIVER_MISMATCH") || !strings.Contains(out, "GPU-W") {
+	if out := d.cli(t, "gaps", "--kind", "receiver_mismatch"); !strings.Contains(out, "RECEIVER_MISMATCH") || !strings.Contains(out, "GPU-W0") {
 		t.Fatalf("gpuledger gaps:\n%s", out)
 	}
-	if out := d.grpcurl(t, `{"serial":"GPU-W"}`, "gpuledger.v1.LedgerService/GetSerial"); !strings.Contains(out, "openFindings") {
+	if out := d.grpcurl(t, `{"serial":"GPU-W0"}`, "gpuledger.v1.LedgerService/GetSerial"); !strings.Contains(out, "openFindings") {
 		t.Fatalf("GetSerial lacks open findings:\n%s", out)
 	}
 	if _, errOut, code := run(t, bin.cli, "--node", d.addr, "gaps", "--kind", "smuggling"); code == 0 || !strings.Contains(errOut, "want one of handoff_unconfirmed") {

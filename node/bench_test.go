@@ -213,29 +213,8 @@ func buildBig(b *testing.B, c *consortium.Consortium, dir string, n int) []strin
 		return serials
 	}
 	b.Logf("building a %d-entry ledger in %s (once)", n, dir)
-	g := workload.New(c, 1, time.Now().Add(-30*24*time.Hour))
-	g.Step = time.Second // 1M events span 12 days, all before now
-	at := time.Now()
-	apply := func(buf [][]byte) {
-		l.Preverify(buf)
-		rs, err := l.Apply(context.Background(), ledger.Batch{AcceptedAt: at, Envelopes: buf})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, r := range rs {
-			if r.Err != nil {
-				b.Fatalf("building the 1M ledger: %v", r.Err)
-			}
-		}
+	if err := workload.Fill(context.Background(), l, c, "BIG", n, time.Now().Add(-30*24*time.Hour), nil); err != nil {
+		b.Fatal(err)
 	}
-	var buf [][]byte
-	for i := 0; int(l.Size())+len(buf) < n; i++ {
-		buf = append(buf, g.Lifecycle(fmt.Sprintf("BIG-%07d", i), 2)...)
-		if len(buf) >= 992 {
-			apply(buf)
-			buf = nil
-		}
-	}
-	apply(buf)
 	return serials
 }

@@ -17,7 +17,7 @@ import (
 func checkCmd() *cobra.Command {
 	var data string
 	cmd := &cobra.Command{
-		Use:   "check --data DIR",
+		Use:   "check [DIR | --data DIR]",
 		Short: "check a node's store fully, naming the first bad entry",
 		Long: `check reads a stopped node's whole store and checks it: every entry present,
 hashing to the Merkle leaf the log committed to and found again by its hash;
@@ -28,8 +28,11 @@ entries against the store's. It names the first bad entry and exits 0 only
 when everything holds. (A node also checks the newest entries at every start.)
 
 DIR is the node's --data directory (for a development node, its DIR/node).`,
-		Args: cobra.NoArgs,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				data = args[0]
+			}
 			dir := filepath.Join(data, "ledger")
 			if _, err := os.Stat(dir); err != nil {
 				if alt := filepath.Join(data, "node", "ledger"); fileExists(alt) {
