@@ -389,10 +389,17 @@ type Checker Ledger
 // Check returns nil when the entry holds under reg (the registry as of the
 // entry's index, or a later one: keys carry the indexes they were active
 // between), else the rejection Apply would have given.
-func (c *Checker) Check(e *pb.Entry, reg *Registry) error {
+func (c *Checker) Check(e *pb.Entry, reg *Registry) error { return c.check(e, reg, false) }
+
+// CheckBound is Check for an entry whose bytes the caller binds to a
+// verified Merkle root itself (by recomputing the root over every entry):
+// it skips the canonical re-encoding, which that binding makes redundant.
+func (c *Checker) CheckBound(e *pb.Entry, reg *Registry) error { return c.check(e, reg, true) }
+
+func (c *Checker) check(e *pb.Entry, reg *Registry, bound bool) error {
 	l := (*Ledger)(c)
 	var d decoded
-	l.decode(&d, e.GetEnvelope(), &Registry{keys: map[string]keyRef{}})
+	l.decodeWith(&d, e.GetEnvelope(), &Registry{keys: map[string]keyRef{}}, bound)
 	if d.err != nil {
 		return d.err
 	}
@@ -525,7 +532,11 @@ func (p *preverified) take(raw []byte) (*decoded, bool) {
 	return d, ok
 }
 
-func (l *Ledger) decode(d *decoded, raw []byte, reg *Registry) {
+func (l *Ledger) decode(d *decoded, raw []byte, reg *Registry) { l.decodeWith(d, raw, reg, false) }
+
+// decodeWith is decode; bound skips the canonical re-encoding (for bytes a
+// verified Merkle root binds).
+func (l *Ledger) decodeWith(d *decoded, raw []byte, reg *Registry, bound bool) {
 	d.raw = raw
 	d.hash = sha256.Sum256(raw)
 	if max := l.cfg.MaxEnvelopeBytes; max > 0 && len(raw) > max {
@@ -533,7 +544,18 @@ func (l *Ledger) decode(d *decoded, raw []byte, reg *Registry) {
 			"envelope is %d bytes; at most %d", len(raw), max)
 		return
 	}
-	env, rej := DecodeEnvelope(raw)
+	dec := decodeCanonical
+	var env *pb.Envelope
+	var rej *custody.Error
+	if bound {
+		dec = decodeBound
+		env = new(pb.Envelope)
+		if err := strict.Unmarshal(raw, env); err != nil {
+			rej = custody.Reject(custody.Malformed, custody.ReasonEnvelopeMalformed, "envelope is not a gpuledger.v1.Envelope: %v", err)
+		}
+	} else {
+		env, rej = DecodeEnvelope(raw)
+	}
 	if rej != nil {
 		d.err = rej
 		return
@@ -542,7 +564,7 @@ func (l *Ledger) decode(d *decoded, raw []byte, reg *Registry) {
 	switch env.GetPayloadType() {
 	case dsse.CustodyEventType:
 		ev := new(pb.CustodyEvent)
-		if rej := decodeCanonical(env.GetPayload(), ev, "custody event"); rej != nil {
+		if rej := dec(env.GetPayload(), ev, "custody event"); rej != nil {
 			d.err = rej
 			return
 		}
@@ -553,7 +575,7 @@ func (l *Ledger) decode(d *decoded, raw []byte, reg *Registry) {
 		d.event, d.actor, d.at = ev, ev.GetActor(), ev.GetOccurredAt()
 	case dsse.RegistryChangeType:
 		ch := new(pb.RegistryChange)
-		if rej := decodeCanonical(env.GetPayload(), ch, "registry change"); rej != nil {
+		if rej := dec(env.GetPayload(), ch, "registry change"); rej != nil {
 			d.err = rej
 			return
 		}
@@ -617,6 +639,15 @@ func decodeCanonical(b []byte, m proto.Message, what string) *custody.Error {
 		return custody.Reject(custody.Malformed, custody.ReasonPayloadMalformed, "payload is not a %s: %v", what, err)
 	}
 	return canonical(b, m, what)
+}
+
+// decodeBound decodes a payload whose bytes a verified Merkle root already
+// binds (see Checker.CheckBound): no canonical re-encoding.
+func decodeBound(b []byte, m proto.Message, what string) *custody.Error {
+	if err := strict.Unmarshal(b, m); err != nil {
+		return custody.Reject(custody.Malformed, custody.ReasonPayloadMalformed, "payload is not a %s: %v", what, err)
+	}
+	return nil
 }
 
 // canonical checks that b is exactly the deterministic encoding of m, which
