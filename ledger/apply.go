@@ -406,6 +406,9 @@ func (c *Checker) check(e *pb.Entry, reg *Registry, bound bool) error {
 	if rej := l.authorizeAt(reg, &d, e.GetIndex()); rej != nil {
 		return rej
 	}
+	if d.change != nil && reg.Participant(d.actor).GetRole() != pb.Role_ROLE_REGULATOR {
+		return custody.Reject(custody.Forbidden, custody.ReasonNotRegulator, "%s is not a REGULATOR; only a regulator may change the registry", d.actor)
+	}
 	return nil
 }
 

@@ -177,7 +177,7 @@ func Passport(p *pb.CustodyPassport, pinned []byte) (*SerialReport, error) {
 	if err != nil {
 		return nil, fail(-1, "the passport's genesis: %v", err)
 	}
-	cp, err := v.Checkpoint(p.GetCheckpoint().GetNote())
+	cp, err := v.CheckpointWith(p.GetCheckpoint().GetNote(), p.GetRegistryEntries())
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,6 @@ type Verifier struct {
 
 	genesis  *pb.Genesis
 	origin   string
-	nodes    note.Verifiers
 	checker  ledger.Checker
 	registry *ledger.Registry
 }
@@ -67,16 +66,8 @@ func New(genesis []byte) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	var vs []note.Verifier
-	for _, n := range g.GetNodes() {
-		v, err := note.NewVerifier(n.GetVerifierKey())
-		if err != nil {
-			return nil, fmt.Errorf("genesis node %q: %w", n.GetName(), err)
-		}
-		vs = append(vs, v)
-	}
 	id := sha256.Sum256(genesis)
-	return &Verifier{genesis: g, origin: "gpuledger/" + hex.EncodeToString(id[:]), nodes: note.VerifierList(vs...), registry: reg}, nil
+	return &Verifier{genesis: g, origin: "gpuledger/" + hex.EncodeToString(id[:]), registry: reg}, nil
 }
 
 // Origin returns the checkpoint origin of the trusted ledger.
@@ -90,12 +81,51 @@ type Checkpoint struct {
 	Note    string
 }
 
-// Checkpoint verifies a signed checkpoint note: at least one signature by a
-// genesis node, this ledger's origin, a well-formed body.
-func (v *Verifier) Checkpoint(text string) (*Checkpoint, error) {
-	n, err := note.Open([]byte(text), v.nodes)
+// Checkpoint verifies a signed checkpoint note against the genesis's nodes:
+// this ledger's origin, a well-formed body, MinSigners distinct nodes.
+func (v *Verifier) Checkpoint(text string) (*Checkpoint, error) { return v.CheckpointWith(text, nil) }
+
+// CheckpointWith verifies a checkpoint against the nodes of the registry:
+// the genesis's and those added by the given registry-change entries (whose
+// regulator signatures are checked here) at an index below the checkpoint's
+// size.
+func (v *Verifier) CheckpointWith(text string, registry []*pb.Entry) (*Checkpoint, error) {
+	verifiers := []note.Verifier{}
+	addedAt := map[string]uint64{}
+	for _, n := range v.genesis.GetNodes() {
+		nv, err := note.NewVerifier(n.GetVerifierKey())
+		if err != nil {
+			return nil, err
+		}
+		verifiers = append(verifiers, nv)
+		addedAt[n.GetName()] = 0
+	}
+	reg := v.registry
+	for _, e := range registry {
+		if v.checker.Check(e, reg) != nil {
+			break // the registry is verified in full later; stop at the first bad entry
+		}
+		env, rej := ledger.DecodeEnvelope(e.GetEnvelope())
+		ch := new(pb.RegistryChange)
+		if rej != nil || ledger.UnmarshalPayload(env, ch) != nil {
+			break
+		}
+		next, err := reg.WithChange(ch, e.GetIndex())
+		if err != nil {
+			break
+		}
+		reg = next
+		if n := ch.GetAddNode(); n != nil {
+			nv, err := note.NewVerifier(n.GetVerifierKey())
+			if err == nil {
+				verifiers = append(verifiers, nv)
+				addedAt[n.GetName()] = e.GetIndex() + 1
+			}
+		}
+	}
+	n, err := note.Open([]byte(text), note.VerifierList(verifiers...))
 	if err != nil {
-		return nil, fail(-1, "checkpoint is not signed by a node of this ledger's genesis: %v", err)
+		return nil, fail(-1, "checkpoint is not signed by a node of this ledger's registry: %v", err)
 	}
 	origin, size, root, err := ledger.ParseCheckpointBody(n.Text)
 	if err != nil {
@@ -106,7 +136,7 @@ func (v *Verifier) Checkpoint(text string) (*Checkpoint, error) {
 	}
 	cp := &Checkpoint{Size: size, Root: root, Note: text}
 	for _, s := range n.Sigs {
-		if !slices.Contains(cp.Signers, s.Name) {
+		if at, ok := addedAt[s.Name]; ok && at < size && !slices.Contains(cp.Signers, s.Name) {
 			cp.Signers = append(cp.Signers, s.Name)
 		}
 	}
@@ -150,22 +180,32 @@ type regChange struct {
 	change *pb.RegistryChange
 }
 
-// registryHistory fetches, verifies and returns the log's registry changes
-// below the checkpoint's size.
-func (v *Verifier) registryHistory(ctx context.Context, c *Client, cp *Checkpoint) ([]regChange, error) {
+// registryEntries fetches the log's registry-change entries (unverified).
+func (c *Client) registryEntries(ctx context.Context) ([]*pb.Entry, error) {
 	var entries []*pb.Entry
 	for tok := ""; ; {
 		r, err := c.Registry.ListRegistryChanges(ctx, &pb.ListRegistryChangesRequest{PageSize: 1000, PageToken: tok})
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range r.GetEntries() {
-			if e.GetIndex() < cp.Size {
-				entries = append(entries, e)
-			}
-		}
+		entries = append(entries, r.GetEntries()...)
 		if tok = r.GetNextPageToken(); tok == "" {
-			break
+			return entries, nil
+		}
+	}
+}
+
+// registryHistory fetches, verifies and returns the log's registry changes
+// below the checkpoint's size.
+func (v *Verifier) registryHistory(ctx context.Context, c *Client, cp *Checkpoint) ([]regChange, error) {
+	all, err := c.registryEntries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var entries []*pb.Entry
+	for _, e := range all {
+		if e.GetIndex() < cp.Size {
+			entries = append(entries, e)
 		}
 	}
 	return v.registryFrom(cp, entries, func(e *pb.Entry) ([][]byte, error) { return c.proof(ctx, e, cp) })
@@ -251,7 +291,11 @@ func (v *Verifier) LatestCheckpoint(ctx context.Context, c *Client, store *Trust
 	if err != nil {
 		return nil, nil, err
 	}
-	if cp, err = v.Checkpoint(cpr.GetCheckpoint().GetNote()); err != nil {
+	registry, err := c.registryEntries(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cp, err = v.CheckpointWith(cpr.GetCheckpoint().GetNote(), registry); err != nil {
 		return nil, nil, err
 	}
 	if store != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/gpuledger/gpuledger/verify"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 func TestCheckpoint(t *testing.T) {
@@ -71,5 +72,39 @@ func TestMinSigners(t *testing.T) {
 	}
 	if cp, err := v.Checkpoint(string(two)); err != nil || len(cp.Signers) != 2 {
 		t.Fatalf("Checkpoint(2 of 2) = %v, %v", cp, err)
+	}
+}
+
+// TestCheckpointFromRegistryNodes: a node added by a regulator-signed
+// registry change counts for checkpoints after its entry, not before, and
+// not without the entry.
+func TestCheckpointFromRegistryNodes(t *testing.T) {
+	c, err := consortium.Build(consortium.Dev(), consortium.Options{Rand: rand.NewChaCha8([32]byte{12})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := verify.New(c.Genesis)
+	skey, vkey, _ := note.GenerateKey(rand.NewChaCha8([32]byte{13}), "node-9")
+	s9, _ := note.NewSigner(skey)
+	env := c.Member("export-regulator").SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.Now(),
+		Change: &pb.RegistryChange_AddNode{AddNode: &pb.Node{Name: "node-9", ParticipantId: "eu-dist", VerifierKey: vkey}}})
+	added := []*pb.Entry{{Index: 4, Envelope: env, AcceptedAt: timestamppb.Now()}}
+	sign := func(size uint64) string {
+		b, _ := note.Sign(&note.Note{Text: ledger.CheckpointBody(v.Origin(), size, tlog.Hash{3})}, s9)
+		return string(b)
+	}
+	if _, err := v.CheckpointWith(sign(10), added); err != nil {
+		t.Fatalf("checkpoint 10 by a node added at entry 4: %v", err)
+	}
+	if _, err := v.CheckpointWith(sign(4), added); err == nil {
+		t.Fatal("checkpoint 4 by a node added at entry 4 verified")
+	}
+	if _, err := v.Checkpoint(sign(10)); err == nil {
+		t.Fatal("checkpoint by a node unknown to the genesis verified without the registry entry")
+	}
+	forged := c.Member("eu-dist").SignChange(&pb.RegistryChange{Actor: "eu-dist", OccurredAt: timestamppb.Now(),
+		Change: &pb.RegistryChange_AddNode{AddNode: &pb.Node{Name: "node-9", ParticipantId: "eu-dist", VerifierKey: vkey}}})
+	if _, err := v.CheckpointWith(sign(10), []*pb.Entry{{Index: 4, Envelope: forged, AcceptedAt: timestamppb.Now()}}); err == nil {
+		t.Fatal("a node added by a non-regulator counted")
 	}
 }
