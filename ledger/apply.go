@@ -216,10 +216,6 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 			return Result{}, err
 		}
 	case d.change != nil:
-		if a.reg.Participant(d.actor).GetRole() != pb.Role_ROLE_REGULATOR {
-			return Result{Err: custody.Reject(custody.Forbidden, custody.ReasonNotRegulator,
-				"%s is not a REGULATOR; only a regulator may change the registry", d.actor)}, nil
-		}
 		reg := a.reg
 		if !a.regCloned {
 			reg = a.reg.clone()
@@ -372,6 +368,10 @@ func (l *Ledger) authorizeAt(reg *Registry, d *decoded, index uint64) *custody.E
 		return custody.Reject(custody.Unauthenticated, custody.ReasonHybridRequired,
 			"%s requires hybrid signatures: sign with both its Ed25519 and its ML-DSA-65 key", d.actor)
 	}
+	if d.change != nil && p.GetRole() != pb.Role_ROLE_REGULATOR {
+		return custody.Reject(custody.Forbidden, custody.ReasonNotRegulator,
+			"%s is not a REGULATOR; only a regulator may change the registry", d.actor)
+	}
 	return nil
 }
 
@@ -405,9 +405,6 @@ func (c *Checker) check(e *pb.Entry, reg *Registry, bound bool) error {
 	}
 	if rej := l.authorizeAt(reg, &d, e.GetIndex()); rej != nil {
 		return rej
-	}
-	if d.change != nil && reg.Participant(d.actor).GetRole() != pb.Role_ROLE_REGULATOR {
-		return custody.Reject(custody.Forbidden, custody.ReasonNotRegulator, "%s is not a REGULATOR; only a regulator may change the registry", d.actor)
 	}
 	return nil
 }
