@@ -183,35 +183,33 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 	}
 	p := &pb.CustodyPassport{Genesis: l.Genesis(), Serial: req.GetSerial(), Checkpoint: cp,
 		Policy: l.Registry().Policy().Proto(), Participants: l.Registry().Participants()}
-	for from := uint64(0); ; {
-		page, next, err := l.SerialHistory(ctx, req.GetSerial(), from, maxPageSize)
-		if err != nil {
-			return nil, toStatus(ctx, s.n.log, err)
-		}
-		for _, e := range page {
-			if e.GetIndex() < cp.GetSize() {
-				p.Entries = append(p.Entries, e)
+	below := func(page func(from uint64, limit int) ([]*pb.Entry, uint64, error)) ([]*pb.Entry, error) {
+		var out []*pb.Entry
+		for from := uint64(0); ; {
+			es, next, err := page(from, maxPageSize)
+			if err != nil {
+				return nil, err
 			}
+			for _, e := range es {
+				if e.GetIndex() < cp.GetSize() {
+					out = append(out, e)
+				}
+			}
+			if next == 0 {
+				return out, nil
+			}
+			from = next
 		}
-		if next == 0 {
-			break
-		}
-		from = next
 	}
-	for from := uint64(0); ; {
-		page, next, err := l.RegistryEntries(ctx, from, maxPageSize)
-		if err != nil {
-			return nil, toStatus(ctx, s.n.log, err)
-		}
-		for _, e := range page {
-			if e.GetIndex() < cp.GetSize() {
-				p.RegistryEntries = append(p.RegistryEntries, e)
-			}
-		}
-		if next == 0 {
-			break
-		}
-		from = next
+	if p.Entries, err = below(func(from uint64, limit int) ([]*pb.Entry, uint64, error) {
+		return l.SerialHistory(ctx, req.GetSerial(), from, limit)
+	}); err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	if p.RegistryEntries, err = below(func(from uint64, limit int) ([]*pb.Entry, uint64, error) {
+		return l.RegistryEntries(ctx, from, limit)
+	}); err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
 	}
 	proofs := func(es []*pb.Entry) ([]*pb.InclusionProof, error) {
 		idx := make([]uint64, len(es))
