@@ -154,7 +154,7 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 		return err
 	}
 	var bar *progressbar.ProgressBar
-	if !quiet {
+	if !quiet && interactive(c.errOut) {
 		bar = progressbar.NewOptions(len(lines), progressbar.OptionSetWriter(c.errOut), progressbar.OptionSetDescription("importing"),
 			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("events"),
 			progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())

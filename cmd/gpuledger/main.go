@@ -163,3 +163,13 @@ func describe(err error) string {
 
 // errSilent is returned after a command has printed its own failure.
 var errSilent = errors.New("failed")
+
+// interactive reports whether w is a terminal: progress bars only go there.
+func interactive(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -92,6 +92,9 @@ when every planted finding is found and nothing else.`,
 			cfg := simulate.Config{Serials: serials, Rate: rate, Seed: seed, Keys: ks, Extra: extra,
 				Now: time.Now().UTC().Truncate(time.Second)}
 			cfg.Progress = func(done, total int) {
+				if !interactive(c.errOut) {
+					return
+				}
 				if bar == nil {
 					bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(c.errOut), progressbar.OptionSetDescription("submitting"),
 						progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("records"),

@@ -135,7 +135,11 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 	if err != nil {
 		return err
 	}
-	bar := progressbar.NewOptions64(int64(cp.Size), progressbar.OptionSetWriter(c.errOut), progressbar.OptionSetDescription("verifying"),
+	barOut := io.Discard
+	if interactive(c.errOut) {
+		barOut = c.errOut
+	}
+	bar := progressbar.NewOptions64(int64(cp.Size), progressbar.OptionSetWriter(barOut), progressbar.OptionSetDescription("verifying"),
 		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("entries"),
 		progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 	start := time.Now()
