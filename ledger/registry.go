@@ -3,7 +3,6 @@ package ledger
 import (
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/ledger/custody"
@@ -301,24 +300,4 @@ func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Err
 		return custody.Reject(custody.Malformed, custody.ReasonRegistryChangeEmpty, "registry change sets no change")
 	}
 	return nil
-}
-
-func describeChange(ch *pb.RegistryChange) string {
-	n := fmt.Sprintf("%T", ch.GetChange())
-	n = strings.TrimPrefix(n, "*gpuledgerv1.RegistryChange_")
-	return n
-}
-
-// NewRegistry returns the registry a genesis founds. Verifiers rebuild the
-// registry from it and the log's registry-change entries.
-func NewRegistry(g *pb.Genesis) (*Registry, error) { return newRegistry(g) }
-
-// WithChange returns the registry after a change recorded at index (in force
-// from index+1); r is unchanged.
-func (r *Registry) WithChange(ch *pb.RegistryChange, index uint64) (*Registry, error) {
-	c := r.clone()
-	if rej := c.applyChange(ch, index); rej != nil {
-		return nil, rej
-	}
-	return c, nil
 }

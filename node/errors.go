@@ -23,7 +23,6 @@ const ErrorDomain = "gpuledger.dev"
 // Reasons the node adds to the ledger's.
 const (
 	ReasonNoLeader    = "NO_LEADER"
-	ReasonNotServing  = "NOT_SERVING"
 	ReasonBadRequest  = "BAD_REQUEST"
 	ReasonNotFound    = "NOT_FOUND"
 	ReasonStale       = "STALE_READ"

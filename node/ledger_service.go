@@ -14,8 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-const codesUnavailable = codes.Unavailable
-
 type ledgerService struct {
 	gpuledgerv1grpc.UnimplementedLedgerServiceServer
 	n *Node

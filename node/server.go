@@ -13,6 +13,7 @@ import (
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -92,7 +93,7 @@ func (n *Node) waitSize(ctx context.Context, min uint64) error {
 		select {
 		case <-n.waitApplied():
 		case <-deadline.C:
-			return withInfo(codesUnavailable, ReasonStale, fmt.Sprintf("this node has applied %d entries, fewer than min_index %d; retry or ask another node", n.ledger.Size(), min), nil)
+			return withInfo(codes.Unavailable, ReasonStale, fmt.Sprintf("this node has applied %d entries, fewer than min_index %d; retry or ask another node", n.ledger.Size(), min), nil)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
