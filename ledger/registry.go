@@ -301,3 +301,17 @@ func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Err
 	}
 	return nil
 }
+
+// NewRegistry returns the registry a genesis founds. Verifiers rebuild the
+// registry from it and the log's registry-change entries.
+func NewRegistry(g *pb.Genesis) (*Registry, error) { return newRegistry(g) }
+
+// WithChange returns the registry after a change recorded at index (in force
+// from index+1); r is unchanged.
+func (r *Registry) WithChange(ch *pb.RegistryChange, index uint64) (*Registry, error) {
+	c := r.clone()
+	if rej := c.applyChange(ch, index); rej != nil {
+		return nil, rej
+	}
+	return c, nil
+}

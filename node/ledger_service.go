@@ -11,7 +11,6 @@ import (
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 )
 
 type ledgerService struct {
