@@ -70,11 +70,11 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 		return a.txn.Set(serialFindingKey(serial, idx, ordinal), []byte{byte(kind)})
 	}
 	for i, fl := range flags {
-		f := gaps.FromFlag(fl, ev, index, i, pol.Version())
-		f.Country = ev.GetLocation().GetCountry()
+		country := ev.GetLocation().GetCountry()
 		if fl.GetKind() == pb.FindingKind_FINDING_KIND_RESTRICTED_DESTINATION && ev.GetType() == pb.EventType_EVENT_TYPE_SHIPPED {
-			f.Country = next.GetOpenShipment().GetDestinationCountry()
+			country = next.GetOpenShipment().GetDestinationCountry()
 		}
+		f := gaps.FromFlag(fl, ev, index, i, pol.Version(), country)
 		if err := put(f, fl.GetKind(), index, i); err != nil {
 			return err
 		}
@@ -89,7 +89,7 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 		}
 		if due := prevShip.GetShippedAt().GetSeconds() + int64(w.Handoff/time.Second); at > due {
 			f := gaps.Handoff(serial, prevShip, w, pol.Version())
-			f.Country, f.Resolved, f.ResolvedByIndex = prevShip.GetDestinationCountry(), true, index
+			f.Resolved, f.ResolvedByIndex = true, index
 			f.EvidenceIndexes = append(f.EvidenceIndexes, index)
 			if err := put(f, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED, prevShip.GetShippedIndex(), 0); err != nil {
 				return err
@@ -109,8 +109,8 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 			return err
 		}
 		if at > last+int64(w.Window(c)/time.Second) {
-			f := gaps.Silent(serial, st.GetCustodian(), c, st.GetLastIndex(), st.GetLastEventAt().AsTime(), w, pol.Version())
-			f.Country, f.Resolved, f.ResolvedByIndex = st.GetLocation().GetCountry(), true, index
+			f := gaps.Silent(st, c, w, pol.Version())
+			f.Resolved, f.ResolvedByIndex = true, index
 			f.EvidenceIndexes = append(f.EvidenceIndexes, index)
 			if err := put(f, pb.FindingKind_FINDING_KIND_SILENT, st.GetLastIndex(), 0); err != nil {
 				return err
@@ -255,7 +255,6 @@ func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.Finding
 				return false, err
 			}
 			f = gaps.Handoff(st.GetSerial(), st.GetOpenShipment(), w, version)
-			f.Country = st.GetOpenShipment().GetDestinationCountry()
 		default:
 			last := int64(binary.BigEndian.Uint64(key[2:10]))
 			if last+int64(w.Window(class)/time.Second) >= asOf {
@@ -265,8 +264,7 @@ func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.Finding
 			if err != nil {
 				return false, err
 			}
-			f = gaps.Silent(st.GetSerial(), st.GetCustodian(), class, st.GetLastIndex(), st.GetLastEventAt().AsTime(), w, version)
-			f.Country = st.GetLocation().GetCountry()
+			f = gaps.Silent(st, class, w, version)
 		}
 		if !q.Match(f) || (q.Country != "" && f.GetCountry() != q.Country) {
 			continue
@@ -328,14 +326,10 @@ func (l *Ledger) SerialFindings(ctx context.Context, serial string, asOf time.Ti
 			return err
 		}
 		if sh := st.GetOpenShipment(); sh != nil && sh.GetShippedAt().GetSeconds()+int64(w.Handoff/time.Second) < asOf.Unix() {
-			f := gaps.Handoff(serial, sh, w, version)
-			f.Country = sh.GetDestinationCountry()
-			out = append(out, f)
+			out = append(out, gaps.Handoff(serial, sh, w, version))
 		}
 		if c := gaps.SilenceClass(st); c != 0 && st.GetLastEventAt().GetSeconds()+int64(w.Window(c)/time.Second) < asOf.Unix() {
-			f := gaps.Silent(serial, st.GetCustodian(), c, st.GetLastIndex(), st.GetLastEventAt().AsTime(), w, version)
-			f.Country = st.GetLocation().GetCountry()
-			out = append(out, f)
+			out = append(out, gaps.Silent(st, c, w, version))
 		}
 		return nil
 	})
@@ -380,20 +374,37 @@ func (l *Ledger) DueBetween(ctx context.Context, from, to time.Time) ([]*pb.Find
 			return nil
 		}
 		if err := scan([]byte{'H'}, w.Handoff, func(st *pb.SerialState) *pb.Finding {
-			f := gaps.Handoff(st.GetSerial(), st.GetOpenShipment(), w, version)
-			f.Country = st.GetOpenShipment().GetDestinationCountry()
-			return f
+			return gaps.Handoff(st.GetSerial(), st.GetOpenShipment(), w, version)
 		}); err != nil {
 			return err
 		}
 		for _, class := range []byte{1, 2} {
 			if err := scan([]byte{'S', class}, w.Window(class), func(st *pb.SerialState) *pb.Finding {
-				f := gaps.Silent(st.GetSerial(), st.GetCustodian(), class, st.GetLastIndex(), st.GetLastEventAt().AsTime(), w, version)
-				f.Country = st.GetLocation().GetCountry()
-				return f
+				return gaps.Silent(st, class, w, version)
 			}); err != nil {
 				return err
 			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// EntryFindings returns the findings stored for an entry's flags: the same
+// findings ListFindings gives, for streaming them as entries are applied.
+func (l *Ledger) EntryFindings(ctx context.Context, e *pb.Entry) ([]*pb.Finding, error) {
+	var out []*pb.Finding
+	err := l.db.View(func(txn *badger.Txn) error {
+		for i, fl := range e.GetFlags() {
+			b, err := getValue(txn, findingKey(fl.GetKind(), e.GetIndex(), i))
+			if err != nil {
+				return fmt.Errorf("finding %d of entry %d: %w", i, e.GetIndex(), err)
+			}
+			f := new(pb.Finding)
+			if err := proto.Unmarshal(b, f); err != nil {
+				return err
+			}
+			out = append(out, f)
 		}
 		return nil
 	})

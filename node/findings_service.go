@@ -98,12 +98,13 @@ func (s *auditService) WatchFindings(req *pb.WatchFindingsRequest, stream grpc.S
 	for {
 		wake := s.n.waitApplied()
 		if size := l.Size(); next < size {
-			version := l.Registry().Policy().Version()
 			err := l.Entries(ctx, next, size, func(e *pb.Entry) error {
 				next = e.GetIndex() + 1
-				for i, fl := range e.GetFlags() {
-					f := gaps.FromFlag(fl, e.GetEvent(), e.GetIndex(), i, version)
-					f.Country = e.GetEvent().GetLocation().GetCountry()
+				fs, err := l.EntryFindings(ctx, e)
+				if err != nil {
+					return err
+				}
+				for _, f := range fs {
 					if err := send(f); err != nil {
 						return err
 					}

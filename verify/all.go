@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"runtime"
 	"sync"
 
@@ -31,6 +30,17 @@ type AllReport struct {
 type Head struct {
 	Hash  [32]byte
 	Count uint64
+}
+
+// FirstProblem says what failed at the lowest failing index.
+func (r *AllReport) FirstProblem() string {
+	first := r.First()
+	for _, f := range r.Failures {
+		if f.Index == first {
+			return f.What
+		}
+	}
+	return ""
 }
 
 // OK reports whether nothing failed.
@@ -131,7 +141,7 @@ func (s *Stream) start() {
 				// The stream recomputes the Merkle root over every entry, so
 				// the bytes are bound; the caller compares the root.
 				if err := s.v.checker.CheckBound(j.e, j.reg); err != nil {
-					s.fail(fail0(int64(j.e.GetIndex()), "signature check failed: %v", err))
+					s.fail(fail(int64(j.e.GetIndex()), "signature check failed: %v", err))
 				}
 			}
 		})
@@ -162,7 +172,7 @@ func (s *Stream) Add(e *pb.Entry) error {
 	}
 	i := s.next
 	if e.GetIndex() != i {
-		s.fail(fail0(int64(i), "entry %d is missing: the log goes on with entry %d", i, e.GetIndex()))
+		s.fail(fail(int64(i), "entry %d is missing: the log goes on with entry %d", i, e.GetIndex()))
 		s.stopped = true
 		return nil
 	}
@@ -176,23 +186,23 @@ func (s *Stream) Add(e *pb.Entry) error {
 	// verify canonical form, structure and signatures.
 	env := new(pb.Envelope)
 	if err := proto.Unmarshal(e.GetEnvelope(), env); err != nil {
-		s.fail(fail0(int64(i), "envelope: %v", err))
+		s.fail(fail(int64(i), "envelope: %v", err))
 		return nil
 	}
 	if env.GetPayloadType() == "application/vnd.gpuledger.registry-change+proto" {
 		s.Wait() // every earlier check sees the registry of its own index
 		if err := s.v.checker.Check(e, s.reg); err != nil {
-			s.fail(fail0(int64(i), "registry change: %v", err))
+			s.fail(fail(int64(i), "registry change: %v", err))
 			return nil
 		}
 		ch := new(pb.RegistryChange)
 		if err := ledger.UnmarshalPayload(env, ch); err != nil {
-			s.fail(fail0(int64(i), "registry change: %v", err))
+			s.fail(fail(int64(i), "registry change: %v", err))
 			return nil
 		}
 		next, err := s.reg.WithChange(ch, i)
 		if err != nil {
-			s.fail(fail0(int64(i), "registry change does not apply: %v", err))
+			s.fail(fail(int64(i), "registry change does not apply: %v", err))
 			return nil
 		}
 		s.reg = next
@@ -201,15 +211,15 @@ func (s *Stream) Add(e *pb.Entry) error {
 	}
 	ev := new(pb.CustodyEvent)
 	if err := proto.Unmarshal(env.GetPayload(), ev); err != nil {
-		s.fail(fail0(int64(i), "custody event: %v", err))
+		s.fail(fail(int64(i), "custody event: %v", err))
 		return nil
 	}
 	h, seen := s.rep.Heads[ev.GetSerial()]
 	switch {
 	case !seen && ev.GetType() != pb.EventType_EVENT_TYPE_MANUFACTURED:
-		s.fail(fail0(int64(i), "serial %s starts without MANUFACTURED", ev.GetSerial()))
+		s.fail(fail(int64(i), "serial %s starts without MANUFACTURED", ev.GetSerial()))
 	case seen && !bytes.Equal(ev.GetPrevEventHash(), h.Hash[:]):
-		s.fail(fail0(int64(i), "serial %s: prev_event_hash %x does not link to its previous entry %x", ev.GetSerial(), ev.GetPrevEventHash(), h.Hash[:]))
+		s.fail(fail(int64(i), "serial %s: prev_event_hash %x does not link to its previous entry %x", ev.GetSerial(), ev.GetPrevEventHash(), h.Hash[:]))
 	}
 	s.rep.Heads[ev.GetSerial()] = Head{Hash: eh, Count: h.Count + 1}
 	s.jobs <- streamJob{e, s.reg}
@@ -234,8 +244,4 @@ func (v *Verifier) finish(rep *AllReport, rng *compact.Range, n uint64) (*AllRep
 	}
 	copy(rep.Root[:], root)
 	return rep, nil
-}
-
-func fail0(index int64, format string, args ...any) *Failure {
-	return &Failure{Index: index, What: fmt.Sprintf(format, args...)}
 }

@@ -165,7 +165,7 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 	elapsed := time.Since(start)
 	switch {
 	case !rep.OK():
-		fmt.Fprintf(c.out, "FAILED: entry %d: %s (%d problems)\n", rep.First(), firstProblem(rep), len(rep.Failures))
+		fmt.Fprintf(c.out, "FAILED: entry %d: %s (%d problems)\n", rep.First(), rep.FirstProblem(), len(rep.Failures))
 		return errSilent
 	case rep.Entries != cp.Size:
 		fmt.Fprintf(c.out, "FAILED: the node streamed %d entries; its checkpoint commits to %d\n", rep.Entries, cp.Size)
@@ -180,15 +180,6 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 		fmt.Fprintf(c.out, "  the checkpoint extends the one verified before (size %d): consistency proved\n", trusted.Size)
 	}
 	return nil
-}
-
-func firstProblem(rep *verify.AllReport) string {
-	for _, f := range rep.Failures {
-		if f.Index == rep.First() {
-			return f.What
-		}
-	}
-	return ""
 }
 
 // verifyPassport checks a passport file offline.

@@ -105,7 +105,7 @@ func runCheck(ctx context.Context, dir string, out interface{ Write([]byte) (int
 	}
 	root := l.Root()
 	if !rep.OK() {
-		fmt.Fprintf(out, "FAILED: entry %d: %s (%d problems)\n", rep.First(), firstWhat(rep), len(rep.Failures))
+		fmt.Fprintf(out, "FAILED: entry %d: %s (%d problems)\n", rep.First(), rep.FirstProblem(), len(rep.Failures))
 		return errFailed
 	}
 	if rep.Root != root {
@@ -114,16 +114,6 @@ func runCheck(ctx context.Context, dir string, out interface{ Write([]byte) (int
 	}
 	fmt.Fprintf(out, "OK: %d entries, %d serials, %d registry changes; root %x\n", rep.Entries, rep.Serials, rep.Registry, root[:])
 	return nil
-}
-
-func firstWhat(rep *verify.AllReport) string {
-	first := rep.First()
-	for _, f := range rep.Failures {
-		if f.Index == first {
-			return f.What
-		}
-	}
-	return ""
 }
 
 var errFailed = errors.New("the store check failed")

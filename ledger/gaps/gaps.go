@@ -46,8 +46,8 @@ func (w Windows) Window(class byte) time.Duration {
 // Name returns a kind's short name, for example "SILENT".
 func Name(k pb.FindingKind) string { return strings.TrimPrefix(k.String(), "FINDING_KIND_") }
 
-// FromFlag is the finding an entry's flag stands for.
-func FromFlag(f *pb.Flag, ev *pb.CustodyEvent, index uint64, ordinal int, policyVersion uint64) *pb.Finding {
+// FromFlag is the finding an entry's flag stands for, located in country.
+func FromFlag(f *pb.Flag, ev *pb.CustodyEvent, index uint64, ordinal int, policyVersion uint64, country string) *pb.Finding {
 	parts := []string{ev.GetActor()}
 	if c := ev.GetCounterparty(); c != "" && c != ev.GetActor() {
 		parts = append(parts, c)
@@ -59,34 +59,39 @@ func FromFlag(f *pb.Flag, ev *pb.CustodyEvent, index uint64, ordinal int, policy
 	return &pb.Finding{
 		Id: id, Kind: f.GetKind(), Severity: f.GetSeverity(), Serial: ev.GetSerial(), Participants: parts,
 		EvidenceIndexes: []uint64{index}, PolicyVersion: policyVersion, Time: ev.GetOccurredAt(),
-		Summary: ev.GetSerial() + ": " + f.GetDetail(),
+		Summary: ev.GetSerial() + ": " + f.GetDetail(), Country: country,
 	}
 }
 
-// Handoff is the HANDOFF_UNCONFIRMED finding of an open shipment.
+// Handoff is the HANDOFF_UNCONFIRMED finding of an open shipment, located in
+// its destination.
 func Handoff(serial string, sh *pb.Shipment, w Windows, policyVersion uint64) *pb.Finding {
 	due := sh.GetShippedAt().AsTime().Add(w.Handoff)
 	return &pb.Finding{
 		Id: fmt.Sprintf("HANDOFF_UNCONFIRMED/%d", sh.GetShippedIndex()), Kind: pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED,
 		Severity: pb.Severity_SEVERITY_HIGH, Serial: serial, Participants: []string{sh.GetShipper(), sh.GetConsignee()},
 		EvidenceIndexes: []uint64{sh.GetShippedIndex()}, PolicyVersion: policyVersion, Time: timestamppb.New(due),
+		Country: sh.GetDestinationCountry(),
 		Summary: fmt.Sprintf("%s: shipped by %s to %s on %s, not received within %s", serial, sh.GetShipper(), sh.GetConsignee(),
 			sh.GetShippedAt().AsTime().UTC().Format(time.RFC3339), days(w.Handoff)),
 	}
 }
 
-// Silent is the SILENT finding of a serial that has said nothing since its
-// last event (index, at time last, in the given class).
-func Silent(serial, custodian string, class byte, lastIndex uint64, last time.Time, w Windows, policyVersion uint64) *pb.Finding {
+// Silent is the SILENT finding of a serial in state st (of silence class
+// class) that has said nothing since its last event, located where that
+// event was.
+func Silent(st *pb.SerialState, class byte, w Windows, policyVersion uint64) *pb.Finding {
 	what := "in custody"
 	if class == 1 {
 		what = "installed"
 	}
+	last := st.GetLastEventAt().AsTime()
 	return &pb.Finding{
-		Id: fmt.Sprintf("SILENT/%s/%d", serial, lastIndex), Kind: pb.FindingKind_FINDING_KIND_SILENT,
-		Severity: pb.Severity_SEVERITY_MEDIUM, Serial: serial, Participants: []string{custodian},
-		EvidenceIndexes: []uint64{lastIndex}, PolicyVersion: policyVersion, Time: timestamppb.New(last.Add(w.Window(class))),
-		Summary: fmt.Sprintf("%s: %s by %s, no event since %s (over %s)", serial, what, custodian, last.UTC().Format(time.RFC3339), days(w.Window(class))),
+		Id: fmt.Sprintf("SILENT/%s/%d", st.GetSerial(), st.GetLastIndex()), Kind: pb.FindingKind_FINDING_KIND_SILENT,
+		Severity: pb.Severity_SEVERITY_MEDIUM, Serial: st.GetSerial(), Participants: []string{st.GetCustodian()},
+		EvidenceIndexes: []uint64{st.GetLastIndex()}, PolicyVersion: policyVersion, Time: timestamppb.New(last.Add(w.Window(class))),
+		Country: st.GetLocation().GetCountry(),
+		Summary: fmt.Sprintf("%s: %s by %s, no event since %s (over %s)", st.GetSerial(), what, st.GetCustodian(), last.UTC().Format(time.RFC3339), days(w.Window(class))),
 	}
 }
 
