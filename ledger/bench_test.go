@@ -2,8 +2,6 @@ package ledger_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -156,12 +154,8 @@ func BenchmarkIngest(b *testing.B) {
 // store is the same every time), and the mean envelope size.
 func bigLedger(b *testing.B, n int) (*ledger.Ledger, string) {
 	c := benchConsortium(b, "Ed25519", []keys.Scheme{keys.Ed25519})
-	id := sha256.Sum256(c.Genesis)
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("gpuledger-bench-%d-%s", n, hex.EncodeToString(id[:6])))
-	cfg := ledger.DefaultConfig(dir)
-	cfg.Genesis, cfg.NodeSigner, cfg.SyncWrites = c.Genesis, c.NodeSigner, false
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	l, err := ledger.Open(context.Background(), cfg)
+	dir := workload.BenchDir(c, fmt.Sprint(n))
+	l, err := workload.OpenBench(c, dir)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,12 +3,9 @@ package ledger_test
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -86,12 +83,8 @@ func BenchmarkDetectorCost(b *testing.B) {
 func findingsLedger(b *testing.B) (*ledger.Ledger, time.Time) {
 	const serials = 1_000_000
 	c := benchConsortium(b, "Ed25519", []keys.Scheme{keys.Ed25519})
-	id := sha256.Sum256(c.Genesis)
-	dir := filepath.Join(os.TempDir(), "gpuledger-bench-findings-1M-"+hex.EncodeToString(id[:6]))
-	cfg := ledger.DefaultConfig(dir)
-	cfg.Genesis, cfg.NodeSigner, cfg.SyncWrites = c.Genesis, c.NodeSigner, false
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	l, err := ledger.Open(context.Background(), cfg)
+	dir := workload.BenchDir(c, "findings-1M")
+	l, err := workload.OpenBench(c, dir)
 	if err != nil {
 		b.Fatal(err)
 	}

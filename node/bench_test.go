@@ -2,12 +2,8 @@ package node_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -19,7 +15,6 @@ import (
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/internal/workload"
-	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -155,8 +150,7 @@ func benchNodeWith(b *testing.B, c *consortium.Consortium) *testNode {
 // the temporary directory), and reports p99 latencies and the peak RSS.
 func BenchmarkReads1M(b *testing.B) {
 	c := benchConsortium(b, keys.Ed25519)
-	id := sha256.Sum256(c.Genesis)
-	dir := filepath.Join(os.TempDir(), "gpuledger-node-bench-1M-"+hex.EncodeToString(id[:6]))
+	dir := workload.BenchDir(c, "node-1M")
 	const n = 1_000_000
 	serials := buildBig(b, c, dir, n)
 	saved := dev
@@ -197,10 +191,7 @@ func BenchmarkReads1M(b *testing.B) {
 // buildBig fills dir/ledger with n entries through ledger.Apply (once) and
 // returns some of its serials.
 func buildBig(b *testing.B, c *consortium.Consortium, dir string, n int) []string {
-	cfg := ledger.DefaultConfig(filepath.Join(dir, "ledger"))
-	cfg.Genesis, cfg.NodeSigner, cfg.SyncWrites = c.Genesis, c.NodeSigner, false
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	l, err := ledger.Open(context.Background(), cfg)
+	l, err := workload.OpenBench(c, filepath.Join(dir, "ledger"))
 	if err != nil {
 		b.Fatal(err)
 	}

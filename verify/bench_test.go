@@ -2,12 +2,7 @@ package verify_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"log/slog"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -15,7 +10,6 @@ import (
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/internal/workload"
-	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/verify"
 )
@@ -33,12 +27,8 @@ func BenchmarkVerifyAll1M(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	id := sha256.Sum256(c.Genesis)
-	dir := filepath.Join(os.TempDir(), "gpuledger-bench-verify-1M-"+hex.EncodeToString(id[:6]))
-	cfg := ledger.DefaultConfig(dir)
-	cfg.Genesis, cfg.NodeSigner, cfg.SyncWrites = c.Genesis, c.NodeSigner, false
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	l, err := ledger.Open(context.Background(), cfg)
+	dir := workload.BenchDir(c, "verify-1M")
+	l, err := workload.OpenBench(c, dir)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,7 +2,12 @@ package workload
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/gpuledger/gpuledger/internal/consortium"
@@ -47,4 +52,21 @@ func Fill(ctx context.Context, l *ledger.Ledger, c *consortium.Consortium, prefi
 		return nil
 	}
 	return apply(buf)
+}
+
+// BenchDir is where benchmarks keep a store they build once and reuse:
+// the temporary directory, named by name and the consortium's ledger id, so
+// a store is never reused with another genesis.
+func BenchDir(c *consortium.Consortium, name string) string {
+	id := sha256.Sum256(c.Genesis)
+	return filepath.Join(os.TempDir(), fmt.Sprintf("gpuledger-bench-%s-%s", name, hex.EncodeToString(id[:6])))
+}
+
+// OpenBench opens (creating) a benchmark's ledger in dir for consortium c,
+// without synced writes or logs.
+func OpenBench(c *consortium.Consortium, dir string) (*ledger.Ledger, error) {
+	cfg := ledger.DefaultConfig(dir)
+	cfg.Genesis, cfg.NodeSigner, cfg.SyncWrites = c.Genesis, c.NodeSigner, false
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	return ledger.Open(context.Background(), cfg)
 }
