@@ -21,7 +21,7 @@ func at(t time.Time) func(*pb.CustodyEvent) {
 
 func (f *fixture) findings(asOf time.Time, kinds ...pb.FindingKind) []*pb.Finding {
 	f.t.Helper()
-	out, _, err := f.l.Findings(context.Background(), ledger.FindingQuery{Filter: gaps.Filter{Kinds: kinds, IncludeResolve: true}, AsOf: asOf, Limit: 1000})
+	out, _, err := f.l.Findings(context.Background(), ledger.FindingQuery{Filter: gaps.Filter{Kinds: kinds, IncludeResolved: true}, AsOf: asOf, Limit: 1000})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func (s *auditService) ListFindings(ctx context.Context, req *pb.ListFindingsReq
 	}
 	fs, next, err := s.n.ledger.Findings(ctx, ledger.FindingQuery{
 		Filter: gaps.Filter{Kinds: req.GetKinds(), MinSeverity: req.GetMinSeverity(), Serial: req.GetSerial(),
-			Participant: req.GetParticipant(), Country: req.GetCountry(), IncludeResolve: req.GetIncludeResolved()},
+			Participant: req.GetParticipant(), Country: req.GetCountry(), IncludeResolved: req.GetIncludeResolved()},
 		AsOf: asOf, After: after, Limit: limit,
 	})
 	if err != nil {

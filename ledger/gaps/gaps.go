@@ -109,7 +109,7 @@ type Filter struct {
 	Serial         string
 	Participant    string
 	Country        string // matched against Finding locations by the caller
-	IncludeResolve bool
+	IncludeResolved bool
 }
 
 // Match reports whether f passes the filter (all but Kinds and Country,
@@ -121,7 +121,7 @@ func (flt Filter) Match(f *pb.Finding) bool {
 	if flt.Serial != "" && f.GetSerial() != flt.Serial {
 		return false
 	}
-	if f.GetResolved() && !flt.IncludeResolve {
+	if f.GetResolved() && !flt.IncludeResolved {
 		return false
 	}
 	if flt.Participant != "" {
