@@ -104,11 +104,11 @@ func days(d time.Duration) string {
 
 // Filter selects findings; zero fields match all.
 type Filter struct {
-	Kinds          []pb.FindingKind
-	MinSeverity    pb.Severity
-	Serial         string
-	Participant    string
-	Country        string // matched against Finding locations by the caller
+	Kinds           []pb.FindingKind
+	MinSeverity     pb.Severity
+	Serial          string
+	Participant     string
+	Country         string // matched against Finding locations by the caller
 	IncludeResolved bool
 }
 
