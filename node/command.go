@@ -5,20 +5,40 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Raft commands carry a type byte, then the payload:
 //
-//	cmdBatch: int64be(accepted_at Unix ns) uvarint(n) n × (uvarint(len) envelope)
-const cmdBatch byte = 1
+//	cmdBatch:        int64be(accepted_at Unix ns) uvarint(n) n × (uvarint(len) envelope)
+//	cmdCheckedBatch: uint64be(raft index) uint64be(size) root[32], then as cmdBatch
+//
+// A checked batch carries the proposer's state after the last batch it had
+// applied (its raft index, log size and Merkle root), for followers to
+// compare with their own (see fsm.Apply). Nodes write only checked batches;
+// they read both.
+const (
+	cmdBatch        byte = 1
+	cmdCheckedBatch byte = 2
+)
 
-func encodeBatch(at time.Time, envs [][]byte) []byte {
-	size := 1 + 8 + binary.MaxVarintLen64
+// batchState is a node's log after applying the batch at a raft index.
+type batchState struct {
+	index, size uint64
+	root        tlog.Hash
+}
+
+func encodeBatch(at time.Time, check batchState, envs [][]byte) []byte {
+	size := 1 + 48 + 8 + binary.MaxVarintLen64
 	for _, e := range envs {
 		size += binary.MaxVarintLen64 + len(e)
 	}
 	b := make([]byte, 0, size)
-	b = append(b, cmdBatch)
+	b = append(b, cmdCheckedBatch)
+	b = binary.BigEndian.AppendUint64(b, check.index)
+	b = binary.BigEndian.AppendUint64(b, check.size)
+	b = append(b, check.root[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixNano()))
 	b = binary.AppendUvarint(b, uint64(len(envs)))
 	for _, e := range envs {
@@ -30,28 +50,40 @@ func encodeBatch(at time.Time, envs [][]byte) []byte {
 
 var errBadCommand = errors.New("malformed raft command")
 
-func decodeBatch(b []byte) (time.Time, [][]byte, error) {
-	if len(b) < 9 || b[0] != cmdBatch {
-		return time.Time{}, nil, fmt.Errorf("%w: type %x", errBadCommand, b[:min(1, len(b))])
+// decodeBatch decodes a batch command; check is zero for an unchecked one.
+func decodeBatch(b []byte) (time.Time, batchState, [][]byte, error) {
+	var check batchState
+	switch {
+	case len(b) >= 1+48 && b[0] == cmdCheckedBatch:
+		check.index = binary.BigEndian.Uint64(b[1:9])
+		check.size = binary.BigEndian.Uint64(b[9:17])
+		copy(check.root[:], b[17:49])
+		b = b[48:]
+	case len(b) >= 1 && b[0] == cmdBatch:
+	default:
+		return time.Time{}, check, nil, fmt.Errorf("%w: type %x", errBadCommand, b[:min(1, len(b))])
+	}
+	if len(b) < 9 {
+		return time.Time{}, check, nil, fmt.Errorf("%w: too short", errBadCommand)
 	}
 	at := time.Unix(0, int64(binary.BigEndian.Uint64(b[1:9]))).UTC()
 	b = b[9:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)) {
-		return time.Time{}, nil, fmt.Errorf("%w: count", errBadCommand)
+		return time.Time{}, check, nil, fmt.Errorf("%w: count", errBadCommand)
 	}
 	b = b[k:]
 	envs := make([][]byte, 0, n)
 	for range n {
 		l, k := binary.Uvarint(b)
 		if k <= 0 || l > uint64(len(b)-k) {
-			return time.Time{}, nil, fmt.Errorf("%w: envelope length", errBadCommand)
+			return time.Time{}, check, nil, fmt.Errorf("%w: envelope length", errBadCommand)
 		}
 		envs = append(envs, b[k:k+int(l)])
 		b = b[k+int(l):]
 	}
 	if len(b) != 0 {
-		return time.Time{}, nil, fmt.Errorf("%w: %d trailing bytes", errBadCommand, len(b))
+		return time.Time{}, check, nil, fmt.Errorf("%w: %d trailing bytes", errBadCommand, len(b))
 	}
-	return at, envs, nil
+	return at, check, envs, nil
 }

@@ -99,7 +99,7 @@ func (n *Node) propose(group []*request, count int) {
 		envs = append(envs, r.envs...)
 	}
 	n.ledger.Preverify(envs)
-	f := n.raft.Apply(encodeBatch(time.Now(), envs), n.cfg.ApplyTimeout)
+	f := n.raft.Apply(encodeBatch(time.Now(), *n.lastBatch.Load(), envs), n.cfg.ApplyTimeout)
 	go func() {
 		fail := func(err error) {
 			for _, r := range group {

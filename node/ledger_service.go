@@ -19,6 +19,11 @@ type ledgerService struct {
 }
 
 func (s *ledgerService) Append(ctx context.Context, req *pb.AppendRequest) (*pb.AppendResponse, error) {
+	if c, err := s.n.leaderConn(ctx); err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	} else if c != nil {
+		return gpuledgerv1grpc.NewLedgerServiceClient(c).Append(forwardCtx(ctx), req)
+	}
 	raw, err := marshalEnvelope(req.GetEnvelope())
 	if err != nil {
 		return nil, err
@@ -45,6 +50,11 @@ func (s *ledgerService) AppendBatch(ctx context.Context, req *pb.AppendBatchRequ
 	if len(envs) > s.n.cfg.MaxBatchEnvelopes {
 		return nil, toStatus(ctx, s.n.log, custody.Reject(custody.TooLarge, custody.ReasonTooLarge,
 			"batch of %d envelopes; at most %d: split it", len(envs), s.n.cfg.MaxBatchEnvelopes))
+	}
+	if c, err := s.n.leaderConn(ctx); err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	} else if c != nil {
+		return gpuledgerv1grpc.NewLedgerServiceClient(c).AppendBatch(forwardCtx(ctx), req)
 	}
 	raws := make([][]byte, len(envs))
 	for i, e := range envs {

@@ -1,6 +1,9 @@
 // Package node serves a gpuledger ledger over gRPC and replicates it with
-// raft. A single node is a one-voter raft cluster: every write goes through
-// the raft log, and the FSM applies committed batches with ledger.Apply.
+// raft (hashicorp/raft). Each organisation's node is a voter; a node alone is
+// a one-voter cluster. Every write goes through the raft log, and every node's
+// FSM applies committed batches with ledger.Apply, verifying every signature
+// itself. Followers forward writes to the leader over gRPC. Raft and gRPC
+// share the node's one address (see mux.go).
 //
 // Writes are group-committed: concurrent Append and AppendBatch calls are
 // gathered for up to Config.BatchWindow into one raft command, whose
@@ -10,10 +13,10 @@ package node
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
+		"errors"
 	"fmt"
 	"io"
+	"net"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,6 +56,34 @@ type Config struct {
 	// ReadWait bounds how long a read with min_index waits for the node to
 	// catch up.
 	ReadWait time.Duration
+
+	// Listener is the node's address. With it the node serves raft on it
+	// beside gRPC (serve gRPC on GRPCListener) and reaches its peers over
+	// TCP. Without it the node is a one-voter cluster on an in-memory
+	// transport (tests and benchmarks).
+	Listener net.Listener
+	// Advertise is the address peers and clients reach this node at
+	// (host:port); Listener's address when empty.
+	Advertise string
+	// Peers founds a new cluster: every founding node's name and address,
+	// this node's among them. Every founder must be given the same list. Used
+	// only when the node has no raft state yet.
+	Peers []Peer
+	// Join is the address of a running member: a new node asks it to add this
+	// node as a voter. Used only when the node has no raft state yet.
+	Join string
+	// SnapshotInterval, SnapshotThreshold and TrailingLogs set when raft
+	// snapshots the ledger and compacts its log: every SnapshotInterval, if
+	// SnapshotThreshold commands were applied since the last snapshot, keeping
+	// the newest TrailingLogs commands for followers that are a little behind.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+}
+
+// Peer is a member of the raft configuration.
+type Peer struct {
+	Name, Addr string
 }
 
 // DefaultConfig returns the defaults for a node named name storing in dir.
@@ -64,6 +95,9 @@ func DefaultConfig(name, dir string) Config {
 		MaxBatchEnvelopes: ledger.DefaultMaxBatchEnvelopes,
 		ApplyTimeout:      10 * time.Second,
 		ReadWait:          2 * time.Second,
+		SnapshotInterval:  2 * time.Minute,
+		SnapshotThreshold: 8192,
+		TrailingLogs:      10240,
 	}
 }
 
@@ -82,6 +116,29 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node config: MaxBatchEnvelopes must be 1 to %d", ledger.DefaultMaxBatchEnvelopes)
 	case c.BatchWindow < 0 || c.ApplyTimeout <= 0 || c.ReadWait < 0:
 		return errors.New("node config: BatchWindow, ApplyTimeout and ReadWait must not be negative")
+	case (len(c.Peers) > 0 || c.Join != "") && c.Listener == nil:
+		return errors.New("node config: Peers and Join need a Listener (the node's address)")
+	case len(c.Peers) > 0 && c.Join != "":
+		return errors.New("node config: give Peers (found a cluster) or Join (join one), not both")
+	case c.SnapshotInterval <= 0 || c.SnapshotThreshold == 0:
+		return errors.New("node config: SnapshotInterval and SnapshotThreshold must be positive")
+	}
+	if len(c.Peers) > 0 {
+		seen := make(map[string]bool)
+		self := false
+		for _, p := range c.Peers {
+			if p.Name == "" || p.Addr == "" {
+				return fmt.Errorf("node config: peer %q at %q: name and address are required", p.Name, p.Addr)
+			}
+			if seen[p.Name] {
+				return fmt.Errorf("node config: peer %s is listed twice", p.Name)
+			}
+			seen[p.Name] = true
+			self = self || p.Name == c.Name
+		}
+		if !self {
+			return fmt.Errorf("node config: the peers do not include this node (%s); list every founding node, this one too", c.Name)
+		}
 	}
 	return nil
 }
@@ -94,6 +151,19 @@ type Node struct {
 	raft   *raft.Raft
 	store  *raftStore
 	health *health.Server
+	mux    *mux
+	addr   string // the address peers reach this node at
+	peers  *peerConns
+
+	// restoring is set while a snapshot replaces the store; reads wait out.
+	restoring atomic.Bool
+	// lastBatch is the raft index, size and root after the last applied
+	// batch; the leader sends it with its next command so followers can
+	// compare (see fsm.Apply).
+	lastBatch atomic.Pointer[batchState]
+	// recent keeps this node's batchState for recent raft indexes.
+	recentMu sync.Mutex
+	recent   map[uint64]batchState
 
 	in      chan *request
 	stop    chan struct{}
@@ -121,16 +191,35 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	// a crash raft replays exactly what the ledger lost. The ledger need not
 	// fsync each batch; Snapshot syncs it before raft may compact the log.
 	lcfg.SyncWrites = false
-	l, err := ledger.Open(ctx, lcfg)
-	if err != nil {
-		return nil, err
-	}
-	n := &Node{cfg: cfg, log: cfg.Logger, ledger: l, health: health.NewServer(),
-		in: make(chan *request, 4096), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, health: health.NewServer(),
+		in: make(chan *request, 4096), stop: make(chan struct{}), recent: make(map[uint64]batchState)}
 	ch := make(chan struct{})
 	n.applied.Store(&ch)
-	if err := n.startRaft(); err != nil {
+	n.addr = cfg.Advertise
+	if cfg.Listener != nil {
+		n.mux = newMux(cfg.Listener)
+		if n.addr == "" {
+			n.addr = cfg.Listener.Addr().String()
+		}
+	}
+	n.peers = newPeerConns()
+	l, err := ledger.Open(ctx, lcfg)
+	if errors.Is(err, ledger.ErrCorrupt) {
+		// Serve the reason, not the store: health NOT_SERVING, the alarm in
+		// GetClusterStatus, every ledger RPC refused with it. The node takes
+		// no part in raft until an operator repairs or replaces the store.
+		n.raiseAlarm(fmt.Sprintf("the store failed its start-up check and is not served: %v", err))
+		return n, nil
+	}
+	if err != nil {
+		n.close()
+		return nil, err
+	}
+	n.ledger = l
+	n.lastBatch.Store(&batchState{index: l.AppliedIndex(), size: l.Size(), root: l.Root()})
+	if err := n.startRaft(ctx); err != nil {
 		l.Close()
+		n.close()
 		return nil, err
 	}
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -139,7 +228,20 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func (n *Node) startRaft() error {
+// GRPCListener returns the listener the node's gRPC server must serve on
+// when the node was given a Listener (raft shares it), or nil.
+func (n *Node) GRPCListener() net.Listener {
+	if n.mux == nil {
+		return nil
+	}
+	return n.mux.grpc
+}
+
+// Addr returns the address peers reach this node at ("" on an in-memory
+// transport).
+func (n *Node) Addr() string { return n.addr }
+
+func (n *Node) startRaft(ctx context.Context) error {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.Name)
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: slogWriter{n.log}, DisableTime: true})
@@ -147,10 +249,14 @@ func (n *Node) startRaft() error {
 	// same transaction as each batch), so nothing is restored from a snapshot
 	// at start: raft replays only what the ledger has not applied.
 	rc.NoSnapshotRestoreOnStart = true
-	// One voter: elect quickly.
-	rc.HeartbeatTimeout = 300 * time.Millisecond
-	rc.ElectionTimeout = 300 * time.Millisecond
-	rc.LeaderLeaseTimeout = 150 * time.Millisecond
+	// Nodes of one consortium talk over WANs but a lost leader stops every
+	// write: elect within a second or two.
+	rc.HeartbeatTimeout = 500 * time.Millisecond
+	rc.ElectionTimeout = 500 * time.Millisecond
+	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.TrailingLogs = n.cfg.TrailingLogs
 	store, err := openRaftStore(filepath.Join(n.cfg.Dir, "raft", "log"), n.log)
 	if err != nil {
 		return err
@@ -160,16 +266,36 @@ func (n *Node) startRaft() error {
 		store.Close()
 		return fmt.Errorf("open raft snapshots: %w", err)
 	}
-	addr, trans := raft.NewInmemTransport(raft.ServerAddress(n.cfg.Name))
+	var trans raft.Transport
+	var addr raft.ServerAddress
+	if n.mux != nil {
+		addr = raft.ServerAddress(n.addr)
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  &raftLayer{chanListener: n.mux.raft, advertise: advertiseAddr(n.addr)},
+			MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
+		})
+	} else {
+		addr, trans = raft.NewInmemTransport(raft.ServerAddress(n.cfg.Name))
+	}
 	existing, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		store.Close()
 		return fmt.Errorf("raft state: %w", err)
 	}
-	if !existing {
-		if err := raft.BootstrapCluster(rc, store, store, snaps, trans, raft.Configuration{
-			Servers: []raft.Server{{ID: rc.LocalID, Address: addr, Suffrage: raft.Voter}},
-		}); err != nil {
+	if !existing && n.cfg.Join == "" {
+		servers := []raft.Server{{ID: rc.LocalID, Address: addr, Suffrage: raft.Voter}}
+		if len(n.cfg.Peers) > 0 {
+			servers = servers[:0]
+			reg := n.ledger.Registry()
+			for _, p := range n.cfg.Peers {
+				if !isNode(reg, p.Name) {
+					store.Close()
+					return fmt.Errorf("peer %s is not a node of this ledger's registry; the registry's nodes are %s", p.Name, nodeNames(reg))
+				}
+				servers = append(servers, raft.Server{ID: raft.ServerID(p.Name), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
+			}
+		}
+		if err := raft.BootstrapCluster(rc, store, store, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
 			store.Close()
 			return fmt.Errorf("bootstrap raft: %w", err)
 		}
@@ -180,18 +306,38 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft, n.store = r, store
+	if !existing && n.cfg.Join != "" {
+		n.stopped.Add(1)
+		go n.joinLoop()
+	}
 	return nil
 }
 
 // WaitLeader blocks until this node leads (a one-voter cluster elects itself
 // within a second) or ctx ends.
 func (n *Node) WaitLeader(ctx context.Context) error {
+	return n.waitFor(ctx, "leadership", func() bool { return n.raft.State() == raft.Leader })
+}
+
+// WaitCluster blocks until the cluster has a leader and this node is part
+// of its configuration, or ctx ends.
+func (n *Node) WaitCluster(ctx context.Context) error {
+	return n.waitFor(ctx, "a leader", func() bool {
+		_, id := n.raft.LeaderWithID()
+		return id != ""
+	})
+}
+
+func (n *Node) waitFor(ctx context.Context, what string, cond func() bool) error {
+	if n.raft == nil {
+		return errors.New(n.alarmText())
+	}
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for n.raft.State() != raft.Leader {
+	for !cond() {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for leadership: %w", ctx.Err())
+			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -208,16 +354,29 @@ func (n *Node) Close(ctx context.Context) error {
 	n.stopped.Wait()
 	n.health.Shutdown()
 	var errs []error
-	if err := n.raft.Shutdown().Error(); err != nil {
-		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft log: %w", err))
+		}
 	}
-	if err := n.store.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close raft log: %w", err))
+	if n.ledger != nil {
+		if err := n.ledger.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if err := n.ledger.Close(); err != nil {
-		errs = append(errs, err)
-	}
+	n.close()
 	return errors.Join(errs...)
+}
+
+// close releases what Open set up before the ledger and raft.
+func (n *Node) close() {
+	n.peers.close()
+	if n.mux != nil {
+		n.mux.close()
+	}
 }
 
 // notifyApplied wakes readers waiting for new entries.
@@ -230,11 +389,17 @@ func (n *Node) notifyApplied() {
 // waitApplied returns a channel closed at the next applied batch.
 func (n *Node) waitApplied() <-chan struct{} { return *n.applied.Load() }
 
-// raiseAlarm stops the node from serving: it would diverge from the log.
+// raiseAlarm stops the node from applying and serving: it would diverge
+// from the log. A leader hands leadership to another node.
 func (n *Node) raiseAlarm(msg string) {
-	n.alarm.Store(&msg)
+	if !n.alarm.CompareAndSwap(nil, &msg) {
+		return // the first reason stands
+	}
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	n.log.Error("node alarm: stopped applying", "reason", msg)
+	n.log.Error("node alarm: stopped applying and serving", "reason", msg)
+	if n.raft != nil && n.raft.State() == raft.Leader {
+		go n.raft.LeadershipTransfer()
+	}
 }
 
 func (n *Node) alarmText() string {
@@ -259,15 +424,19 @@ func (f *fsm) Apply(lg *raft.Log) any {
 		return nil
 	}
 	if lg.Index <= n.ledger.AppliedIndex() {
-		return fsmResponse{err: fmt.Errorf("raft entry %d was applied before a restart", lg.Index)} // replay
+		return fsmResponse{err: fmt.Errorf("raft entry %d was applied before a restart or is in the snapshot", lg.Index)} // replay
 	}
 	if a := n.alarmText(); a != "" {
 		return fsmResponse{err: errUnavailable{"node stopped applying: " + a}}
 	}
-	at, envs, err := decodeBatch(lg.Data)
+	at, check, envs, err := decodeBatch(lg.Data)
 	if err != nil {
 		n.raiseAlarm(fmt.Sprintf("raft entry %d: %v", lg.Index, err))
 		return fsmResponse{err: err}
+	}
+	if err := n.compare(check); err != nil {
+		n.raiseAlarm(fmt.Sprintf("raft entry %d: %v", lg.Index, err))
+		return fsmResponse{err: errUnavailable{err.Error()}}
 	}
 	rs, err := n.ledger.Apply(context.Background(), ledger.Batch{AcceptedAt: at, Envelopes: envs, AppliedIndex: lg.Index})
 	if err != nil {
@@ -277,45 +446,94 @@ func (f *fsm) Apply(lg *raft.Log) any {
 		n.raiseAlarm(fmt.Sprintf("raft entry %d: %v", lg.Index, err))
 		return fsmResponse{err: err}
 	}
+	n.recordBatch(batchState{index: lg.Index, size: n.ledger.Size(), root: n.ledger.Root()})
 	n.notifyApplied()
 	return fsmResponse{results: rs}
 }
 
-// Snapshot records how far the ledger has applied, after making it durable:
-// raft may then compact its log up to that index. The ledger itself is the
-// state; the snapshot is only the marker.
+// recentBatches is how many batch states a node keeps for compare.
+const recentBatches = 4096
+
+func (n *Node) recordBatch(b batchState) {
+	n.lastBatch.Store(&b)
+	n.recentMu.Lock()
+	defer n.recentMu.Unlock()
+	n.recent[b.index] = b
+	delete(n.recent, b.index-recentBatches)
+}
+
+// compare checks the proposer's state after a raft index against this
+// node's. Every node applies the same commands to the same state with the
+// same rules, verifying every signature itself, so the two agree unless one
+// store was tampered with or one node judged an envelope otherwise (a
+// follower rejecting what the leader accepted). Then this node stops applying
+// rather than follow the proposer: the proposer's state is unknown to it
+// (check.index not recent) or differs from its own.
+func (n *Node) compare(check batchState) error {
+	if check.index == 0 {
+		return nil
+	}
+	n.recentMu.Lock()
+	mine, ok := n.recent[check.index]
+	n.recentMu.Unlock()
+	if !ok || (mine.size == check.size && mine.root == check.root) {
+		return nil
+	}
+	return fmt.Errorf("after raft entry %d the leader's log has %d entries with root %x, this node's %d entries with root %x: "+
+		"the two judged a batch differently or one store was altered; this node stopped applying instead of diverging (run gpuledgerd check on its store)",
+		check.index, check.size, check.root[:], mine.size, mine.root[:])
+}
+
+// Snapshot makes the ledger durable (raft may then compact its log up to
+// the snapshot's index) and returns a snapshot that streams the store in
+// badger's backup format. The backup is a consistent read taken when Persist
+// runs, so it may hold batches after the snapshot's index; the ledger records
+// the raft index of its last batch, and Apply skips what a store already has.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.n.ledger.Sync(); err != nil {
 		return nil, err
 	}
-	return appliedSnapshot(f.n.ledger.AppliedIndex()), nil
+	return &backupSnapshot{l: f.n.ledger, log: f.n.log}, nil
 }
 
-// Restore accepts a snapshot the ledger has already applied; catching up a
-// store from a peer's snapshot is not supported by a single node.
+// Restore replaces the store with a peer's snapshot: a node far behind (or
+// new) catches up without replaying the compacted log. The snapshot must
+// extend this node's log and pass the store check; otherwise the node raises
+// its alarm. Reads wait until the restore ends.
 func (f *fsm) Restore(rc io.ReadCloser) error {
+	n := f.n
 	defer rc.Close()
-	var b [8]byte
-	if _, err := io.ReadFull(rc, b[:]); err != nil {
-		return fmt.Errorf("read snapshot: %w", err)
+	n.restoring.Store(true)
+	defer n.restoring.Store(false)
+	start := time.Now()
+	old, err := n.ledger.Restore(context.Background(), rc)
+	if err != nil {
+		n.raiseAlarm(fmt.Sprintf("installing a snapshot: %v", err))
+		return err
 	}
-	if idx := binary.BigEndian.Uint64(b[:]); idx > f.n.ledger.AppliedIndex() {
-		return fmt.Errorf("snapshot at raft index %d is ahead of the ledger (%d): the store is missing entries", idx, f.n.ledger.AppliedIndex())
-	}
+	n.recentMu.Lock()
+	clear(n.recent)
+	n.recentMu.Unlock()
+	n.lastBatch.Store(&batchState{index: n.ledger.AppliedIndex(), size: n.ledger.Size(), root: n.ledger.Root()})
+	n.log.Info("installed a snapshot", "entries_before", old, "entries", n.ledger.Size(), "raft_index", n.ledger.AppliedIndex(), "took", time.Since(start).Round(time.Millisecond))
+	n.notifyApplied()
 	return nil
 }
 
-type appliedSnapshot uint64
+type backupSnapshot struct {
+	l   *ledger.Ledger
+	log *slog.Logger
+}
 
-func (s appliedSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(binary.BigEndian.AppendUint64(nil, uint64(s))); err != nil {
+func (s *backupSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.l.Backup(sink); err != nil {
 		sink.Cancel()
 		return err
 	}
 	return sink.Close()
 }
 
-func (appliedSnapshot) Release() {}
+func (*backupSnapshot) Release() {}
 
 // slogWriter adapts raft's line logger to slog.
 type slogWriter struct{ l *slog.Logger }

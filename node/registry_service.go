@@ -8,7 +8,6 @@ import (
 	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
-	"github.com/hashicorp/raft"
 )
 
 type registryService struct {
@@ -65,39 +64,4 @@ func (s *registryService) ListRegistryChanges(ctx context.Context, req *pb.ListR
 		out.NextPageToken = pageToken("registry", fmt.Sprint(next))
 	}
 	return out, nil
-}
-
-type clusterService struct {
-	gpuledgerv1grpc.UnimplementedClusterServiceServer
-	n *Node
-}
-
-func (s *clusterService) GetClusterStatus(ctx context.Context, req *pb.GetClusterStatusRequest) (*pb.GetClusterStatusResponse, error) {
-	r := s.n.raft
-	_, leader := r.LeaderWithID()
-	out := &pb.GetClusterStatusResponse{
-		Node: s.n.cfg.Name, Role: roleName(r.State()), Leader: string(leader),
-		AppliedSize: s.n.ledger.Size(), Alarm: s.n.alarmText(),
-	}
-	if cp, err := s.n.ledger.Checkpoint(ctx); err == nil {
-		out.CheckpointSize = cp.GetSize()
-	}
-	if f := r.GetConfiguration(); f.Error() == nil {
-		for _, sv := range f.Configuration().Servers {
-			out.Peers = append(out.Peers, &pb.Peer{Id: string(sv.ID), Address: string(sv.Address), Voter: sv.Suffrage == raft.Voter})
-		}
-	}
-	return out, nil
-}
-
-func roleName(s raft.RaftState) string {
-	switch s {
-	case raft.Leader:
-		return "leader"
-	case raft.Candidate:
-		return "candidate"
-	case raft.Follower:
-		return "follower"
-	}
-	return "shutdown"
 }

@@ -20,10 +20,13 @@ import (
 // Message-size limits of the gRPC server: a full batch plus framing.
 const MaxRecvMsgBytes = ledger.DefaultMaxBatchBytes + 1<<20
 
-// ServerOptions returns the gRPC server options a node needs (message
-// limits). Callers add their own (TLS, interceptors).
+// ServerOptions returns the gRPC server options a node needs: message
+// limits, and interceptors that refuse the ledger's RPCs while the node has
+// raised its alarm and mark reads with the applied size and staleness.
+// Callers add their own (TLS, more interceptors).
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRecvMsgBytes), grpc.MaxSendMsgSize(64 << 20)}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRecvMsgBytes), grpc.MaxSendMsgSize(64 << 20),
+		grpc.ChainUnaryInterceptor(guardUnary), grpc.ChainStreamInterceptor(guardStream)}
 }
 
 // Register registers the node's services, grpc.health.v1 and server

@@ -137,8 +137,16 @@ type GetClusterStatusResponse struct {
 	AppliedSize uint64 `protobuf:"varint,5,opt,name=applied_size,json=appliedSize,proto3" json:"applied_size,omitempty"`
 	// The size of this node's latest checkpoint.
 	CheckpointSize uint64 `protobuf:"varint,6,opt,name=checkpoint_size,json=checkpointSize,proto3" json:"checkpoint_size,omitempty"`
-	// Set when the node has stopped applying (it would have diverged); says why.
-	Alarm         string `protobuf:"bytes,7,opt,name=alarm,proto3" json:"alarm,omitempty"`
+	// Set when the node has stopped applying (it would have diverged) or
+	// refuses to serve its store; says why.
+	Alarm string `protobuf:"bytes,7,opt,name=alarm,proto3" json:"alarm,omitempty"`
+	// The raft log index this node has applied.
+	AppliedIndex uint64 `protobuf:"varint,8,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Milliseconds since this node last heard from a leader (0 on the leader).
+	LastLeaderContactMs int64 `protobuf:"varint,9,opt,name=last_leader_contact_ms,json=lastLeaderContactMs,proto3" json:"last_leader_contact_ms,omitempty"`
+	// Whether this node's reads may be behind the cluster: it is not the leader
+	// and has no leader, or has not heard from one recently.
+	Stale         bool `protobuf:"varint,10,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -222,16 +230,228 @@ func (x *GetClusterStatusResponse) GetAlarm() string {
 	return ""
 }
 
+func (x *GetClusterStatusResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *GetClusterStatusResponse) GetLastLeaderContactMs() int64 {
+	if x != nil {
+		return x.LastLeaderContactMs
+	}
+	return 0
+}
+
+func (x *GetClusterStatusResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+// CosignCheckpointRequest asks a node to sign the checkpoint of a tree size
+// it has applied. Nodes ask each other this to assemble cosigned checkpoints;
+// anyone may ask.
+type CosignCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tree size. The node waits briefly until it has applied that many
+	// entries.
+	Size          uint64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CosignCheckpointRequest) Reset() {
+	*x = CosignCheckpointRequest{}
+	mi := &file_gpuledger_v1_cluster_api_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CosignCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CosignCheckpointRequest) ProtoMessage() {}
+
+func (x *CosignCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_cluster_api_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CosignCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CosignCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_cluster_api_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CosignCheckpointRequest) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// CosignCheckpointResponse carries the node's own signature of the tree.
+type CosignCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint, signed by the answering node only.
+	Checkpoint    *Checkpoint `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CosignCheckpointResponse) Reset() {
+	*x = CosignCheckpointResponse{}
+	mi := &file_gpuledger_v1_cluster_api_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CosignCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CosignCheckpointResponse) ProtoMessage() {}
+
+func (x *CosignCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_cluster_api_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CosignCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CosignCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_cluster_api_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CosignCheckpointResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+// JoinClusterRequest asks the cluster to add a node as a voter. The node must
+// be in the registry; the request is signed with its node key.
+type JoinClusterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A signed note (C2SP signed-note) by the joining node's key, whose text is
+	// four lines: "gpuledger join", the ledger's checkpoint origin, the node's
+	// address (host:port), and the Unix time in seconds. Requests older than
+	// five minutes are refused.
+	SignedRequest string `protobuf:"bytes,1,opt,name=signed_request,json=signedRequest,proto3" json:"signed_request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterRequest) Reset() {
+	*x = JoinClusterRequest{}
+	mi := &file_gpuledger_v1_cluster_api_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterRequest) ProtoMessage() {}
+
+func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_cluster_api_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
+func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_cluster_api_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *JoinClusterRequest) GetSignedRequest() string {
+	if x != nil {
+		return x.SignedRequest
+	}
+	return ""
+}
+
+// JoinClusterResponse confirms the join.
+type JoinClusterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The members of the raft configuration after the join.
+	Peers         []*Peer `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterResponse) Reset() {
+	*x = JoinClusterResponse{}
+	mi := &file_gpuledger_v1_cluster_api_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterResponse) ProtoMessage() {}
+
+func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_cluster_api_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
+func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_cluster_api_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *JoinClusterResponse) GetPeers() []*Peer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
 var File_gpuledger_v1_cluster_api_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_cluster_api_proto_rawDesc = "" +
 	"\n" +
-	"\x1egpuledger/v1/cluster_api.proto\x12\fgpuledger.v1\"\x19\n" +
+	"\x1egpuledger/v1/cluster_api.proto\x12\fgpuledger.v1\x1a\x16gpuledger/v1/log.proto\"\x19\n" +
 	"\x17GetClusterStatusRequest\"F\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xe6\x01\n" +
+	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xd6\x02\n" +
 	"\x18GetClusterStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
@@ -239,7 +459,21 @@ const file_gpuledger_v1_cluster_api_proto_rawDesc = "" +
 	"\x05peers\x18\x04 \x03(\v2\x12.gpuledger.v1.PeerR\x05peers\x12!\n" +
 	"\fapplied_size\x18\x05 \x01(\x04R\vappliedSize\x12'\n" +
 	"\x0fcheckpoint_size\x18\x06 \x01(\x04R\x0echeckpointSize\x12\x14\n" +
-	"\x05alarm\x18\a \x01(\tR\x05alarmB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
+	"\x05alarm\x18\a \x01(\tR\x05alarm\x12#\n" +
+	"\rapplied_index\x18\b \x01(\x04R\fappliedIndex\x123\n" +
+	"\x16last_leader_contact_ms\x18\t \x01(\x03R\x13lastLeaderContactMs\x12\x14\n" +
+	"\x05stale\x18\n" +
+	" \x01(\bR\x05stale\"-\n" +
+	"\x17CosignCheckpointRequest\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\"T\n" +
+	"\x18CosignCheckpointResponse\x128\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x18.gpuledger.v1.CheckpointR\n" +
+	"checkpoint\";\n" +
+	"\x12JoinClusterRequest\x12%\n" +
+	"\x0esigned_request\x18\x01 \x01(\tR\rsignedRequest\"?\n" +
+	"\x13JoinClusterResponse\x12(\n" +
+	"\x05peers\x18\x01 \x03(\v2\x12.gpuledger.v1.PeerR\x05peersB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
 
 var (
 	file_gpuledger_v1_cluster_api_proto_rawDescOnce sync.Once
@@ -253,19 +487,26 @@ func file_gpuledger_v1_cluster_api_proto_rawDescGZIP() []byte {
 	return file_gpuledger_v1_cluster_api_proto_rawDescData
 }
 
-var file_gpuledger_v1_cluster_api_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_gpuledger_v1_cluster_api_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_gpuledger_v1_cluster_api_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),  // 0: gpuledger.v1.GetClusterStatusRequest
 	(*Peer)(nil),                     // 1: gpuledger.v1.Peer
 	(*GetClusterStatusResponse)(nil), // 2: gpuledger.v1.GetClusterStatusResponse
+	(*CosignCheckpointRequest)(nil),  // 3: gpuledger.v1.CosignCheckpointRequest
+	(*CosignCheckpointResponse)(nil), // 4: gpuledger.v1.CosignCheckpointResponse
+	(*JoinClusterRequest)(nil),       // 5: gpuledger.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),      // 6: gpuledger.v1.JoinClusterResponse
+	(*Checkpoint)(nil),               // 7: gpuledger.v1.Checkpoint
 }
 var file_gpuledger_v1_cluster_api_proto_depIdxs = []int32{
 	1, // 0: gpuledger.v1.GetClusterStatusResponse.peers:type_name -> gpuledger.v1.Peer
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	7, // 1: gpuledger.v1.CosignCheckpointResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	1, // 2: gpuledger.v1.JoinClusterResponse.peers:type_name -> gpuledger.v1.Peer
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_cluster_api_proto_init() }
@@ -273,13 +514,14 @@ func file_gpuledger_v1_cluster_api_proto_init() {
 	if File_gpuledger_v1_cluster_api_proto != nil {
 		return
 	}
+	file_gpuledger_v1_log_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gpuledger_v1_cluster_api_proto_rawDesc), len(file_gpuledger_v1_cluster_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

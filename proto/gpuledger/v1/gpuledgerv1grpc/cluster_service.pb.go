@@ -25,19 +25,29 @@ var File_gpuledger_v1_cluster_service_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_cluster_service_proto_rawDesc = "" +
 	"\n" +
-	"\"gpuledger/v1/cluster_service.proto\x12\fgpuledger.v1\x1a\x1egpuledger/v1/cluster_api.proto2s\n" +
+	"\"gpuledger/v1/cluster_service.proto\x12\fgpuledger.v1\x1a\x1egpuledger/v1/cluster_api.proto2\xaa\x02\n" +
 	"\x0eClusterService\x12a\n" +
-	"\x10GetClusterStatus\x12%.gpuledger.v1.GetClusterStatusRequest\x1a&.gpuledger.v1.GetClusterStatusResponseBCZAgithub.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpcb\x06proto3"
+	"\x10GetClusterStatus\x12%.gpuledger.v1.GetClusterStatusRequest\x1a&.gpuledger.v1.GetClusterStatusResponse\x12a\n" +
+	"\x10CosignCheckpoint\x12%.gpuledger.v1.CosignCheckpointRequest\x1a&.gpuledger.v1.CosignCheckpointResponse\x12R\n" +
+	"\vJoinCluster\x12 .gpuledger.v1.JoinClusterRequest\x1a!.gpuledger.v1.JoinClusterResponseBCZAgithub.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpcb\x06proto3"
 
 var file_gpuledger_v1_cluster_service_proto_goTypes = []any{
 	(*v1.GetClusterStatusRequest)(nil),  // 0: gpuledger.v1.GetClusterStatusRequest
-	(*v1.GetClusterStatusResponse)(nil), // 1: gpuledger.v1.GetClusterStatusResponse
+	(*v1.CosignCheckpointRequest)(nil),  // 1: gpuledger.v1.CosignCheckpointRequest
+	(*v1.JoinClusterRequest)(nil),       // 2: gpuledger.v1.JoinClusterRequest
+	(*v1.GetClusterStatusResponse)(nil), // 3: gpuledger.v1.GetClusterStatusResponse
+	(*v1.CosignCheckpointResponse)(nil), // 4: gpuledger.v1.CosignCheckpointResponse
+	(*v1.JoinClusterResponse)(nil),      // 5: gpuledger.v1.JoinClusterResponse
 }
 var file_gpuledger_v1_cluster_service_proto_depIdxs = []int32{
 	0, // 0: gpuledger.v1.ClusterService.GetClusterStatus:input_type -> gpuledger.v1.GetClusterStatusRequest
-	1, // 1: gpuledger.v1.ClusterService.GetClusterStatus:output_type -> gpuledger.v1.GetClusterStatusResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	1, // 1: gpuledger.v1.ClusterService.CosignCheckpoint:input_type -> gpuledger.v1.CosignCheckpointRequest
+	2, // 2: gpuledger.v1.ClusterService.JoinCluster:input_type -> gpuledger.v1.JoinClusterRequest
+	3, // 3: gpuledger.v1.ClusterService.GetClusterStatus:output_type -> gpuledger.v1.GetClusterStatusResponse
+	4, // 4: gpuledger.v1.ClusterService.CosignCheckpoint:output_type -> gpuledger.v1.CosignCheckpointResponse
+	5, // 5: gpuledger.v1.ClusterService.JoinCluster:output_type -> gpuledger.v1.JoinClusterResponse
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name

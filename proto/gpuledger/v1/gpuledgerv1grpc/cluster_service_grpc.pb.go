@@ -21,6 +21,8 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ClusterService_GetClusterStatus_FullMethodName = "/gpuledger.v1.ClusterService/GetClusterStatus"
+	ClusterService_CosignCheckpoint_FullMethodName = "/gpuledger.v1.ClusterService/CosignCheckpoint"
+	ClusterService_JoinCluster_FullMethodName      = "/gpuledger.v1.ClusterService/JoinCluster"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -32,6 +34,13 @@ type ClusterServiceClient interface {
 	// GetClusterStatus returns the node's raft role, the leader, the peers and how
 	// far the node has applied.
 	GetClusterStatus(ctx context.Context, in *v1.GetClusterStatusRequest, opts ...grpc.CallOption) (*v1.GetClusterStatusResponse, error)
+	// CosignCheckpoint returns this node's signature of the checkpoint of a tree
+	// size it has applied, so that checkpoints can carry the signatures of
+	// several nodes (GetCheckpoint with min_cosigners).
+	CosignCheckpoint(ctx context.Context, in *v1.CosignCheckpointRequest, opts ...grpc.CallOption) (*v1.CosignCheckpointResponse, error)
+	// JoinCluster adds a registered node to the raft configuration as a voter.
+	// A follower forwards it to the leader.
+	JoinCluster(ctx context.Context, in *v1.JoinClusterRequest, opts ...grpc.CallOption) (*v1.JoinClusterResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -52,6 +61,26 @@ func (c *clusterServiceClient) GetClusterStatus(ctx context.Context, in *v1.GetC
 	return out, nil
 }
 
+func (c *clusterServiceClient) CosignCheckpoint(ctx context.Context, in *v1.CosignCheckpointRequest, opts ...grpc.CallOption) (*v1.CosignCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.CosignCheckpointResponse)
+	err := c.cc.Invoke(ctx, ClusterService_CosignCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) JoinCluster(ctx context.Context, in *v1.JoinClusterRequest, opts ...grpc.CallOption) (*v1.JoinClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.JoinClusterResponse)
+	err := c.cc.Invoke(ctx, ClusterService_JoinCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -61,6 +90,13 @@ type ClusterServiceServer interface {
 	// GetClusterStatus returns the node's raft role, the leader, the peers and how
 	// far the node has applied.
 	GetClusterStatus(context.Context, *v1.GetClusterStatusRequest) (*v1.GetClusterStatusResponse, error)
+	// CosignCheckpoint returns this node's signature of the checkpoint of a tree
+	// size it has applied, so that checkpoints can carry the signatures of
+	// several nodes (GetCheckpoint with min_cosigners).
+	CosignCheckpoint(context.Context, *v1.CosignCheckpointRequest) (*v1.CosignCheckpointResponse, error)
+	// JoinCluster adds a registered node to the raft configuration as a voter.
+	// A follower forwards it to the leader.
+	JoinCluster(context.Context, *v1.JoinClusterRequest) (*v1.JoinClusterResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -73,6 +109,12 @@ type UnimplementedClusterServiceServer struct{}
 
 func (UnimplementedClusterServiceServer) GetClusterStatus(context.Context, *v1.GetClusterStatusRequest) (*v1.GetClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetClusterStatus not implemented")
+}
+func (UnimplementedClusterServiceServer) CosignCheckpoint(context.Context, *v1.CosignCheckpointRequest) (*v1.CosignCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CosignCheckpoint not implemented")
+}
+func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *v1.JoinClusterRequest) (*v1.JoinClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -113,6 +155,42 @@ func _ClusterService_GetClusterStatus_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_CosignCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(v1.CosignCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).CosignCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_CosignCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).CosignCheckpoint(ctx, req.(*v1.CosignCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_JoinCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(v1.JoinClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_JoinCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, req.(*v1.JoinClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -123,6 +201,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetClusterStatus",
 			Handler:    _ClusterService_GetClusterStatus_Handler,
+		},
+		{
+			MethodName: "CosignCheckpoint",
+			Handler:    _ClusterService_CosignCheckpoint_Handler,
+		},
+		{
+			MethodName: "JoinCluster",
+			Handler:    _ClusterService_JoinCluster_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,152 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Backup writes the whole store to w in badger's backup format: one
+// consistent read of the store, taken when Backup starts, so it holds whole
+// batches only and records the replication index of the last of them. Apply
+// may run meanwhile; what it adds is not in the backup.
+func (l *Ledger) Backup(w io.Writer) error {
+	stream := l.db.NewStream()
+	stream.LogPrefix = "ledger backup"
+	if _, err := stream.Backup(w, 0); err != nil {
+		return fmt.Errorf("back up store: %w", err)
+	}
+	return nil
+}
+
+// Restore replaces the store's contents with a backup written by Backup on
+// a node of the same ledger, and reports the size it had before. The backup
+// must be of the same genesis, must extend what this store held (the old
+// root is the tree hash of the backup's first old-size entries), and must
+// pass CheckStore; otherwise Restore returns an error and the store holds
+// whatever the backup held, so the caller must stop serving it.
+// Reads must not run during Restore.
+func (l *Ledger) Restore(ctx context.Context, r io.Reader) (oldSize uint64, err error) {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	old := l.view.Load()
+	if err := l.db.DropAll(); err != nil {
+		return old.size, fmt.Errorf("restore: clear store: %w", err)
+	}
+	if err := l.db.Load(r, 256); err != nil {
+		return old.size, fmt.Errorf("restore: load backup: %w", err)
+	}
+	genesis := l.genesis
+	l.cfg.Genesis = genesis // load insists the restored genesis is this ledger's
+	if err := l.load(ctx); err != nil {
+		return old.size, fmt.Errorf("restore: %w", err)
+	}
+	l.cpMu.Lock()
+	l.cp = nil
+	l.cpMu.Unlock()
+	v := l.view.Load()
+	if v.size < old.size {
+		return old.size, fmt.Errorf("restore: the backup holds %d entries, fewer than the %d this store held", v.size, old.size)
+	}
+	if h, err := l.TreeHash(ctx, old.size); err != nil || h != old.root {
+		return old.size, fmt.Errorf("restore: the backup does not extend this store: its tree of %d entries hashes to %x, this store's was %x", old.size, h, old.root)
+	}
+	if err := l.CheckStore(ctx, nil); err != nil {
+		return old.size, fmt.Errorf("restore: %w", err)
+	}
+	return old.size, nil
+}
+
+// SignCheckpointAt signs a checkpoint of the first size entries of the log
+// with this node's key: a cosignature of a tree this node has applied.
+// Every node of a ledger signs the same body for the same size.
+func (l *Ledger) SignCheckpointAt(ctx context.Context, size uint64) (*pb.Checkpoint, error) {
+	if l.cfg.NodeSigner == nil {
+		return nil, ErrNoSigner
+	}
+	root, err := l.TreeHash(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := note.Sign(&note.Note{Text: CheckpointBody(l.origin, size, root)}, l.cfg.NodeSigner)
+	if err != nil {
+		return nil, fmt.Errorf("sign checkpoint: %w", err)
+	}
+	return &pb.Checkpoint{Note: string(msg), Origin: l.origin, Size: size, RootHash: bytes.Clone(root[:])}, nil
+}
+
+// MergeCosignatures returns cp with the signature lines of others added:
+// each other note must have exactly cp's body, and a signature line already
+// present (the same key name and key hash) is not added twice. Signatures are
+// not verified here; the caller verifies the merged note against the
+// registry's node keys.
+func MergeCosignatures(cp *pb.Checkpoint, others ...*pb.Checkpoint) (*pb.Checkpoint, error) {
+	body, sigs, err := splitNote(cp.GetNote())
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool)
+	var out bytes.Buffer
+	out.WriteString(body)
+	out.WriteString("\n")
+	add := func(lines []string) {
+		for _, s := range lines {
+			if k := sigKey(s); !seen[k] {
+				seen[k] = true
+				out.WriteString(s)
+			}
+		}
+	}
+	add(sigs)
+	for _, o := range others {
+		ob, osigs, err := splitNote(o.GetNote())
+		if err != nil {
+			return nil, err
+		}
+		if ob != body {
+			return nil, fmt.Errorf("cosignature is for another checkpoint:\n%s", ob)
+		}
+		add(osigs)
+	}
+	m := &pb.Checkpoint{Note: out.String(), Origin: cp.GetOrigin(), Size: cp.GetSize(), RootHash: bytes.Clone(cp.GetRootHash())}
+	return m, nil
+}
+
+// splitNote splits a signed note into its body and its signature lines
+// (each with its newline).
+func splitNote(msg string) (body string, sigs []string, err error) {
+	i := bytes.LastIndex([]byte(msg), []byte("\n\n"))
+	if i < 0 {
+		return "", nil, fmt.Errorf("checkpoint note has no signature block")
+	}
+	body = msg[:i+1]
+	rest := msg[i+2:]
+	for len(rest) > 0 {
+		j := bytes.IndexByte([]byte(rest), '\n')
+		if j < 0 {
+			return "", nil, fmt.Errorf("checkpoint note: unterminated signature line")
+		}
+		sigs = append(sigs, rest[:j+1])
+		rest = rest[j+1:]
+	}
+	return body, sigs, nil
+}
+
+// sigKey identifies a signature line by its key name and key hash (the first
+// four bytes of the decoded signature).
+func sigKey(line string) string {
+	var name, b64 string
+	if _, err := fmt.Sscanf(line, "— %s %s", &name, &b64); err != nil {
+		return line
+	}
+	sig, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(sig) < 4 {
+		return line
+	}
+	return name + string(sig[:4])
+}
