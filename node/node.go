@@ -344,6 +344,26 @@ func (n *Node) waitFor(ctx context.Context, what string, cond func() bool) error
 	return nil
 }
 
+// Alarm says why the node stopped applying or serving, or "".
+func (n *Node) Alarm() string { return n.alarmText() }
+
+// Size returns the log size the node has applied (0 when it serves no store).
+func (n *Node) Size() uint64 {
+	if n.ledger == nil {
+		return 0
+	}
+	return n.ledger.Size()
+}
+
+// Cluster returns how many servers the raft configuration has (0 when the
+// node takes no part in raft).
+func (n *Node) Cluster() int {
+	if n.raft == nil {
+		return 0
+	}
+	return len(n.members())
+}
+
 // Ledger returns the node's ledger (for reads).
 func (n *Node) Ledger() *ledger.Ledger { return n.ledger }
 

@@ -46,8 +46,9 @@ func fail(index int64, format string, args ...any) *Failure {
 // Verifier verifies against one trusted genesis. It is safe for concurrent
 // use once configured.
 type Verifier struct {
-	// MinSigners is how many distinct genesis nodes must have signed a
-	// checkpoint (k of n; at least 1).
+	// MinSigners is how many nodes of distinct organisations must have
+	// signed a checkpoint (k of n; at least 1). Checkpoints are asked for
+	// with min_cosigners = MinSigners.
 	MinSigners int
 
 	genesis  *pb.Genesis
@@ -82,7 +83,8 @@ type Checkpoint struct {
 }
 
 // Checkpoint verifies a signed checkpoint note against the genesis's nodes:
-// this ledger's origin, a well-formed body, MinSigners distinct nodes.
+// this ledger's origin, a well-formed body, nodes of MinSigners distinct
+// organisations.
 func (v *Verifier) Checkpoint(text string) (*Checkpoint, error) { return v.CheckpointWith(text, nil) }
 
 // CheckpointWith verifies a checkpoint against the nodes of the registry:
@@ -92,7 +94,9 @@ func (v *Verifier) Checkpoint(text string) (*Checkpoint, error) { return v.Check
 func (v *Verifier) CheckpointWith(text string, registry []*pb.Entry) (*Checkpoint, error) {
 	verifiers := []note.Verifier{}
 	addedAt := map[string]uint64{}
+	operator := map[string]string{}
 	for _, n := range v.genesis.GetNodes() {
+		operator[n.GetName()] = n.GetParticipantId()
 		nv, err := note.NewVerifier(n.GetVerifierKey())
 		if err != nil {
 			return nil, err
@@ -120,6 +124,7 @@ func (v *Verifier) CheckpointWith(text string, registry []*pb.Entry) (*Checkpoin
 			if err == nil {
 				verifiers = append(verifiers, nv)
 				addedAt[n.GetName()] = e.GetIndex() + 1
+				operator[n.GetName()] = n.GetParticipantId()
 			}
 		}
 	}
@@ -135,13 +140,15 @@ func (v *Verifier) CheckpointWith(text string, registry []*pb.Entry) (*Checkpoin
 		return nil, fail(-1, "checkpoint is for %q, not this ledger (%q)", origin, v.origin)
 	}
 	cp := &Checkpoint{Size: size, Root: root, Note: text}
+	orgs := map[string]bool{}
 	for _, s := range n.Sigs {
 		if at, ok := addedAt[s.Name]; ok && at < size && !slices.Contains(cp.Signers, s.Name) {
 			cp.Signers = append(cp.Signers, s.Name)
+			orgs[operator[s.Name]] = true
 		}
 	}
-	if k := max(v.MinSigners, 1); len(cp.Signers) < k {
-		return nil, fail(-1, "checkpoint signed by %d node(s) of the genesis (%v); %d required", len(cp.Signers), cp.Signers, k)
+	if k := max(v.MinSigners, 1); len(orgs) < k {
+		return nil, fail(-1, "checkpoint signed by nodes of %d organisation(s) (%v); %d required", len(orgs), cp.Signers, k)
 	}
 	return cp, nil
 }
@@ -287,7 +294,7 @@ type SerialReport struct {
 // with a trust store, checks that it extends the one trusted before (and
 // trusts it from then on).
 func (v *Verifier) LatestCheckpoint(ctx context.Context, c *Client, store *TrustStore) (cp, trusted *Checkpoint, err error) {
-	cpr, err := c.Audit.GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
+	cpr, err := c.Audit.GetCheckpoint(ctx, &pb.GetCheckpointRequest{MinCosigners: uint32(max(v.MinSigners, 1))})
 	if err != nil {
 		return nil, nil, err
 	}

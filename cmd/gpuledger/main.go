@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -49,6 +50,7 @@ type cli struct {
 	out     io.Writer
 	errOut  io.Writer
 	conn    *grpc.ClientConn
+	warned  bool // the stale-read warning was printed
 }
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -99,7 +101,8 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 		return c.conn, nil
 	}
 	conn, err := grpc.NewClient(c.node, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(16<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(16<<20)),
+		grpc.WithChainUnaryInterceptor(c.warnStale), grpc.WithChainStreamInterceptor(c.warnStaleStream))
 	if err != nil {
 		return nil, fmt.Errorf("--node %q: %w", c.node, err)
 	}
@@ -120,6 +123,36 @@ func (c *cli) call(parent context.Context, fn func(ctx context.Context, conn *gr
 	ctx, cancel := c.ctx(parent)
 	defer cancel()
 	return fn(ctx, conn)
+}
+
+// warnStale prints, once, the node's warning that its reads may be behind
+// the cluster (the gpuledger-stale header).
+func (c *cli) warnStale(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var md metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&md))...)
+	c.staleHeader(md)
+	return err
+}
+
+func (c *cli) warnStaleStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	var md metadata.MD
+	s, err := streamer(ctx, desc, cc, method, append(opts, grpc.Header(&md))...)
+	if err == nil {
+		if h, herr := s.Header(); herr == nil {
+			c.staleHeader(h)
+		}
+	}
+	return s, err
+}
+
+func (c *cli) staleHeader(md metadata.MD) {
+	// The headers are node.MDStale and node.MDAppliedSize (the CLI does not
+	// link the node).
+	if v := md.Get("gpuledger-stale"); len(v) > 0 && !c.warned {
+		c.warned = true
+		size := md.Get("gpuledger-applied-size")
+		fmt.Fprintf(c.errOut, "warning: stale read from %s (applied size %s): %s\n", c.node, strings.Join(size, ""), v[0])
+	}
 }
 
 // json reports whether output is JSON.

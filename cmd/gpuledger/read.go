@@ -121,14 +121,18 @@ func dash(s string) string {
 }
 
 func checkpointCmd(c *cli) *cobra.Command {
-	return &cobra.Command{
-		Use:   "checkpoint",
+	var k uint32
+	cmd := &cobra.Command{
+		Use:   "checkpoint [--min-cosigners K]",
 		Short: "print the node's latest signed checkpoint (a C2SP signed note)",
-		Args:  cobra.NoArgs,
+		Long: `checkpoint prints the node's latest checkpoint, a C2SP signed note. With
+--min-cosigners K the node gathers its peers' signatures of the same tree and
+prints one note signed by nodes of at least K organisations, or fails.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r *pb.GetCheckpointResponse
 			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
-				r, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
+				r, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(ctx, &pb.GetCheckpointRequest{MinCosigners: k})
 				return err
 			}); err != nil {
 				return err
@@ -140,6 +144,8 @@ func checkpointCmd(c *cli) *cobra.Command {
 			return err
 		},
 	}
+	cmd.Flags().Uint32Var(&k, "min-cosigners", 1, "require signatures by nodes of at least K organisations")
+	return cmd
 }
 
 func proofCmd(c *cli) *cobra.Command {
@@ -192,7 +198,14 @@ func clusterCmd(c *cli) *cobra.Command {
 				return c.printJSON(r)
 			}
 			w := c.table()
-			fmt.Fprintf(w, "node\t%s\nrole\t%s\nleader\t%s\napplied size\t%d\ncheckpoint size\t%d\n", r.GetNode(), r.GetRole(), r.GetLeader(), r.GetAppliedSize(), r.GetCheckpointSize())
+			fmt.Fprintf(w, "node\t%s\nrole\t%s\nleader\t%s\napplied size\t%d\napplied raft index\t%d\ncheckpoint size\t%d\n",
+				r.GetNode(), r.GetRole(), dash(r.GetLeader()), r.GetAppliedSize(), r.GetAppliedIndex(), r.GetCheckpointSize())
+			if r.GetRole() != "leader" {
+				fmt.Fprintf(w, "leader contact\t%s ago\n", time.Duration(r.GetLastLeaderContactMs())*time.Millisecond)
+			}
+			if r.GetStale() {
+				fmt.Fprintf(w, "STALE\treads from this node may be behind the cluster\n")
+			}
 			if r.GetAlarm() != "" {
 				fmt.Fprintf(w, "ALARM\t%s\n", r.GetAlarm())
 			}

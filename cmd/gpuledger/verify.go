@@ -112,7 +112,7 @@ and prints the custody story.`,
 	}
 	cmd.Flags().StringVar(&genesis, "genesis", "", "the trusted genesis file (env GPULEDGER_GENESIS)")
 	cmd.Flags().BoolVar(&all, "all", false, "verify the whole log, not one serial")
-	cmd.Flags().IntVar(&minSigners, "min-signers", 1, "how many distinct nodes of the genesis must have signed the checkpoint (k of n)")
+	cmd.Flags().IntVar(&minSigners, "min-signers", 1, "require the checkpoint signed by nodes of K distinct organisations (the node gathers its peers' cosignatures)")
 	cmd.Flags().StringVar(&passport, "passport", "", "verify a custody passport file offline")
 	cmd.Flags().StringVar(&trustDir, "trust-dir", verify.DefaultTrustDir(), "where the last verified checkpoint of each ledger is kept (env GPULEDGER_TRUST_DIR)")
 	return cmd

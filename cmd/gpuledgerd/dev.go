@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/policy"
 	"github.com/gpuledger/gpuledger/node"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
@@ -20,8 +22,9 @@ import (
 func devCmd() *cobra.Command {
 	var c common
 	var policyFile string
+	var nodes int
 	cmd := &cobra.Command{
-		Use:   "dev [--data DIR] [--listen ADDR]",
+		Use:   "dev [--data DIR] [--listen ADDR] [--nodes N]",
 		Short: "run a development node with a development consortium",
 		Long: `dev runs a single development node. On first start it creates, in --data,
 a development consortium: keys for a manufacturer, two distributors, an
@@ -29,7 +32,12 @@ integrator, two datacentres in different countries, an auditor and a
 regulator (DIR/keys/<participant>.key, mode 0600, and .pub), a node key
 (DIR/node.key) and a genesis (DIR/genesis.json). Later starts reuse them.
 It prints where the keys are and commands to try. --policy FILE gives a new
-consortium's genesis another export policy than the embedded default.`,
+consortium's genesis another export policy than the embedded default.
+
+--nodes N (2 to 8) creates a development consortium whose genesis lists N
+nodes, each operated by another organisation (DIR/node-<i>.key), prints the
+"gpuledgerd serve" command that starts each node of the cluster on loopback,
+and exits; "make cluster" runs them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := c.logger()
@@ -46,9 +54,18 @@ consortium's genesis another export policy than the embedded default.`,
 					return fmt.Errorf("--policy %s: %w", policyFile, err)
 				}
 			}
-			created, err := ensureDevConsortium(c.data, pol)
+			if nodes < 1 || nodes > len(devOperators) {
+				return fmt.Errorf("--nodes %d: want 1 to %d", nodes, len(devOperators))
+			}
+			created, err := ensureDevConsortium(c.data, pol, nodes)
 			if err != nil {
 				return err
+			}
+			if nodes > 1 {
+				return printClusterCommands(cmd.OutOrStdout(), c.data, nodes, created)
+			}
+			if _, err := os.Stat(filepath.Join(c.data, "node.key")); err != nil {
+				return fmt.Errorf("%s holds a development consortium of several nodes (node-<i>.key); start them with \"gpuledgerd dev --data %s --nodes N\"'s commands or make cluster", c.data, c.data)
 			}
 			genesis, err := os.ReadFile(filepath.Join(c.data, "genesis.json"))
 			if err != nil {
@@ -67,12 +84,51 @@ consortium's genesis another export policy than the embedded default.`,
 	}
 	c.flags(cmd, ".gpuledger-dev")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "export policy (protojson gpuledger.v1.Policy) for a new development consortium; default: the embedded one")
+	cmd.Flags().IntVar(&nodes, "nodes", 1, "nodes in a new development consortium; above 1, create it, print each node's serve command and exit")
 	return cmd
+}
+
+// devOperators operate the development consortium's nodes, in order: each
+// node is another organisation's.
+var devOperators = []string{"export-regulator", "acme-gpu", "eu-dist", "dc-frankfurt", "dc-virginia", "us-dist", "rack-integrator", "audit-office"}
+
+// DevClusterBase is the first port of a development cluster's nodes.
+const DevClusterBase = 7601
+
+func devNodeName(i int) string { return fmt.Sprintf("node-%d", i+1) }
+
+func printClusterCommands(w io.Writer, dir string, nodes int, created bool) error {
+	g, err := os.ReadFile(filepath.Join(dir, "genesis.json"))
+	if err != nil {
+		return err
+	}
+	parsed, err := ledger.ParseGenesis(g)
+	if err != nil {
+		return err
+	}
+	if len(parsed.GetNodes()) != nodes {
+		return fmt.Errorf("%s holds a development consortium of %d nodes, not %d; use another --data", dir, len(parsed.GetNodes()), nodes)
+	}
+	var peers []string
+	for i := range nodes {
+		peers = append(peers, fmt.Sprintf("%s=127.0.0.1:%d", devNodeName(i), DevClusterBase+i))
+	}
+	what := "reusing the development consortium in"
+	if created {
+		what = "created a development consortium in"
+	}
+	fmt.Fprintf(w, "# %s %s: %d nodes, each another organisation's\n", what, dir, nodes)
+	for i, nd := range parsed.GetNodes() {
+		fmt.Fprintf(w, "# %s operated by %s\n", nd.GetName(), nd.GetParticipantId())
+		fmt.Fprintf(w, "gpuledgerd serve --data %[1]s/%[2]s --genesis %[1]s/genesis.json --node-key %[1]s/%[2]s.key --listen 127.0.0.1:%[3]d --peers %[4]s\n",
+			dir, nd.GetName(), DevClusterBase+i, strings.Join(peers, ","))
+	}
+	return nil
 }
 
 // ensureDevConsortium creates the development consortium in dir unless it
 // exists, and reports whether it created it.
-func ensureDevConsortium(dir string, pol *pb.Policy) (bool, error) {
+func ensureDevConsortium(dir string, pol *pb.Policy, nodes int) (bool, error) {
 	if _, err := os.Stat(filepath.Join(dir, "genesis.json")); err == nil {
 		if pol != nil {
 			return false, fmt.Errorf("--policy applies to a new consortium, and %s holds one already (its genesis fixes the policy; a regulator changes it with a signed registry entry); use a fresh --data", dir)
@@ -81,7 +137,11 @@ func ensureDevConsortium(dir string, pol *pb.Policy) (bool, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
-	c, err := consortium.Build(consortium.Dev(), consortium.Options{NodeOperator: "export-regulator", Policy: pol})
+	o := consortium.Options{NodeOperator: devOperators[0], Policy: pol}
+	for i := 1; i < nodes; i++ {
+		o.MoreNodes = append(o.MoreNodes, consortium.NodeSpec{Name: devNodeName(i), Operator: devOperators[i]})
+	}
+	c, err := consortium.Build(consortium.Dev(), o)
 	if err != nil {
 		return false, err
 	}
@@ -102,11 +162,17 @@ func ensureDevConsortium(dir string, pol *pb.Policy) (bool, error) {
 			return false, err
 		}
 	}
-	if err := writeExclusive(filepath.Join(dir, "node.key"), []byte(c.NodeKey+"\n"), 0o600); err != nil {
-		return false, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "node.pub"), []byte(c.NodeVerifierKey+"\n"), 0o644); err != nil {
-		return false, err
+	for _, nk := range c.Nodes {
+		name := "node"
+		if nodes > 1 {
+			name = nk.Name
+		}
+		if err := writeExclusive(filepath.Join(dir, name+".key"), []byte(nk.Key+"\n"), 0o600); err != nil {
+			return false, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+".pub"), []byte(nk.VerifierKey+"\n"), 0o644); err != nil {
+			return false, err
+		}
 	}
 	// The genesis last: its presence means the consortium is complete.
 	if err := os.WriteFile(filepath.Join(dir, "genesis.json"), c.Genesis, 0o644); err != nil {
@@ -127,7 +193,7 @@ func writeExclusive(path string, b []byte, mode os.FileMode) error {
 	return f.Close()
 }
 
-func printDevBanner(w interface{ Write([]byte) (int, error) }, dir, addr string, genesis []byte, created bool) {
+func printDevBanner(w io.Writer, dir, addr string, genesis []byte, created bool) {
 	id := sha256.Sum256(genesis)
 	abs, err := filepath.Abs(dir)
 	if err != nil {

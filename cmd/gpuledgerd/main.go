@@ -60,13 +60,19 @@ genesis) in its data directory on first start and serves at once.`,
 type common struct {
 	data, listen, logLevel string
 	batchWindow            time.Duration
+	snapInterval           time.Duration
+	snapThreshold, trail   uint64
 }
 
 func (c *common) flags(cmd *cobra.Command, dataDefault string) {
+	d := node.DefaultConfig("", "")
 	cmd.Flags().StringVar(&c.data, "data", dataDefault, "data directory (ledger, raft log)")
-	cmd.Flags().StringVar(&c.listen, "listen", DefaultListen, "gRPC address to serve on (host:port)")
+	cmd.Flags().StringVar(&c.listen, "listen", DefaultListen, "address to serve gRPC and raft on (host:port)")
 	cmd.Flags().StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	cmd.Flags().DurationVar(&c.batchWindow, "batch-window", 2*time.Millisecond, "how long a write waits for others to share its raft command")
+	cmd.Flags().DurationVar(&c.batchWindow, "batch-window", d.BatchWindow, "how long a write waits for others to share its raft command")
+	cmd.Flags().DurationVar(&c.snapInterval, "snapshot-interval", d.SnapshotInterval, "how often raft considers snapshotting the ledger and compacting its log")
+	cmd.Flags().Uint64Var(&c.snapThreshold, "snapshot-threshold", d.SnapshotThreshold, "raft commands applied since the last snapshot that make the next one due")
+	cmd.Flags().Uint64Var(&c.trail, "trailing-logs", d.TrailingLogs, "raft commands kept after a snapshot, for followers a little behind (those further behind get the snapshot)")
 }
 
 func (c *common) logger() (*slog.Logger, error) {
@@ -98,31 +104,39 @@ func readNodeKey(path string) (note.Signer, error) {
 
 // serve opens a node and serves it on c.listen until ctx ends, then shuts
 // down in order: gRPC, raft, the store. ready, if set, runs once serving.
+// A node alone waits to lead before it says it serves, so that the first
+// write succeeds; a cluster member serves at once (reads, status) and writes
+// succeed once a majority is up.
 func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, ready func(addr string)) error {
 	cfg.Logger, cfg.BatchWindow = log, c.batchWindow
+	cfg.SnapshotInterval, cfg.SnapshotThreshold, cfg.TrailingLogs = c.snapInterval, c.snapThreshold, c.trail
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another node running there? use --listen)", c.listen, err)
 	}
+	cfg.Listener = lis
 	n, err := node.Open(ctx, cfg)
 	if err != nil {
 		lis.Close()
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = n.WaitLeader(wctx)
-	cancel()
-	if err != nil {
-		lis.Close()
-		return errors.Join(err, n.Close(context.Background()))
+	if a := n.Alarm(); a != "" {
+		log.Error("serving the alarm only: ledger RPCs are refused", "reason", a)
+	} else if len(cfg.Peers) == 0 && cfg.Join == "" && n.Cluster() == 1 {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = n.WaitLeader(wctx)
+		cancel()
+		if err != nil {
+			return errors.Join(err, n.Close(context.Background()))
+		}
 	}
 	s := grpc.NewServer(node.ServerOptions()...)
 	n.Register(s)
 	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(lis) }()
-	log.Info("serving", "node", cfg.Name, "addr", lis.Addr().String(), "entries", n.Ledger().Size())
+	go func() { errc <- s.Serve(n.GRPCListener()) }()
+	log.Info("serving", "node", cfg.Name, "addr", n.Addr(), "entries", n.Size())
 	if ready != nil {
-		ready(lis.Addr().String())
+		ready(n.Addr())
 	}
 	select {
 	case <-ctx.Done():

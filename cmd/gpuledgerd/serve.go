@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"strings"
 
 	"github.com/gpuledger/gpuledger/node"
 	"github.com/spf13/cobra"
@@ -10,15 +12,26 @@ import (
 
 func serveCmd() *cobra.Command {
 	var c common
-	var genesis, nodeKey string
+	var genesis, nodeKey, peers, join, advertise string
 	cmd := &cobra.Command{
-		Use:   "serve --data DIR --genesis FILE --node-key FILE [--listen ADDR]",
+		Use:   "serve --data DIR --genesis FILE --node-key FILE [--listen ADDR] [--peers LIST | --join ADDR]",
 		Short: "serve a node of an existing consortium",
 		Long: `serve runs a node of a consortium whose genesis file and node key you have.
 The node key is a signed-note private key (PRIVATE+KEY+<name>+...) whose name
 is the node's name and whose verifier key is listed in the genesis; the file
 must have mode 0600. The genesis is needed on first start; later starts check
-it against the store.`,
+it against the store.
+
+The node serves gRPC and raft on one address (--listen; --advertise if peers
+reach it at another). Alone, it is a one-voter cluster. To found a cluster,
+start every founding node with the same --peers list of name=host:port, its
+own entry included; writes succeed once a majority is up. To add a node to a
+running cluster, start it with --join host:port of any member: it asks,
+signed with its node key, to be added as a voter (the registry must list the
+node). --peers and --join count only on a node's first start; afterwards the
+raft state in --data says who the members are.`,
+		Example: `  gpuledgerd serve --data /var/lib/gpuledger --genesis genesis.json --node-key node.key \
+      --listen 10.0.0.1:7600 --peers acme-1=10.0.0.1:7600,eudist-1=10.0.1.1:7600,dcfra-1=10.0.2.1:7600`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := c.logger()
@@ -39,7 +52,10 @@ it against the store.`,
 				}
 			}
 			cfg := node.DefaultConfig(signer.Name(), c.data)
-			cfg.Genesis, cfg.NodeSigner = g, signer
+			cfg.Genesis, cfg.NodeSigner, cfg.Join, cfg.Advertise = g, signer, join, advertise
+			if cfg.Peers, err = parsePeers(peers); err != nil {
+				return err
+			}
 			return serve(cmd.Context(), &c, log, cfg, func(addr string) {
 				fmt.Fprintf(cmd.OutOrStdout(), "gpuledger node %s serving on %s\n", cfg.Name, addr)
 			})
@@ -48,5 +64,25 @@ it against the store.`,
 	c.flags(cmd, "gpuledger-data")
 	cmd.Flags().StringVar(&genesis, "genesis", "", "genesis file (protojson); required on first start")
 	cmd.Flags().StringVar(&nodeKey, "node-key", "", "node key file (signed-note private key, mode 0600)")
+	cmd.Flags().StringVar(&peers, "peers", "", "found a cluster of these nodes: name=host:port,... (every founder, this node too, the same list on each)")
+	cmd.Flags().StringVar(&join, "join", "", "join the running cluster that has a member at host:port")
+	cmd.Flags().StringVar(&advertise, "advertise", "", "address peers and clients reach this node at (default: --listen)")
+	cmd.MarkFlagsMutuallyExclusive("peers", "join")
 	return cmd
+}
+
+// parsePeers parses name=host:port,name=host:port.
+func parsePeers(s string) ([]node.Peer, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []node.Peer
+	for _, p := range strings.Split(s, ",") {
+		name, addr, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if _, _, err := net.SplitHostPort(addr); !ok || name == "" || err != nil {
+			return nil, fmt.Errorf("--peers: %q is not name=host:port (for example node-1=127.0.0.1:7601)", p)
+		}
+		out = append(out, node.Peer{Name: name, Addr: addr})
+	}
+	return out, nil
 }

@@ -47,6 +47,15 @@ type Consortium struct {
 	NodeName, NodeKey, NodeVerifierKey string
 	// NodeSigner signs checkpoints with NodeKey.
 	NodeSigner note.Signer
+	// Nodes are all the nodes' keys; Nodes[0] is the one above.
+	Nodes []NodeKey
+}
+
+// NodeKey is a node's name, operator and signed-note keys.
+type NodeKey struct {
+	Name, Operator   string
+	Key, VerifierKey string
+	Signer           note.Signer
 }
 
 // Options tune Build.
@@ -62,7 +71,12 @@ type Options struct {
 	NodeName, NodeOperator string
 	// Policy is the genesis policy (default: none, so the embedded default).
 	Policy *pb.Policy
+	// MoreNodes adds nodes beyond the first, each with a name and operator.
+	MoreNodes []NodeSpec
 }
+
+// NodeSpec names a node and the participant that operates it.
+type NodeSpec struct{ Name, Operator string }
 
 // Build creates the members' keys, a node key and the genesis.
 func Build(specs []Spec, o Options) (*Consortium, error) {
@@ -102,15 +116,20 @@ func Build(specs []Spec, o Options) (*Consortium, error) {
 		g.Participants = append(g.Participants, p)
 		c.Members = append(c.Members, &Member{Participant: p, Keys: ks})
 	}
-	skey, vkey, err := note.GenerateKey(o.Rand, o.NodeName)
-	if err != nil {
-		return nil, fmt.Errorf("consortium: node key: %w", err)
+	for _, ns := range append([]NodeSpec{{o.NodeName, o.NodeOperator}}, o.MoreNodes...) {
+		skey, vkey, err := note.GenerateKey(o.Rand, ns.Name)
+		if err != nil {
+			return nil, fmt.Errorf("consortium: node key: %w", err)
+		}
+		signer, err := note.NewSigner(skey)
+		if err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, NodeKey{Name: ns.Name, Operator: ns.Operator, Key: skey, VerifierKey: vkey, Signer: signer})
+		g.Nodes = append(g.Nodes, &pb.Node{Name: ns.Name, ParticipantId: ns.Operator, VerifierKey: vkey})
 	}
-	c.NodeKey, c.NodeVerifierKey = skey, vkey
-	if c.NodeSigner, err = note.NewSigner(skey); err != nil {
-		return nil, err
-	}
-	g.Nodes = []*pb.Node{{Name: o.NodeName, ParticipantId: o.NodeOperator, VerifierKey: vkey}}
+	c.NodeKey, c.NodeVerifierKey, c.NodeSigner = c.Nodes[0].Key, c.Nodes[0].VerifierKey, c.Nodes[0].Signer
+	var err error
 	c.Genesis, err = MarshalGenesis(g)
 	if err != nil {
 		return nil, err
