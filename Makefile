@@ -11,7 +11,7 @@ LISTEN ?= 127.0.0.1:7600
 FUZZTIME ?= 10s
 BENCHTIME ?=
 
-.PHONY: help build run test test-short fuzz bench lint generate checkgenerate tools clean
+.PHONY: help build run cluster test test-short fuzz bench lint generate checkgenerate tools clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ build: ## build gpuledgerd and gpuledger into ./bin
 
 run: build ## run a development node (embedded badger, dev consortium) on $(LISTEN)
 	$(BIN)/gpuledgerd dev --data $(DATA) --listen $(LISTEN)
+
+cluster: build ## run three nodes of a development consortium on 127.0.0.1:7601-7603
+	BIN=$(BIN) scripts/cluster.sh $(CURDIR)/.gpuledger-cluster
 
 test: tools ## run every test with the race detector, then a short fuzz run
 	GPULEDGER_GRPCURL=$(BIN)/grpcurl $(GO) test -race -count=1 ./...

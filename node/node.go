@@ -13,13 +13,14 @@ package node
 
 import (
 	"context"
-		"errors"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,7 +245,7 @@ func (n *Node) Addr() string { return n.addr }
 func (n *Node) startRaft(ctx context.Context) error {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.Name)
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: slogWriter{n.log}, DisableTime: true})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error, Output: newSlogWriter(n.log), DisableTime: true})
 	// The FSM is durable (the ledger records the last applied raft index in the
 	// same transaction as each batch), so nothing is restored from a snapshot
 	// at start: raft replays only what the ledger has not applied.
@@ -261,7 +262,7 @@ func (n *Node) startRaft(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStore(filepath.Join(n.cfg.Dir, "raft"), 2, slogWriter{n.log})
+	snaps, err := raft.NewFileSnapshotStore(filepath.Join(n.cfg.Dir, "raft"), 2, newSlogWriter(n.log))
 	if err != nil {
 		store.Close()
 		return fmt.Errorf("open raft snapshots: %w", err)
@@ -555,10 +556,52 @@ func (s *backupSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (*backupSnapshot) Release() {}
 
-// slogWriter adapts raft's line logger to slog.
-type slogWriter struct{ l *slog.Logger }
+// slogWriter adapts raft's line logger to slog. A peer that is down makes
+// raft log the same failure many times a second; each distinct message is
+// logged at most once per quietPeriod, with how often it recurred.
+type slogWriter struct {
+	l    *slog.Logger
+	mu   *sync.Mutex
+	seen map[string]*repeat
+}
+
+type repeat struct {
+	last  time.Time
+	count int
+}
+
+const quietPeriod = 30 * time.Second
+
+var noisy = regexp.MustCompile(` (backoff time|term)=\S+`)
+
+func newSlogWriter(l *slog.Logger) slogWriter {
+	return slogWriter{l: l, mu: new(sync.Mutex), seen: make(map[string]*repeat)}
+}
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Warn(strings.TrimSpace(string(p)), "component", "raft")
+	msg := strings.TrimSpace(string(p))
+	key := noisy.ReplaceAllString(msg, "")
+	w.mu.Lock()
+	r := w.seen[key]
+	now := time.Now()
+	if r != nil && now.Sub(r.last) < quietPeriod {
+		r.count++
+		w.mu.Unlock()
+		return len(p), nil
+	}
+	again := 0
+	if r != nil {
+		again = r.count
+	}
+	if len(w.seen) > 1000 {
+		clear(w.seen)
+	}
+	w.seen[key] = &repeat{last: now}
+	w.mu.Unlock()
+	if again > 0 {
+		w.l.Warn(msg, "component", "raft", "repeated", again)
+	} else {
+		w.l.Warn(msg, "component", "raft")
+	}
 	return len(p), nil
 }
