@@ -14,7 +14,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,7 +63,25 @@ type devNode struct {
 	dir  string
 	addr string
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  *syncBuffer
+}
+
+// syncBuffer collects a daemon's log while tests read it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 var addrRE = regexp.MustCompile(`serving on (127\.0\.0\.1:\d+)`)
@@ -75,17 +95,22 @@ func startDev(t *testing.T, dir string) *devNode {
 // until it serves.
 func startDaemon(t *testing.T, dir string, args ...string) *devNode {
 	t.Helper()
-	cmd := exec.Command(bin.daemon, append(args, "--listen", "127.0.0.1:0", "--log-level", "warn")...)
+	for _, f := range [][2]string{{"--listen", "127.0.0.1:0"}, {"--log-level", "warn"}} {
+		if !slices.Contains(args, f[0]) {
+			args = append(args, f[0], f[1])
+		}
+	}
+	cmd := exec.Command(bin.daemon, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	logs := new(syncBuffer)
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &devNode{t: t, dir: dir, cmd: cmd, out: &logs}
+	d := &devNode{t: t, dir: dir, cmd: cmd, out: logs}
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -507,19 +532,11 @@ func copyPrivate(t *testing.T, from, to string) {
 	})
 }
 
-// tamper opens a stopped node's store with badger directly and changes it.
+// tamper opens a stopped development node's store with badger directly and
+// changes it.
 func tamper(t *testing.T, dir string, change func(txn *badger.Txn)) {
 	t.Helper()
-	o := badger.DefaultOptions(filepath.Join(dir, "node", "ledger"))
-	o.Logger = nil
-	db, err := badger.Open(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Update(func(txn *badger.Txn) error { change(txn); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	tamperAt(t, filepath.Join(dir, "node", "ledger"), change)
 }
 
 func entryKey(i uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'e'}, i) }
@@ -535,7 +552,8 @@ func value(t *testing.T, txn *badger.Txn, key []byte) []byte {
 
 // TestTamper tampers with a real store in four ways, deep in the log and at
 // its head. gpuledgerd check names the entry (or serial) every time; a node
-// refuses to start on a store whose head was tampered with, naming it; verify
+// on a store whose head was tampered with refuses to serve it, naming it
+// (health NOT_SERVING, the alarm in its cluster status, reads refused); verify
 // --all against a node serving a store tampered deep inside names the entry;
 // verify SERIAL fails for the affected serial only.
 func TestTamper(t *testing.T) {
@@ -662,11 +680,27 @@ func TestTamper(t *testing.T) {
 	for _, tc := range atHead {
 		t.Run("head/"+tc.name, func(t *testing.T) {
 			dir := prepare(t, tc.change)
-			_, errOut, code := run(t, bin.daemon, "dev", "--data", dir, "--listen", "127.0.0.1:0")
-			if code == 0 || !strings.Contains(errOut, tc.want) {
-				t.Fatalf("the node started on a store tampered at its head, or did not name %q: exit %d\n%s", tc.want, code, errOut)
-			}
+			d := startDev(t, dir)
+			refusesToServe(t, d, tc.want)
 		})
+	}
+}
+
+// refusesToServe checks that a node serves only its alarm, naming want:
+// health NOT_SERVING, the alarm in GetClusterStatus, ledger reads refused.
+func refusesToServe(t *testing.T, d *devNode, want string) {
+	t.Helper()
+	if out := d.grpcurl(t, "", "grpc.health.v1.Health/Check"); !strings.Contains(out, "NOT_SERVING") {
+		t.Fatalf("health of a node serving a tampered store:\n%s", out)
+	}
+	var st struct{ Alarm string }
+	json.Unmarshal([]byte(d.grpcurl(t, "", "gpuledger.v1.ClusterService/GetClusterStatus")), &st)
+	if !strings.Contains(st.Alarm, want) {
+		t.Fatalf("the alarm does not name %q: %q", want, st.Alarm)
+	}
+	out, errOut, code := run(t, bin.cli, "--node", d.addr, "checkpoint")
+	if code == 0 || !strings.Contains(errOut, "Unavailable (NODE_ALARM)") || !strings.Contains(errOut, want) {
+		t.Fatalf("a read from a node with its alarm raised: exit %d\n%s%s", code, out, errOut)
 	}
 }
 

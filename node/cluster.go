@@ -14,10 +14,13 @@ import (
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/hashicorp/raft"
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // Metadata keys.
@@ -54,7 +57,11 @@ func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
+	// Peers restart: reconnect within a second, not grpc's default two minutes.
+	bo := backoff.DefaultConfig
+	bo.MaxDelay = time.Second
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 2 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxRecvMsgBytes), grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return nil, err
@@ -100,6 +107,26 @@ func (n *Node) leaderConn(ctx context.Context) (*grpc.ClientConn, error) {
 // deadline.
 func forwardCtx(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, mdForwarded, "1")
+}
+
+// forwarded passes on the leader's answer to a forwarded call. When the
+// leader could not be reached (no answer of its own), the caller gets
+// UNAVAILABLE with a retry hint: the leader is probably being replaced.
+func (n *Node) forwarded(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain {
+			return err // the leader's own answer
+		}
+	}
+	if st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded {
+		_, id := n.raft.LeaderWithID()
+		return toStatus(ctx, n.log, errUnavailable{fmt.Sprintf("node %s could not reach the leader %s: %s", n.cfg.Name, id, st.Message())})
+	}
+	return err
 }
 
 // staleness says why this node's reads may be behind the cluster, or "".
@@ -207,7 +234,7 @@ func (n *Node) cosigned(ctx context.Context, k int) (*pb.Checkpoint, error) {
 				answers <- answer{name: name, err: err}
 				return
 			}
-			resp, err := gpuledgerv1grpc.NewClusterServiceClient(c).CosignCheckpoint(cctx, &pb.CosignCheckpointRequest{Size: cp.GetSize()})
+			resp, err := gpuledgerv1grpc.NewClusterServiceClient(c).CosignCheckpoint(cctx, &pb.CosignCheckpointRequest{Size: cp.GetSize()}, grpc.WaitForReady(true))
 			answers <- answer{name: name, cp: resp.GetCheckpoint(), err: err}
 		}()
 	}
@@ -382,7 +409,7 @@ func (s *clusterService) GetClusterStatus(ctx context.Context, req *pb.GetCluste
 	_, leader := r.LeaderWithID()
 	out.Role, out.Leader = roleName(r.State()), string(leader)
 	out.AppliedSize, out.AppliedIndex = n.ledger.Size(), n.ledger.AppliedIndex()
-	out.Stale = n.staleness() != ""
+	out.Stale = n.staleness() != "" || n.restoring.Load()
 	if r.State() != raft.Leader && !r.LastContact().IsZero() {
 		out.LastLeaderContactMs = time.Since(r.LastContact()).Milliseconds()
 	}
@@ -407,6 +434,9 @@ func (s *clusterService) CosignCheckpoint(ctx context.Context, req *pb.CosignChe
 	n := s.n
 	if a := n.alarmText(); a != "" {
 		return nil, withInfo(codes.Unavailable, ReasonNodeAlarm, "node "+n.cfg.Name+" does not sign: "+a, nil)
+	}
+	if n.restoring.Load() {
+		return nil, withInfo(codes.Unavailable, ReasonRestoring, "node "+n.cfg.Name+" is installing a snapshot; retry shortly", nil)
 	}
 	if req.GetSize() == 0 {
 		return nil, invalid("size is required: the tree size to cosign")
@@ -435,7 +465,8 @@ func (s *clusterService) JoinCluster(ctx context.Context, req *pb.JoinClusterReq
 		return nil, toStatus(ctx, n.log, err)
 	}
 	if c != nil {
-		return gpuledgerv1grpc.NewClusterServiceClient(c).JoinCluster(forwardCtx(ctx), req)
+		resp, err := gpuledgerv1grpc.NewClusterServiceClient(c).JoinCluster(forwardCtx(ctx), req)
+		return resp, n.forwarded(ctx, err)
 	}
 	if err := n.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(addr), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		return nil, toStatus(ctx, n.log, err)

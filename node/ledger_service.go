@@ -22,7 +22,8 @@ func (s *ledgerService) Append(ctx context.Context, req *pb.AppendRequest) (*pb.
 	if c, err := s.n.leaderConn(ctx); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	} else if c != nil {
-		return gpuledgerv1grpc.NewLedgerServiceClient(c).Append(forwardCtx(ctx), req)
+		resp, err := gpuledgerv1grpc.NewLedgerServiceClient(c).Append(forwardCtx(ctx), req)
+		return resp, s.n.forwarded(ctx, err)
 	}
 	raw, err := marshalEnvelope(req.GetEnvelope())
 	if err != nil {
@@ -54,7 +55,8 @@ func (s *ledgerService) AppendBatch(ctx context.Context, req *pb.AppendBatchRequ
 	if c, err := s.n.leaderConn(ctx); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	} else if c != nil {
-		return gpuledgerv1grpc.NewLedgerServiceClient(c).AppendBatch(forwardCtx(ctx), req)
+		resp, err := gpuledgerv1grpc.NewLedgerServiceClient(c).AppendBatch(forwardCtx(ctx), req)
+		return resp, s.n.forwarded(ctx, err)
 	}
 	raws := make([][]byte, len(envs))
 	for i, e := range envs {

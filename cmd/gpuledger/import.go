@@ -167,9 +167,17 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 		for _, l := range part {
 			req.Envelopes = append(req.Envelopes, l.env)
 		}
-		cctx, cancel := c.ctx(ctx)
-		resp, err := gpuledgerv1grpc.NewLedgerServiceClient(conn).AppendBatch(cctx, req)
-		cancel()
+		var resp *pb.AppendBatchResponse
+		var err error
+		for attempt := 1; ; attempt++ {
+			cctx, cancel := c.ctx(ctx)
+			resp, err = gpuledgerv1grpc.NewLedgerServiceClient(conn).AppendBatch(cctx, req)
+			cancel()
+			if !retryable(err) || attempt == 5 {
+				break
+			}
+			time.Sleep(retryDelay(err, attempt)) // an election; appends are idempotent
+		}
 		if err != nil {
 			return fmt.Errorf("lines %d to %d: %w", part[0].line, part[len(part)-1].line, err)
 		}

@@ -135,14 +135,30 @@ func (c *cli) warnStale(ctx context.Context, method string, req, reply any, cc *
 }
 
 func (c *cli) warnStaleStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	var md metadata.MD
-	s, err := streamer(ctx, desc, cc, method, append(opts, grpc.Header(&md))...)
-	if err == nil {
-		if h, herr := s.Header(); herr == nil {
-			c.staleHeader(h)
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &headerStream{ClientStream: s, c: c}, nil
+}
+
+// headerStream reads the stream's header after its first message (the
+// header arrives no earlier).
+type headerStream struct {
+	grpc.ClientStream
+	c    *cli
+	seen bool
+}
+
+func (s *headerStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if !s.seen {
+		s.seen = true
+		if h, herr := s.ClientStream.Header(); herr == nil {
+			s.c.staleHeader(h)
 		}
 	}
-	return s, err
+	return err
 }
 
 func (c *cli) staleHeader(md metadata.MD) {
@@ -185,13 +201,44 @@ func describe(err error) string {
 		}
 	}
 	msg := st.Message()
-	if st.Code() == codes.Unavailable && strings.Contains(msg, "connection refused") {
+	if st.Code() == codes.Unavailable && reason == "" && strings.Contains(msg, "connection refused") {
 		msg = "no node answers there; start one (make run) or set --node / GPULEDGER_NODE"
 	}
 	if reason != "" {
 		return fmt.Sprintf("%s (%s): %s", st.Code(), reason, msg)
 	}
 	return fmt.Sprintf("%s: %s", st.Code(), msg)
+}
+
+// retryable reports whether a failed append may be sent again: the node
+// answered UNAVAILABLE itself (an election, no majority yet, a leader being
+// replaced). Appends are idempotent, so a retry never records twice. A node
+// that does not answer at all is not retried.
+func retryable(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == "gpuledger.dev" {
+			return true
+		}
+	}
+	return false
+}
+
+// retryDelay is how long to wait before attempt n+1: the node's RetryInfo
+// hint or a growing default, whichever is longer.
+func retryDelay(err error, attempt int) time.Duration {
+	d := time.Duration(attempt) * 300 * time.Millisecond
+	if st, ok := status.FromError(err); ok {
+		for _, x := range st.Details() {
+			if ri, ok := x.(*errdetails.RetryInfo); ok {
+				d = max(d, ri.GetRetryDelay().AsDuration())
+			}
+		}
+	}
+	return d
 }
 
 // errSilent is returned after a command has printed its own failure.

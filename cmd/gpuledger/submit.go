@@ -134,8 +134,8 @@ func (c *cli) submit(ctx context.Context, typ pb.EventType, f *submitFlags) erro
 		case code == codes.Aborted && attempt < 3:
 			fmt.Fprintf(c.errOut, "the head of %s moved; signing again on the new head\n", f.serial)
 			continue
-		case code == codes.Unavailable && attempt < 5 && !strings.Contains(err.Error(), "connection refused"):
-			time.Sleep(time.Duration(attempt) * 300 * time.Millisecond) // an election; appends are idempotent
+		case retryable(err) && attempt < 5:
+			time.Sleep(retryDelay(err, attempt)) // an election; appends are idempotent
 			continue
 		}
 		return err

@@ -135,7 +135,9 @@ func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, re
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(n.GRPCListener()) }()
 	log.Info("serving", "node", cfg.Name, "addr", n.Addr(), "entries", n.Size())
-	if ready != nil {
+	if a := n.Alarm(); a != "" {
+		fmt.Printf("gpuledger node %s serving on %s: ALARM, ledger RPCs refused: %s\n", cfg.Name, n.Addr(), a)
+	} else if ready != nil {
 		ready(n.Addr())
 	}
 	select {
