@@ -252,7 +252,21 @@ func TestClusterConverges(t *testing.T) {
 			}
 		}
 	}
-	size := c.waitConverged(9, 1, 2, 3)
+	// Read your own writes on another node: --min-index waits for the entry;
+	// a size no node has reached fails clearly after a short wait.
+	code, out := c.manufacture(1, "GPU-C-mine")
+	m := acceptedRE.FindStringSubmatch(out)
+	if code != 0 || m == nil {
+		t.Fatalf("write: %s", out)
+	}
+	idx, _ := strconv.ParseUint(m[1], 10, 64)
+	if out, errOut, code := run(t, bin.cli, "--node", c.addrs[2], "--min-index", fmt.Sprint(idx+1), "serial", "GPU-C-mine"); code != 0 || !strings.Contains(out, "GPU-C-mine") {
+		t.Fatalf("serial --min-index %d on node-3: exit %d\n%s%s", idx+1, code, out, errOut)
+	}
+	if out, errOut, code := run(t, bin.cli, "--node", c.addrs[1], "--min-index", "1000000", "history", "GPU-C-mine"); code == 0 || !strings.Contains(errOut, "STALE_READ") || !strings.Contains(errOut, "fewer than min_index 1000000") {
+		t.Fatalf("history --min-index 1000000: exit %d\n%s%s", code, out, errOut)
+	}
+	size := c.waitConverged(10, 1, 2, 3)
 	var bodies []string
 	for i := 1; i <= 3; i++ {
 		bodies = append(bodies, c.cosigned(i))

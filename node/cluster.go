@@ -34,6 +34,10 @@ const (
 	// MDStale is sent as a header on reads from a node that may be behind the
 	// cluster (no leader, or none heard from recently); it says why.
 	MDStale = "gpuledger-stale"
+	// MDMinIndex, sent by a client, asks any read to wait (briefly) until the
+	// node has applied at least that log size: read your own writes on
+	// another node. GetSerial also takes it as the field min_index.
+	MDMinIndex = "gpuledger-min-index"
 )
 
 // Reasons of cluster errors.
@@ -161,6 +165,16 @@ func (n *Node) guard(ctx context.Context, method string) error {
 	}
 	if n.restoring.Load() {
 		return withInfo(codes.Unavailable, ReasonRestoring, "node "+n.cfg.Name+" is installing a snapshot from the leader; retry shortly or ask another node", nil)
+	}
+	if in, _ := metadata.FromIncomingContext(ctx); len(in.Get(MDMinIndex)) > 0 {
+		v := in.Get(MDMinIndex)[0]
+		min, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return invalid(fmt.Sprintf("header %s %q: want a log size (a whole number)", MDMinIndex, v))
+		}
+		if err := n.waitSize(ctx, min); err != nil {
+			return toStatus(ctx, n.log, err)
+		}
 	}
 	md := metadata.Pairs(MDAppliedSize, strconv.FormatUint(n.ledger.Size(), 10))
 	if s := n.staleness(); s != "" {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -51,6 +52,8 @@ type cli struct {
 	errOut  io.Writer
 	conn    *grpc.ClientConn
 	warned  bool // the stale-read warning was printed
+	// minIndex is sent with every call as the gpuledger-min-index header.
+	minIndex uint64
 }
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -81,6 +84,7 @@ else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
 	root.PersistentFlags().StringVar(&c.node, "node", node, "node address host:port (env GPULEDGER_NODE)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline for each call to the node")
+	root.PersistentFlags().Uint64Var(&c.minIndex, "min-index", 0, "reads wait (briefly) until the node has applied this log size, else fail: read your own writes (an append's entry index + 1) on any node")
 	root.AddCommand(keygenCmd(c), nodekeyCmd(c), genesisCmd(c), submitCmd(c), importCmd(c),
 		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), passportCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c))
 	root.SetArgs(args)
@@ -102,7 +106,7 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	}
 	conn, err := grpc.NewClient(c.node, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(16<<20)),
-		grpc.WithChainUnaryInterceptor(c.warnStale), grpc.WithChainStreamInterceptor(c.warnStaleStream))
+		grpc.WithChainUnaryInterceptor(c.unaryInterceptor), grpc.WithChainStreamInterceptor(c.streamInterceptor))
 	if err != nil {
 		return nil, fmt.Errorf("--node %q: %w", c.node, err)
 	}
@@ -125,21 +129,31 @@ func (c *cli) call(parent context.Context, fn func(ctx context.Context, conn *gr
 	return fn(ctx, conn)
 }
 
-// warnStale prints, once, the node's warning that its reads may be behind
-// the cluster (the gpuledger-stale header).
-func (c *cli) warnStale(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+// unaryInterceptor and streamInterceptor send --min-index with every call
+// and print, once, the node's warning that its reads may be behind the
+// cluster (the gpuledger-stale header).
+func (c *cli) unaryInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	ctx = c.withMinIndex(ctx)
 	var md metadata.MD
 	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&md))...)
 	c.staleHeader(md)
 	return err
 }
 
-func (c *cli) warnStaleStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	s, err := streamer(ctx, desc, cc, method, opts...)
+func (c *cli) streamInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(c.withMinIndex(ctx), desc, cc, method, opts...)
 	if err != nil {
 		return nil, err
 	}
 	return &headerStream{ClientStream: s, c: c}, nil
+}
+
+// withMinIndex adds the gpuledger-min-index header (node.MDMinIndex).
+func (c *cli) withMinIndex(ctx context.Context) context.Context {
+	if c.minIndex == 0 {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "gpuledger-min-index", strconv.FormatUint(c.minIndex, 10))
 }
 
 // headerStream reads the stream's header after its first message (the
