@@ -320,14 +320,8 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 	return n.waitFor(ctx, "leadership", func() bool { return n.raft.State() == raft.Leader })
 }
 
-// WaitCluster blocks until the cluster has a leader and this node is part
-// of its configuration, or ctx ends.
-func (n *Node) WaitCluster(ctx context.Context) error {
-	return n.waitFor(ctx, "a leader", func() bool {
-		_, id := n.raft.LeaderWithID()
-		return id != ""
-	})
-}
+// IsLeader reports whether this node leads the cluster now.
+func (n *Node) IsLeader() bool { return n.raft != nil && n.raft.State() == raft.Leader }
 
 func (n *Node) waitFor(ctx context.Context, what string, cond func() bool) error {
 	if n.raft == nil {
