@@ -13,7 +13,6 @@ import (
 	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/spf13/cobra"
-	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -101,11 +100,8 @@ must start from the same bytes.`,
 			if err != nil {
 				return err
 			}
-			if b, err := os.ReadFile(vkey); err == nil {
-				vkey = strings.TrimSpace(string(b))
-			}
-			if _, err := note.NewVerifier(vkey); err != nil {
-				return fmt.Errorf("--verifier-key: %w (give the node's <name>+<hash>+<key> text or a file holding it)", err)
+			if vkey, err = readVerifierKey(vkey); err != nil {
+				return err
 			}
 			g.Nodes = append(g.Nodes, &pb.Node{Name: nodeName, ParticipantId: operator, VerifierKey: vkey})
 			return writeGenesis(file, g)

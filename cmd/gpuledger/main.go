@@ -86,7 +86,7 @@ else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline for each call to the node")
 	root.PersistentFlags().Uint64Var(&c.minIndex, "min-index", 0, "reads wait (briefly) until the node has applied this log size, else fail: read your own writes (an append's entry index + 1) on any node")
 	root.AddCommand(keygenCmd(c), nodekeyCmd(c), genesisCmd(c), submitCmd(c), importCmd(c),
-		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), passportCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c))
+		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), passportCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c), registryCmd(c))
 	root.SetArgs(args)
 	root.SetOut(out)
 	root.SetErr(errOut)
