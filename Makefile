@@ -34,7 +34,7 @@ run: build ## run a development node (embedded badger, dev consortium) on $(LIST
 	$(BIN)/gpuledgerd dev --data $(DATA) --listen $(LISTEN)
 
 cluster: build ## run three nodes of a development consortium on 127.0.0.1:7601-7603
-	BIN=$(BIN) scripts/cluster.sh $(CURDIR)/.gpuledger-cluster
+	BIN=bin scripts/cluster.sh .gpuledger-cluster
 
 test: tools ## run every test with the race detector, then a short fuzz run
 	GPULEDGER_GRPCURL=$(BIN)/grpcurl $(GO) test -race -count=1 ./...

@@ -18,12 +18,12 @@ cat <<MSG
 
 Three nodes serve on 127.0.0.1:7601, :7602 and :7603 (logs in $dir/node-<i>.log).
 Try:
-  gpuledger --node 127.0.0.1:7602 submit manufacture --key $dir/keys/acme-gpu.key --serial GPU-0001 --model H100-SXM5-80GB
-  gpuledger --node 127.0.0.1:7603 serial GPU-0001
-  gpuledger --node 127.0.0.1:7601 cluster status
-  gpuledger --node 127.0.0.1:7601 checkpoint --min-cosigners 3
-  gpuledger --node 127.0.0.1:7603 verify --genesis $dir/genesis.json --min-signers 3 GPU-0001
-  grpcurl -plaintext 127.0.0.1:7602 gpuledger.v1.ClusterService/GetClusterStatus
+  $bin/gpuledger --node 127.0.0.1:7602 submit manufacture --key $dir/keys/acme-gpu.key --serial GPU-0001 --model H100-SXM5-80GB
+  $bin/gpuledger --node 127.0.0.1:7603 --min-index 1 serial GPU-0001
+  $bin/gpuledger --node 127.0.0.1:7601 cluster status
+  $bin/gpuledger --node 127.0.0.1:7601 checkpoint --min-cosigners 3
+  $bin/gpuledger --node 127.0.0.1:7603 verify --genesis $dir/genesis.json --min-signers 3 GPU-0001
+  $bin/grpcurl -plaintext 127.0.0.1:7602 gpuledger.v1.ClusterService/GetClusterStatus
 Ctrl-C stops the cluster.
 MSG
 wait

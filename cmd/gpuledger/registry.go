@@ -12,8 +12,8 @@ import (
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
