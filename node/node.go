@@ -198,7 +198,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.applied.Store(&ch)
 	n.addr = cfg.Advertise
 	if cfg.Listener != nil {
-		n.mux = newMux(cfg.Listener)
+		n.mux = newMux(cfg.Listener, cfg.Logger)
 		if n.addr == "" {
 			n.addr = cfg.Listener.Addr().String()
 		}
@@ -272,7 +272,7 @@ func (n *Node) startRaft(ctx context.Context) error {
 	if n.mux != nil {
 		addr = raft.ServerAddress(n.addr)
 		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  &raftLayer{chanListener: n.mux.raft, advertise: advertiseAddr(n.addr)},
+			Stream:  &raftLayer{chanListener: n.mux.raft, advertise: advertiseAddr(n.addr), hello: n.raftHello},
 			MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
 		})
 	} else {
@@ -300,6 +300,10 @@ func (n *Node) startRaft(ctx context.Context) error {
 			store.Close()
 			return fmt.Errorf("bootstrap raft: %w", err)
 		}
+	}
+	if n.mux != nil {
+		check := n.checkRaftHello
+		n.mux.checkHello.Store(&check)
 	}
 	r, err := raft.NewRaft(rc, &fsm{n: n}, store, store, snaps, trans)
 	if err != nil {
