@@ -190,6 +190,24 @@ func BenchmarkCluster(b *testing.B) {
 	}
 }
 
+// serveOn opens a node with cfg (its Listener set) and serves its gRPC
+// until the test ends.
+func serveOn(tb testing.TB, cfg node.Config) *node.Node {
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	n, err := node.Open(tb.Context(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := grpc.NewServer(node.ServerOptions()...)
+	n.Register(s)
+	go s.Serve(n.GRPCListener())
+	tb.Cleanup(func() {
+		s.Stop()
+		n.Close(context.Background())
+	})
+	return n
+}
+
 // startCluster starts size nodes of c (c.Nodes[:size]) in this process, each
 // on its own loopback address and directory, founds a cluster of them and
 // returns a client of its leader once elected.
@@ -208,19 +226,7 @@ func startCluster(b *testing.B, c *consortium.Consortium, size int) gpuledgerv1g
 	for i := range size {
 		cfg := node.DefaultConfig(c.Nodes[i].Name, b.TempDir())
 		cfg.Genesis, cfg.NodeSigner, cfg.Listener, cfg.Peers = c.Genesis, c.Nodes[i].Signer, lis[i], peers
-		cfg.Logger = slog.New(slog.DiscardHandler)
-		n, err := node.Open(b.Context(), cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		s := grpc.NewServer(node.ServerOptions()...)
-		n.Register(s)
-		go s.Serve(n.GRPCListener())
-		b.Cleanup(func() {
-			s.Stop()
-			n.Close(context.Background())
-		})
-		nodes = append(nodes, n)
+		nodes = append(nodes, serveOn(b, cfg))
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	var leader string

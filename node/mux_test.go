@@ -1,10 +1,8 @@
 package node_test
 
 import (
-	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -31,15 +29,7 @@ func TestRaftHello(t *testing.T) {
 	}
 	cfg := node.DefaultConfig(dev.NodeName, t.TempDir())
 	cfg.Genesis, cfg.NodeSigner, cfg.Listener = dev.Genesis, dev.NodeSigner, l
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	n, err := node.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer(node.ServerOptions()...)
-	n.Register(s)
-	go s.Serve(n.GRPCListener())
-	t.Cleanup(func() { s.Stop(); n.Close(context.Background()) })
+	n := serveOn(t, cfg)
 
 	skey, _, _ := note.GenerateKey(nil, "stranger")
 	stranger, _ := note.NewSigner(skey)
