@@ -279,6 +279,19 @@ func TestClusterConverges(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "OK GPU-C1-0") {
 		t.Fatalf("verify --min-signers 3: exit %d\n%s%s", code, out, errOut)
 	}
+	// A passport whose checkpoint three organisations' nodes signed verifies
+	// offline with --min-signers 3; one signed by a single node does not.
+	dir := t.TempDir()
+	for _, k := range []string{"1", "3"} {
+		file := filepath.Join(dir, k+".passport")
+		if out, errOut, code := run(t, bin.cli, "--node", c.addrs[1], "passport", "GPU-C2-1", "--min-cosigners", k, "--file", file); code != 0 {
+			t.Fatalf("passport --min-cosigners %s: exit %d\n%s%s", k, code, out, errOut)
+		}
+		out, _, code := run(t, bin.cli, "verify", "--passport", file, "--genesis", filepath.Join(c.dir, "genesis.json"), "--min-signers", "3")
+		if ok := code == 0 && strings.HasPrefix(out, "OK passport of GPU-C2-1"); ok != (k == "3") {
+			t.Fatalf("verify --min-signers 3 of a passport cosigned by %s: exit %d\n%s", k, code, out)
+		}
+	}
 	// A node that is not in the registry cannot join.
 	stranger := filepath.Join(t.TempDir(), "stranger.key")
 	if _, errOut, code := run(t, bin.cli, "nodekey", "--name", "node-9", "--out", stranger); code != 0 {

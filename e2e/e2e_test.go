@@ -763,7 +763,7 @@ func TestPassport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := verify.Passport(p, g); err != nil {
+	if _, err := verify.Passport(p, g, 1); err != nil {
 		t.Fatalf("untouched passport: %v", err)
 	}
 	gStart := bytes.Index(data, []byte("\ngenesis ")) + 1
@@ -778,7 +778,7 @@ func TestPassport(t *testing.T) {
 		checked++
 		p, err := verify.ParsePassport(mut)
 		if err == nil {
-			_, err = verify.Passport(p, nil)
+			_, err = verify.Passport(p, nil, 1)
 		}
 		if err == nil {
 			t.Fatalf("a change of byte %d (%q -> %q) still verifies", i, data[i], mut[i])

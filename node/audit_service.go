@@ -21,15 +21,25 @@ type auditService struct {
 }
 
 func (s *auditService) GetCheckpoint(ctx context.Context, req *pb.GetCheckpointRequest) (*pb.GetCheckpointResponse, error) {
-	if k, max := req.GetMinCosigners(), operators(s.n.ledger.Registry()); int(k) > max {
+	cp, err := s.checkpoint(ctx, req.GetMinCosigners())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetCheckpointResponse{Checkpoint: cp}, nil
+}
+
+// checkpoint returns this node's latest checkpoint carrying node signatures
+// of at least k organisations.
+func (s *auditService) checkpoint(ctx context.Context, k uint32) (*pb.Checkpoint, error) {
+	if max := operators(s.n.ledger.Registry()); int(k) > max {
 		return nil, withInfo(codes.FailedPrecondition, ReasonUnsupported,
 			fmt.Sprintf("min_cosigners %d: the registry's nodes belong to %d organisations; ask for at most that many", k, max), nil)
 	}
-	cp, err := s.n.cosigned(ctx, int(req.GetMinCosigners()))
+	cp, err := s.n.cosigned(ctx, int(k))
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
-	return &pb.GetCheckpointResponse{Checkpoint: cp}, nil
+	return cp, nil
 }
 
 func (s *auditService) GetInclusionProof(ctx context.Context, req *pb.GetInclusionProofRequest) (*pb.GetInclusionProofResponse, error) {
@@ -177,9 +187,9 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
 	}
 	l := s.n.ledger
-	cp, err := l.Checkpoint(ctx)
+	cp, err := s.checkpoint(ctx, req.GetMinCosigners())
 	if err != nil {
-		return nil, toStatus(ctx, s.n.log, err)
+		return nil, err
 	}
 	p := &pb.CustodyPassport{Genesis: l.Genesis(), Serial: req.GetSerial(), Checkpoint: cp,
 		Policy: l.Registry().Policy().Proto(), Participants: l.Registry().Participants()}

@@ -167,9 +167,10 @@ func ParsePassport(data []byte) (*pb.CustodyPassport, error) {
 }
 
 // Passport verifies a passport offline: its checkpoint against the genesis
-// it carries (which must equal pinned, when given), its registry entries and
-// the serial's entries with their proofs, the chain and the rules.
-func Passport(p *pb.CustodyPassport, pinned []byte) (*SerialReport, error) {
+// it carries (which must equal pinned, when given) signed by nodes of at
+// least minSigners organisations, its registry entries and the serial's
+// entries with their proofs, the chain and the rules.
+func Passport(p *pb.CustodyPassport, pinned []byte, minSigners int) (*SerialReport, error) {
 	if pinned != nil && !bytes.Equal(pinned, p.GetGenesis()) {
 		return nil, fail(-1, "the passport is for another ledger than the genesis you trust")
 	}
@@ -177,6 +178,7 @@ func Passport(p *pb.CustodyPassport, pinned []byte) (*SerialReport, error) {
 	if err != nil {
 		return nil, fail(-1, "the passport's genesis: %v", err)
 	}
+	v.MinSigners = minSigners
 	cp, err := v.CheckpointWith(p.GetCheckpoint().GetNote(), p.GetRegistryEntries())
 	if err != nil {
 		return nil, err

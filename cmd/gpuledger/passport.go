@@ -14,6 +14,7 @@ import (
 
 func passportCmd(c *cli) *cobra.Command {
 	var file string
+	var k uint32
 	cmd := &cobra.Command{
 		Use:   "passport SERIAL --file FILE",
 		Short: "save a serial's custody passport: its evidence, verifiable offline",
@@ -21,7 +22,9 @@ func passportCmd(c *cli) *cobra.Command {
 custody without the network: the genesis, the serial's entries and the
 registry entries with their inclusion proofs, and the signed checkpoint they
 lead to (format: the verify package's documentation, after C2SP tlog-proof).
-Check it anywhere with: gpuledger verify --passport FILE [--genesis FILE].`,
+In a cluster, --min-cosigners K makes that checkpoint one signed by nodes of K
+organisations. Check it anywhere with:
+gpuledger verify --passport FILE [--genesis FILE] [--min-signers K].`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
@@ -29,7 +32,7 @@ Check it anywhere with: gpuledger verify --passport FILE [--genesis FILE].`,
 			}
 			var r *pb.GetCustodyPassportResponse
 			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
-				r, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetCustodyPassport(ctx, &pb.GetCustodyPassportRequest{Serial: args[0]})
+				r, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetCustodyPassport(ctx, &pb.GetCustodyPassportRequest{Serial: args[0], MinCosigners: k})
 				return err
 			}); err != nil {
 				return err
@@ -47,5 +50,6 @@ Check it anywhere with: gpuledger verify --passport FILE [--genesis FILE].`,
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "the passport file to write")
+	cmd.Flags().Uint32Var(&k, "min-cosigners", 1, "the checkpoint must be signed by nodes of at least K organisations")
 	return cmd
 }

@@ -65,7 +65,7 @@ and prints the custody story.`,
 				genesis = os.Getenv("GPULEDGER_GENESIS")
 			}
 			if passport != "" {
-				return c.verifyPassport(passport, genesis)
+				return c.verifyPassport(passport, genesis, minSigners)
 			}
 			if genesis == "" {
 				return fmt.Errorf("--genesis FILE is required: the genesis you trust (a dev node's is DIR/genesis.json)")
@@ -183,7 +183,7 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 }
 
 // verifyPassport checks a passport file offline.
-func (c *cli) verifyPassport(file, genesis string) error {
+func (c *cli) verifyPassport(file, genesis string, minSigners int) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err
@@ -199,7 +199,7 @@ func (c *cli) verifyPassport(file, genesis string) error {
 		fmt.Fprintf(c.out, "FAILED %s: %v\n", file, err)
 		return errSilent
 	}
-	rep, err := verify.Passport(p, pinned)
+	rep, err := verify.Passport(p, pinned, minSigners)
 	if err != nil {
 		fmt.Fprintf(c.out, "FAILED %s: %v\n", file, err)
 		return errSilent

@@ -732,7 +732,11 @@ func (x *WatchFindingsResponse) GetFinding() *Finding {
 type GetCustodyPassportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The serial number.
-	Serial        string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// The passport's checkpoint must carry node signatures from at least this
+	// many organisations (as GetCheckpoint's min_cosigners). 0 or 1: this
+	// node's signature.
+	MinCosigners  uint32 `protobuf:"varint,2,opt,name=min_cosigners,json=minCosigners,proto3" json:"min_cosigners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -772,6 +776,13 @@ func (x *GetCustodyPassportRequest) GetSerial() string {
 		return x.Serial
 	}
 	return ""
+}
+
+func (x *GetCustodyPassportRequest) GetMinCosigners() uint32 {
+	if x != nil {
+		return x.MinCosigners
+	}
+	return 0
 }
 
 // CustodyPassport is everything needed to verify one serial's custody offline.
@@ -991,9 +1002,10 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x19.gpuledger.v1.FindingKindR\x05kinds\x129\n" +
 	"\fmin_severity\x18\x02 \x01(\x0e2\x16.gpuledger.v1.SeverityR\vminSeverity\"H\n" +
 	"\x15WatchFindingsResponse\x12/\n" +
-	"\afinding\x18\x01 \x01(\v2\x15.gpuledger.v1.FindingR\afinding\"3\n" +
+	"\afinding\x18\x01 \x01(\v2\x15.gpuledger.v1.FindingR\afinding\"X\n" +
 	"\x19GetCustodyPassportRequest\x12\x16\n" +
-	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xfc\x03\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12#\n" +
+	"\rmin_cosigners\x18\x02 \x01(\rR\fminCosigners\"\xfc\x03\n" +
 	"\x0fCustodyPassport\x12\x18\n" +
 	"\agenesis\x18\x01 \x01(\fR\agenesis\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12-\n" +
