@@ -283,6 +283,9 @@ func (n *Node) startRaft(ctx context.Context) error {
 		store.Close()
 		return fmt.Errorf("raft state: %w", err)
 	}
+	if existing && (len(n.cfg.Peers) > 0 || n.cfg.Join != "") {
+		n.log.Info("this node has raft state already: its members come from it, and the peers or join address given are not used")
+	}
 	if !existing && n.cfg.Join == "" {
 		servers := []raft.Server{{ID: rc.LocalID, Address: addr, Suffrage: raft.Voter}}
 		if len(n.cfg.Peers) > 0 {

@@ -184,7 +184,7 @@ func clusterCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "replication status"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "status",
-		Short: "show the node's raft role, leader, peers and applied size",
+		Short: "show the node's raft role, leader, peers, applied size and index, staleness and alarm",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r *pb.GetClusterStatusResponse

@@ -47,7 +47,9 @@ AuditService, RegistryService and ClusterService over gRPC, with
 grpc.health.v1 and server reflection (so grpcurl needs no .proto files).
 
 Start with "gpuledgerd dev": it creates a development consortium (keys and a
-genesis) in its data directory on first start and serves at once.`,
+genesis) in its data directory on first start and serves at once. Several
+organisations' nodes form a cluster: see "gpuledgerd serve --help", and
+"gpuledgerd dev --nodes 3" for a development cluster (make cluster).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
