@@ -4,27 +4,75 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"io"
 
+	"github.com/dgraph-io/badger/v4"
+	bpb "github.com/dgraph-io/badger/v4/pb"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/proto"
 )
 
-// Backup writes the whole store to w in badger's backup format: one
-// consistent read of the store, taken when Backup starts, so it holds whole
-// batches only and records the replication index of the last of them. Apply
-// may run meanwhile; what it adds is not in the backup.
-func (l *Ledger) Backup(w io.Writer) error {
-	stream := l.db.NewStream()
-	stream.LogPrefix = "ledger backup"
-	if _, err := stream.Backup(w, 0); err != nil {
-		return fmt.Errorf("back up store: %w", err)
-	}
-	return nil
+// Backup is a consistent read of the whole store, to be written out in
+// badger's backup format (what badger's DB.Load reads). It holds the store as
+// it was when BeginBackup was called — whole batches only, up to the
+// replication index recorded with the last — however many batches Apply adds
+// while it is written. Close it when done.
+type Backup struct {
+	txn *badger.Txn
 }
 
-// Restore replaces the store's contents with a backup written by Backup on
+// BeginBackup starts a backup of the store as it is now.
+func (l *Ledger) BeginBackup() *Backup { return &Backup{txn: l.db.NewTransaction(false)} }
+
+// WriteTo writes the backup: frames of uint64le(length) and a badger
+// KVList of up to 1,000 keys, as badger's own Backup writes them. (badger's
+// Stream reads each key range in a transaction of its own, so a stream taken
+// while Apply runs can mix batches; one iterator in one transaction cannot.)
+func (b *Backup) WriteTo(w io.Writer) (int64, error) {
+	it := b.txn.NewIterator(badger.DefaultIteratorOptions)
+	defer it.Close()
+	var n int64
+	list := &bpb.KVList{}
+	flush := func() error {
+		if len(list.Kv) == 0 {
+			return nil
+		}
+		buf, err := proto.Marshal(list)
+		if err != nil {
+			return err
+		}
+		frame := binary.LittleEndian.AppendUint64(nil, uint64(len(buf)))
+		k, err := w.Write(append(frame, buf...))
+		n += int64(k)
+		list.Kv = list.Kv[:0]
+		return err
+	}
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return n, fmt.Errorf("back up store: %w", err)
+		}
+		list.Kv = append(list.Kv, &bpb.KV{Key: item.KeyCopy(nil), Value: v, UserMeta: []byte{item.UserMeta()}, Version: item.Version()})
+		if len(list.Kv) == 1000 {
+			if err := flush(); err != nil {
+				return n, fmt.Errorf("back up store: %w", err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return n, fmt.Errorf("back up store: %w", err)
+	}
+	return n, nil
+}
+
+// Close ends the backup's read.
+func (b *Backup) Close() { b.txn.Discard() }
+
+// Restore replaces the store's contents with a backup written by a Backup on
 // a node of the same ledger, and reports the size it had before. The backup
 // must be of the same genesis, must extend what this store held (the old
 // root is the tree hash of the backup's first old-size entries), and must

@@ -507,15 +507,14 @@ func (n *Node) compare(check batchState) error {
 }
 
 // Snapshot makes the ledger durable (raft may then compact its log up to
-// the snapshot's index) and returns a snapshot that streams the store in
-// badger's backup format. The backup is a consistent read taken when Persist
-// runs, so it may hold batches after the snapshot's index; the ledger records
-// the raft index of its last batch, and Apply skips what a store already has.
+// the snapshot's index) and starts a backup: a consistent read of the store
+// as it is now, at the snapshot's index (raft does not apply while Snapshot
+// runs). Persist streams it in badger's backup format while Apply goes on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.n.ledger.Sync(); err != nil {
 		return nil, err
 	}
-	return &backupSnapshot{l: f.n.ledger, log: f.n.log}, nil
+	return &backupSnapshot{b: f.n.ledger.BeginBackup()}, nil
 }
 
 // Restore replaces the store with a peer's snapshot: a node far behind (or
@@ -542,20 +541,17 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type backupSnapshot struct {
-	l   *ledger.Ledger
-	log *slog.Logger
-}
+type backupSnapshot struct{ b *ledger.Backup }
 
 func (s *backupSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.l.Backup(sink); err != nil {
+	if _, err := s.b.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return err
 	}
 	return sink.Close()
 }
 
-func (*backupSnapshot) Release() {}
+func (s *backupSnapshot) Release() { s.b.Close() }
 
 // slogWriter adapts raft's line logger to slog. A peer that is down makes
 // raft log the same failure many times a second; each distinct message is
