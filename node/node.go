@@ -524,6 +524,11 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	n := f.n
 	defer rc.Close()
+	if a := n.alarmText(); a != "" {
+		// The store is not to be trusted to judge what extends it; an
+		// operator repairs or replaces it.
+		return fmt.Errorf("node stopped applying: %s", a)
+	}
 	n.restoring.Store(true)
 	defer n.restoring.Store(false)
 	start := time.Now()
