@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -131,6 +132,13 @@ func (v *Verifier) CheckpointWith(text string, registry []*pb.Entry) (*Checkpoin
 	n, err := note.Open([]byte(text), note.VerifierList(verifiers...))
 	if err != nil {
 		return nil, fail(-1, "checkpoint is not signed by a node of this ledger's registry: %v", err)
+	}
+	// note accepts base64 whose unused bits are set, so one signature has
+	// several spellings; a checkpoint has one.
+	for _, s := range append(n.Sigs, n.UnverifiedSigs...) {
+		if _, err := base64.StdEncoding.Strict().DecodeString(s.Base64); err != nil {
+			return nil, fail(-1, "checkpoint signature of %s is not canonical base64", s.Name)
+		}
 	}
 	origin, size, root, err := ledger.ParseCheckpointBody(n.Text)
 	if err != nil {

@@ -39,6 +39,14 @@ func TestCheckpoint(t *testing.T) {
 		"signed by another ledger's node": signed(other.NodeSigner, v.Origin()),
 		"another ledger's origin":         signed(c.NodeSigner, "gpuledger/"+strings.Repeat("0", 64)),
 		"a flipped byte":                  strings.Replace(signed(c.NodeSigner, v.Origin()), "\n7\n", "\n8\n", 1),
+		"a signature in non-canonical base64": func() string {
+			// A 68-byte signature ends in two unused bits; setting one
+			// leaves the decoded signature, and note's check, unchanged.
+			s := signed(c.NodeSigner, v.Origin())
+			i := strings.LastIndex(s, "=") - 1
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+			return s[:i] + string(alphabet[strings.IndexByte(alphabet, s[i])^1]) + s[i+1:]
+		}(),
 	} {
 		if _, err := v.Checkpoint(text); err == nil {
 			t.Errorf("Checkpoint(%s) verified", name)
@@ -72,6 +80,19 @@ func TestMinSigners(t *testing.T) {
 	}
 	if cp, err := v.Checkpoint(string(two)); err != nil || len(cp.Signers) != 2 {
 		t.Fatalf("Checkpoint(2 of 2) = %v, %v", cp, err)
+	}
+	// k counts organisations: two nodes of one organisation are one.
+	g.Nodes[1].ParticipantId = g.Nodes[0].GetParticipantId()
+	same, _ := consortium.MarshalGenesis(g)
+	vs, err := verify.New(same)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs.MinSigners = 2
+	body = ledger.CheckpointBody(vs.Origin(), 3, tlog.Hash{2})
+	both, _ := note.Sign(&note.Note{Text: body}, c.NodeSigner, s2)
+	if _, err := vs.Checkpoint(string(both)); err == nil || !strings.Contains(err.Error(), "1 organisation") {
+		t.Fatalf("two nodes of one organisation passed as two: %v", err)
 	}
 }
 
