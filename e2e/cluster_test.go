@@ -16,11 +16,17 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/gpuledger/gpuledger/crypto/dsse"
+	"github.com/gpuledger/gpuledger/crypto/keys"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // cluster is a development consortium's nodes, each a gpuledgerd serve
@@ -520,6 +526,31 @@ func TestClusterNoQuorum(t *testing.T) {
 	code, out := c.manufacture(1, "GPU-Q-2")
 	if code == 0 || !strings.Contains(out, "Unavailable (NO_LEADER)") || !strings.Contains(out, "retry") {
 		t.Fatalf("a write without a majority: exit %d\n%s", code, out)
+	}
+	// Over gRPC: UNAVAILABLE with ErrorInfo NO_LEADER and a RetryInfo hint.
+	ks, err := keys.ReadFile(c.key("acme-gpu"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := dsse.SignMessage(dsse.CustodyEventType, &pb.CustodyEvent{Serial: "GPU-Q-3", Type: pb.EventType_EVENT_TYPE_MANUFACTURED,
+		Actor: "acme-gpu", Model: "H100", Location: &pb.Location{Country: "TW"}, OccurredAt: timestamppb.Now()}, ks.Signers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.conn(1).Append(context.Background(), &pb.AppendRequest{Envelope: env})
+	st := status.Convert(err)
+	var reason string
+	var retry *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			reason = d.GetReason()
+		case *errdetails.RetryInfo:
+			retry = d
+		}
+	}
+	if st.Code() != codes.Unavailable || reason != "NO_LEADER" || retry.GetRetryDelay().AsDuration() <= 0 {
+		t.Fatalf("Append without a majority: %v, reason %q, retry %v", err, reason, retry)
 	}
 	out, errOut, code := run(t, bin.cli, "--node", c.addrs[0], "serial", "GPU-Q-1")
 	if code != 0 || !strings.Contains(out, "GPU-Q-1") || !strings.Contains(errOut, "warning: stale read") {
