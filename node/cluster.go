@@ -304,6 +304,17 @@ func checkSignedBy(msg string, reg *ledger.Registry, name string) error {
 	return fmt.Errorf("not a node of the registry")
 }
 
+// nodeVerifiers returns the signed-note verifiers of the registry's nodes.
+func nodeVerifiers(reg *ledger.Registry) note.Verifiers {
+	var vs []note.Verifier
+	for _, nd := range reg.Nodes() {
+		if v, err := note.NewVerifier(nd.GetVerifierKey()); err == nil {
+			vs = append(vs, v)
+		}
+	}
+	return note.VerifierList(vs...)
+}
+
 func isNode(reg *ledger.Registry, name string) bool { return operatorOf(reg, name) != "" }
 
 func operatorOf(reg *ledger.Registry, name string) string {
@@ -349,16 +360,9 @@ func (n *Node) raftHello() ([]byte, error) {
 // on-path attacker can still read and alter the stream; see
 // docs/architecture.md).
 func (n *Node) checkRaftHello(msg []byte) error {
-	reg := n.ledger.Registry()
-	var vs []note.Verifier
-	for _, nd := range reg.Nodes() {
-		if v, err := note.NewVerifier(nd.GetVerifierKey()); err == nil {
-			vs = append(vs, v)
-		}
-	}
-	m, err := note.Open(msg, note.VerifierList(vs...))
+	m, err := note.Open(msg, nodeVerifiers(n.ledger.Registry()))
 	if err != nil {
-		return fmt.Errorf("hello not signed by a node of the registry: %w", err)
+		return fmt.Errorf("hello not signed by a node of the registry (%s): %w", nodeNames(n.ledger.Registry()), err)
 	}
 	lines := strings.Split(m.Text, "\n")
 	if len(lines) != 5 || lines[0] != raftHelloTag || lines[1] != n.ledger.Origin() {
@@ -387,13 +391,7 @@ func (n *Node) signJoin() (string, error) {
 // the joining node's name and address.
 func (n *Node) openJoin(signed string) (name, addr string, err error) {
 	reg := n.ledger.Registry()
-	var vs []note.Verifier
-	for _, nd := range reg.Nodes() {
-		if v, err := note.NewVerifier(nd.GetVerifierKey()); err == nil {
-			vs = append(vs, v)
-		}
-	}
-	m, err := note.Open([]byte(signed), note.VerifierList(vs...))
+	m, err := note.Open([]byte(signed), nodeVerifiers(reg))
 	if err != nil {
 		return "", "", fmt.Errorf("the join request is not signed by a node of this ledger's registry (%s): %w", nodeNames(reg), err)
 	}
