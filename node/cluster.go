@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"slices"
 	"strconv"
@@ -341,38 +340,6 @@ func nodeNames(reg *ledger.Registry) string {
 		names = append(names, nd.GetName())
 	}
 	return strings.Join(names, ", ")
-}
-
-// raftHelloTag starts the hello a node sends when it opens a raft
-// connection: a signed note of four lines, the tag, the ledger's origin, the
-// Unix time in seconds and a random nonce, signed with the node key.
-const raftHelloTag = "gpuledger raft"
-
-func (n *Node) raftHello() ([]byte, error) {
-	var nonce [16]byte
-	rand.Read(nonce[:])
-	text := fmt.Sprintf("%s\n%s\n%d\n%x\n", raftHelloTag, n.ledger.Origin(), time.Now().Unix(), nonce)
-	return note.Sign(&note.Note{Text: text}, n.cfg.NodeSigner)
-}
-
-// checkRaftHello admits a raft connection from a node of the registry. It
-// keeps out anyone without a node key; it is not a secure channel (an
-// on-path attacker can still read and alter the stream; see
-// docs/architecture.md).
-func (n *Node) checkRaftHello(msg []byte) error {
-	m, err := note.Open(msg, nodeVerifiers(n.ledger.Registry()))
-	if err != nil {
-		return fmt.Errorf("hello not signed by a node of the registry (%s): %w", nodeNames(n.ledger.Registry()), err)
-	}
-	lines := strings.Split(m.Text, "\n")
-	if len(lines) != 5 || lines[0] != raftHelloTag || lines[1] != n.ledger.Origin() {
-		return fmt.Errorf("hello is not for this ledger")
-	}
-	at, err := strconv.ParseInt(lines[2], 10, 64)
-	if err != nil || time.Since(time.Unix(at, 0)).Abs() > joinMaxAge {
-		return fmt.Errorf("hello's time %q is not within %s of now", lines[2], joinMaxAge)
-	}
-	return nil
 }
 
 // Join requests are signed notes of four lines; see JoinClusterRequest.

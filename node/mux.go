@@ -1,7 +1,6 @@
 package node
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,14 +22,8 @@ import (
 const raftMagic byte = 0xfe
 
 // sniffTimeout bounds how long an accepted connection may take to send its
-// first byte and, for raft, its hello.
+// first byte and, for raft, to complete its handshake (raftconn.go).
 const sniffTimeout = 10 * time.Second
-
-// A raft connection's magic byte is followed by a hello: uint16be(length)
-// and a signed note by the dialing node's key (see raftHello). The mux hands
-// the connection to raft only when a node of the registry signed it, so that
-// only the consortium's nodes speak raft to each other.
-const maxHello = 4 << 10
 
 // mux splits one listener into a gRPC listener and a raft stream layer.
 type mux struct {
@@ -38,9 +31,9 @@ type mux struct {
 	grpc    *chanListener
 	raft    *chanListener
 	closeMu sync.Once
-	// checkHello verifies a raft connection's hello; nil admits none.
-	checkHello atomic.Pointer[func([]byte) error]
-	log        *slog.Logger
+	// auth secures raft connections (raftconn.go); nil admits none.
+	auth atomic.Pointer[raftAuth]
+	log  *slog.Logger
 }
 
 func newMux(l net.Listener, log *slog.Logger) *mux {
@@ -72,38 +65,22 @@ func (m *mux) route(c net.Conn) {
 		return
 	}
 	if b[0] == raftMagic {
-		if err := m.hello(c); err != nil {
+		a := m.auth.Load()
+		if a == nil {
+			c.Close() // this node takes no part in raft
+			return
+		}
+		tc, err := a.accept(c)
+		if err != nil {
 			m.log.Warn("refused a raft connection", "from", c.RemoteAddr().String(), "err", err)
 			c.Close()
 			return
 		}
-		c.SetReadDeadline(time.Time{})
-		m.raft.push(c)
+		m.raft.push(tc)
 		return
 	}
 	c.SetReadDeadline(time.Time{})
 	m.grpc.push(&prefixConn{Conn: c, first: b[0], has: true})
-}
-
-// hello reads and checks a raft connection's hello.
-func (m *mux) hello(c net.Conn) error {
-	var n [2]byte
-	if _, err := io.ReadFull(c, n[:]); err != nil {
-		return err
-	}
-	size := int(binary.BigEndian.Uint16(n[:]))
-	if size > maxHello {
-		return fmt.Errorf("hello of %d bytes", size)
-	}
-	msg := make([]byte, size)
-	if _, err := io.ReadFull(c, msg); err != nil {
-		return err
-	}
-	check := m.checkHello.Load()
-	if check == nil {
-		return errors.New("this node takes no part in raft")
-	}
-	return (*check)(msg)
 }
 
 func (m *mux) close() {
@@ -171,11 +148,12 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 }
 
 // raftLayer is raft's StreamLayer over the mux: it dials peers' node
-// addresses and opens each connection with raftMagic and a fresh hello.
+// addresses, opens each connection with raftMagic and secures it
+// (raftconn.go).
 type raftLayer struct {
 	*chanListener
 	advertise net.Addr
-	hello     func() ([]byte, error)
+	auth      *raftAuth
 }
 
 func (r *raftLayer) Addr() net.Addr { return r.advertise }
@@ -185,17 +163,16 @@ func (r *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	if err != nil {
 		return nil, err
 	}
-	h, err := r.hello()
+	if _, err := c.Write([]byte{raftMagic}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	tc, err := r.auth.dial(c)
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, fmt.Errorf("raft connection to %s: %w", addr, err)
 	}
-	b := append([]byte{raftMagic}, binary.BigEndian.AppendUint16(nil, uint16(len(h)))...)
-	if _, err := c.Write(append(b, h...)); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
+	return tc, nil
 }
 
 // advertiseAddr is a net.Addr for a configured host:port.

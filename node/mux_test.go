@@ -1,12 +1,12 @@
 package node_test
 
 import (
-	"errors"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
 	"io"
 	"net"
 	"os"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,11 +18,15 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// TestRaftHello: a node serves gRPC and raft on one address, and hands a
-// connection to raft only with a hello signed by a node of the registry.
-// Connections without one (garbage, a stranger's key, another ledger) are
-// closed; gRPC on the same address goes on answering.
-func TestRaftHello(t *testing.T) {
+// TestRaftHandshake: a node serves gRPC and raft on one address. A raft
+// connection is TLS 1.3 in which both ends prove, with a hello signed by a
+// registry node's key over this session's exported keying material, that
+// they are nodes of the ledger. A registry node's hello gets the node's own
+// hello back (checked here with x/mod's note package) and reaches raft;
+// a connection without TLS, a stranger's hello, another ledger's, a hello
+// bound to another session, and a reflected "accept" hello are closed. gRPC
+// on the same address goes on answering.
+func TestRaftHandshake(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -30,45 +34,82 @@ func TestRaftHello(t *testing.T) {
 	cfg := node.DefaultConfig(dev.NodeName, t.TempDir())
 	cfg.Genesis, cfg.NodeSigner, cfg.Listener = dev.Genesis, dev.NodeSigner, l
 	n := serveOn(t, cfg)
+	origin := n.Ledger().Origin()
 
 	skey, _, _ := note.GenerateKey(nil, "stranger")
 	stranger, _ := note.NewSigner(skey)
-	signed := func(signer note.Signer, text string) []byte {
-		b, err := note.Sign(&note.Note{Text: text}, signer)
+	nodeKey, err := note.NewVerifier(dev.NodeVerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := func(s note.Signer, role, origin string, ekm []byte) []byte {
+		b, err := note.Sign(&note.Note{Text: "gpuledger raft " + role + "\n" + origin + "\n" + hex.EncodeToString(ekm) + "\n"}, s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b
+		return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
 	}
-	now := time.Now().Unix()
-	dial := func(hello []byte) error {
+	// handshake opens a raft connection with TLS and sends the hello mk
+	// makes from the session's exported keying material. It returns the
+	// error of reading the node's answer, and the answer.
+	handshake := func(mk func(ekm []byte) []byte) ([]byte, error) {
 		c, err := net.Dial("tcp", l.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		msg := append([]byte{0xfe, byte(len(hello) >> 8), byte(len(hello))}, hello...)
-		// The first byte of an AppendEntries request follows.
-		c.Write(append(msg, 0))
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		_, err = c.Read(make([]byte, 1))
-		return err
+		c.Write([]byte{0xfe})
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+		tc.SetDeadline(time.Now().Add(2 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return nil, err
+		}
+		st := tc.ConnectionState()
+		ekm, _ := st.ExportKeyingMaterial("gpuledger raft", nil, 32)
+		tc.Write(mk(ekm))
+		var size [2]byte
+		if _, err := io.ReadFull(tc, size[:]); err != nil {
+			return nil, err
+		}
+		answer := make([]byte, binary.BigEndian.Uint16(size[:]))
+		if _, err := io.ReadFull(tc, answer); err != nil {
+			return nil, err
+		}
+		m, err := note.Open(answer, note.VerifierList(nodeKey))
+		if err != nil || m.Text != "gpuledger raft accept\n"+origin+"\n"+hex.EncodeToString(ekm)+"\n" {
+			t.Fatalf("the node's hello: %v\n%s", err, answer)
+		}
+		// Raft now waits for a request: the connection stays open.
+		tc.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		_, err = tc.Read(make([]byte, 1))
+		return answer, err
 	}
-	// A node's own hello is admitted: raft waits for the rest of the request.
-	valid := signed(dev.NodeSigner, "gpuledger raft\n"+n.Ledger().Origin()+"\n"+itoa(now)+"\n00\n")
-	if err := dial(valid); !os.IsTimeout(err) {
+	if _, err := handshake(func(ekm []byte) []byte { return hello(dev.NodeSigner, "dial", origin, ekm) }); !os.IsTimeout(err) {
 		t.Fatalf("a registry node's hello: want raft to wait for the request, got %v", err)
 	}
-	for name, hello := range map[string][]byte{
-		"garbage":        []byte("hello"),
-		"stranger's key": signed(stranger, "gpuledger raft\n"+n.Ledger().Origin()+"\n"+itoa(now)+"\n00\n"),
-		"other ledger":   signed(dev.NodeSigner, "gpuledger raft\ngpuledger/other\n"+itoa(now)+"\n00\n"),
-		"old":            signed(dev.NodeSigner, "gpuledger raft\n"+n.Ledger().Origin()+"\n"+itoa(now-3600)+"\n00\n"),
+	for name, mk := range map[string]func([]byte) []byte{
+		"stranger's key":   func(ekm []byte) []byte { return hello(stranger, "dial", origin, ekm) },
+		"other ledger":     func(ekm []byte) []byte { return hello(dev.NodeSigner, "dial", "gpuledger/other", ekm) },
+		"another session":  func([]byte) []byte { return hello(dev.NodeSigner, "dial", origin, make([]byte, 32)) },
+		"reflected accept": func(ekm []byte) []byte { return hello(dev.NodeSigner, "accept", origin, ekm) },
+		"garbage":          func([]byte) []byte { return []byte{0, 5, 'h', 'e', 'l', 'l', 'o'} },
 	} {
-		if err := dial(hello); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
-			t.Errorf("%s: the raft connection was not closed: %v", name, err)
+		if answer, err := handshake(mk); err == nil || os.IsTimeout(err) {
+			t.Errorf("%s: the node answered %q instead of closing (%v)", name, answer, err)
 		}
 	}
+	// Without TLS: closed.
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(append([]byte{0xfe}, hello(dev.NodeSigner, "dial", origin, make([]byte, 32))...))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); os.IsTimeout(err) { // EOF or a reset: closed
+		t.Error("a raft connection without TLS was not closed")
+	}
+	c.Close()
+
 	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -78,5 +119,3 @@ func TestRaftHello(t *testing.T) {
 		t.Fatalf("gRPC on the node's address: %v", err)
 	}
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -270,9 +270,15 @@ func (n *Node) startRaft(ctx context.Context) error {
 	var trans raft.Transport
 	var addr raft.ServerAddress
 	if n.mux != nil {
+		auth, err := newRaftAuth(n.signHello, n.checkHello)
+		if err != nil {
+			store.Close()
+			return err
+		}
+		n.mux.auth.Store(auth)
 		addr = raft.ServerAddress(n.addr)
 		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  &raftLayer{chanListener: n.mux.raft, advertise: advertiseAddr(n.addr), hello: n.raftHello},
+			Stream:  &raftLayer{chanListener: n.mux.raft, advertise: advertiseAddr(n.addr), auth: auth},
 			MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
 		})
 	} else {
@@ -303,10 +309,6 @@ func (n *Node) startRaft(ctx context.Context) error {
 			store.Close()
 			return fmt.Errorf("bootstrap raft: %w", err)
 		}
-	}
-	if n.mux != nil {
-		check := n.checkRaftHello
-		n.mux.checkHello.Store(&check)
 	}
 	r, err := raft.NewRaft(rc, &fsm{n: n}, store, store, snaps, trans)
 	if err != nil {
