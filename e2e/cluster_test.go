@@ -239,7 +239,9 @@ func (c *cluster) conn(i int) gpuledgerv1grpc.LedgerServiceClient {
 // (three organisations), which the CLI's verify accepts with --min-signers 3.
 func TestClusterConverges(t *testing.T) {
 	c := startCluster(t, []int{1, 2})
-	c.start(3, "--join", c.addrs[0])
+	// node-3 asks the founder that does not lead, which forwards the request.
+	follower := 3 - c.waitLeader(1, 2)
+	c.start(3, "--join", c.addrs[follower-1])
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := c.status(3)
@@ -551,6 +553,9 @@ func TestClusterNoQuorum(t *testing.T) {
 	}
 	if st.Code() != codes.Unavailable || reason != "NO_LEADER" || retry.GetRetryDelay().AsDuration() <= 0 {
 		t.Fatalf("Append without a majority: %v, reason %q, retry %v", err, reason, retry)
+	}
+	if st, err := c.status(1); err != nil || !st.Stale || st.Leader != "" {
+		t.Fatalf("cluster status of the survivor: %+v %v", st, err)
 	}
 	out, errOut, code := run(t, bin.cli, "--node", c.addrs[0], "serial", "GPU-Q-1")
 	if code != 0 || !strings.Contains(out, "GPU-Q-1") || !strings.Contains(errOut, "warning: stale read") {

@@ -3,7 +3,6 @@ package ledger
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -126,75 +125,4 @@ func (l *Ledger) SignCheckpointAt(ctx context.Context, size uint64) (*pb.Checkpo
 		return nil, fmt.Errorf("sign checkpoint: %w", err)
 	}
 	return &pb.Checkpoint{Note: string(msg), Origin: l.origin, Size: size, RootHash: bytes.Clone(root[:])}, nil
-}
-
-// MergeCosignatures returns cp with the signature lines of others added:
-// each other note must have exactly cp's body, and a signature line already
-// present (the same key name and key hash) is not added twice. Signatures are
-// not verified here; the caller verifies the merged note against the
-// registry's node keys.
-func MergeCosignatures(cp *pb.Checkpoint, others ...*pb.Checkpoint) (*pb.Checkpoint, error) {
-	body, sigs, err := splitNote(cp.GetNote())
-	if err != nil {
-		return nil, err
-	}
-	seen := make(map[string]bool)
-	var out bytes.Buffer
-	out.WriteString(body)
-	out.WriteString("\n")
-	add := func(lines []string) {
-		for _, s := range lines {
-			if k := sigKey(s); !seen[k] {
-				seen[k] = true
-				out.WriteString(s)
-			}
-		}
-	}
-	add(sigs)
-	for _, o := range others {
-		ob, osigs, err := splitNote(o.GetNote())
-		if err != nil {
-			return nil, err
-		}
-		if ob != body {
-			return nil, fmt.Errorf("cosignature is for another checkpoint:\n%s", ob)
-		}
-		add(osigs)
-	}
-	m := &pb.Checkpoint{Note: out.String(), Origin: cp.GetOrigin(), Size: cp.GetSize(), RootHash: bytes.Clone(cp.GetRootHash())}
-	return m, nil
-}
-
-// splitNote splits a signed note into its body and its signature lines
-// (each with its newline).
-func splitNote(msg string) (body string, sigs []string, err error) {
-	i := bytes.LastIndex([]byte(msg), []byte("\n\n"))
-	if i < 0 {
-		return "", nil, fmt.Errorf("checkpoint note has no signature block")
-	}
-	body = msg[:i+1]
-	rest := msg[i+2:]
-	for len(rest) > 0 {
-		j := bytes.IndexByte([]byte(rest), '\n')
-		if j < 0 {
-			return "", nil, fmt.Errorf("checkpoint note: unterminated signature line")
-		}
-		sigs = append(sigs, rest[:j+1])
-		rest = rest[j+1:]
-	}
-	return body, sigs, nil
-}
-
-// sigKey identifies a signature line by its key name and key hash (the first
-// four bytes of the decoded signature).
-func sigKey(line string) string {
-	var name, b64 string
-	if _, err := fmt.Sscanf(line, "— %s %s", &name, &b64); err != nil {
-		return line
-	}
-	sig, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil || len(sig) < 4 {
-		return line
-	}
-	return name + string(sig[:4])
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/hashicorp/raft"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Metadata keys.
@@ -224,7 +227,7 @@ func (n *Node) cosigned(ctx context.Context, k int) (*pb.Checkpoint, error) {
 		return cp, nil
 	}
 	var peers []raft.Server
-	if f := n.raft.GetConfiguration(); f.Error() == nil {
+	if f := n.raft.GetConfiguration(); f.Error() == nil && n.mux != nil {
 		peers = f.Configuration().Servers
 	}
 	type answer struct {
@@ -238,7 +241,7 @@ func (n *Node) cosigned(ctx context.Context, k int) (*pb.Checkpoint, error) {
 	asked := 0
 	for _, p := range peers {
 		name := string(p.ID)
-		if name == n.cfg.Name || orgs[operatorOf(reg, name)] || n.mux == nil {
+		if name == n.cfg.Name || orgs[operatorOf(reg, name)] {
 			continue
 		}
 		asked++
@@ -263,10 +266,7 @@ func (n *Node) cosigned(ctx context.Context, k int) (*pb.Checkpoint, error) {
 		if orgs[org] {
 			continue
 		}
-		merged, err := ledger.MergeCosignatures(cp, a.cp)
-		if err == nil {
-			err = checkSignedBy(merged.GetNote(), reg, a.name)
-		}
+		merged, err := addCosignature(cp, a.cp, reg, a.name)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s: %v", a.name, err))
 			continue
@@ -284,23 +284,39 @@ func (n *Node) cosigned(ctx context.Context, k int) (*pb.Checkpoint, error) {
 	return cp, nil
 }
 
-// checkSignedBy verifies that msg carries a valid signature by the named
-// registry node.
-func checkSignedBy(msg string, reg *ledger.Registry, name string) error {
+// addCosignature returns cp with the signature of the named registry node
+// taken from its answer peer: only that node's signature, verified with its
+// registry key over cp's own body, in canonical base64. Anything else the
+// answer carries is left out.
+func addCosignature(cp, peer *pb.Checkpoint, reg *ledger.Registry, name string) (*pb.Checkpoint, error) {
+	var v note.Verifier
 	for _, nd := range reg.Nodes() {
-		if nd.GetName() != name {
-			continue
+		if nd.GetName() == name {
+			var err error
+			if v, err = note.NewVerifier(nd.GetVerifierKey()); err != nil {
+				return nil, err
+			}
 		}
-		v, err := note.NewVerifier(nd.GetVerifierKey())
-		if err != nil {
-			return err
-		}
-		if _, err := note.Open([]byte(msg), note.VerifierList(v)); err != nil {
-			return fmt.Errorf("its signature does not verify with its registry key: %w", err)
-		}
-		return nil
 	}
-	return fmt.Errorf("not a node of the registry")
+	if v == nil {
+		return nil, fmt.Errorf("not a node of the registry")
+	}
+	m, err := note.Open([]byte(peer.GetNote()), note.VerifierList(v))
+	if err != nil {
+		return nil, fmt.Errorf("its signature does not verify with its registry key: %w", err)
+	}
+	var root tlog.Hash
+	copy(root[:], cp.GetRootHash())
+	if m.Text != ledger.CheckpointBody(cp.GetOrigin(), cp.GetSize(), root) {
+		return nil, fmt.Errorf("it signed another checkpoint:\n%s", m.Text)
+	}
+	s := m.Sigs[0]
+	if _, err := base64.StdEncoding.Strict().DecodeString(s.Base64); err != nil {
+		return nil, fmt.Errorf("its signature is not canonical base64")
+	}
+	out := proto.Clone(cp).(*pb.Checkpoint)
+	out.Note += "— " + s.Name + " " + s.Base64 + "\n"
+	return out, nil
 }
 
 // nodeVerifiers returns the signed-note verifiers of the registry's nodes.

@@ -323,25 +323,21 @@ func (n *Node) startRaft(ctx context.Context) error {
 	return nil
 }
 
-// WaitLeader blocks until this node leads (a one-voter cluster elects itself
-// within a second) or ctx ends.
-func (n *Node) WaitLeader(ctx context.Context) error {
-	return n.waitFor(ctx, "leadership", func() bool { return n.raft.State() == raft.Leader })
-}
-
 // IsLeader reports whether this node leads the cluster now.
 func (n *Node) IsLeader() bool { return n.raft != nil && n.raft.State() == raft.Leader }
 
-func (n *Node) waitFor(ctx context.Context, what string, cond func() bool) error {
+// WaitLeader blocks until this node leads (a one-voter cluster elects itself
+// within a second) or ctx ends.
+func (n *Node) WaitLeader(ctx context.Context) error {
 	if n.raft == nil {
 		return errors.New(n.alarmText())
 	}
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for !cond() {
+	for n.raft.State() != raft.Leader {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
+			return fmt.Errorf("wait for leadership: %w", ctx.Err())
 		case <-t.C:
 		}
 	}
