@@ -65,7 +65,7 @@ and exits; "make cluster" runs them.`,
 				return printClusterCommands(cmd.OutOrStdout(), c.data, nodes, created)
 			}
 			if _, err := os.Stat(filepath.Join(c.data, "node.key")); err != nil {
-				return fmt.Errorf("%s holds a development consortium of several nodes (node-<i>.key); start them with \"gpuledgerd dev --data %s --nodes N\"'s commands or make cluster", c.data, c.data)
+				return fmt.Errorf("%s holds a development consortium of several nodes (node-<i>.key): \"gpuledgerd dev --data %s --nodes N\" prints the command that starts each, or use make cluster", c.data, c.data)
 			}
 			genesis, err := os.ReadFile(filepath.Join(c.data, "genesis.json"))
 			if err != nil {
