@@ -26,8 +26,11 @@ import (
 //
 // Time-based findings are due when a window has run out at the query's
 // as_of instant, to the second: HANDOFF_UNCONFIRMED when as_of is later than
-// shipped_at + handoff_window, SILENT when it is later than the last event +
-// the silence window of the serial's state.
+// shipped_at + handoff_window, SILENT when it is later than custody_at (the
+// last event by a party with standing) + the silence window of the serial's
+// state. Event time decides throughout: a finding arises at its time and is
+// resolved at the resolving event's occurred_at, and a query as of T sees
+// each finding as it stood at T (see gaps.AsOf).
 
 func findingKey(k pb.FindingKind, index uint64, ordinal int) []byte {
 	b := binary.BigEndian.AppendUint64([]byte{'F', byte(k)}, index)
@@ -54,7 +57,9 @@ func (r *Registry) windows() gaps.Windows {
 
 // recordFindings writes what an accepted event changes in the findings
 // tables: its flags as findings, the open-shipment and silence clocks, and
-// the resolved findings of a late receipt or a broken silence.
+// the resolved findings of a late receipt or a broken silence. A finding is
+// resolved at the resolving event's occurred_at (event time decides, as it
+// does for when a finding arises).
 func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, index uint64, flags []*pb.Flag) error {
 	pol := a.reg.Policy()
 	w := a.reg.windows()
@@ -69,13 +74,12 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 		}
 		return a.txn.Set(serialFindingKey(serial, idx, ordinal), []byte{byte(kind)})
 	}
+	resolve := func(f *pb.Finding) {
+		f.Resolved, f.ResolvedByIndex, f.ResolvedAt = true, index, ev.GetOccurredAt()
+		f.EvidenceIndexes = append(f.EvidenceIndexes, index)
+	}
 	for i, fl := range flags {
-		country := ev.GetLocation().GetCountry()
-		if fl.GetKind() == pb.FindingKind_FINDING_KIND_RESTRICTED_DESTINATION && ev.GetType() == pb.EventType_EVENT_TYPE_SHIPPED {
-			country = next.GetOpenShipment().GetDestinationCountry()
-		}
-		f := gaps.FromFlag(fl, ev, index, i, pol.Version(), country)
-		if err := put(f, fl.GetKind(), index, i); err != nil {
+		if err := put(gaps.FromFlag(fl, ev, index, i, pol.Version()), fl.GetKind(), index, i); err != nil {
 			return err
 		}
 	}
@@ -87,10 +91,9 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 		if err := a.txn.Delete(handoffKey(prevShip.GetShippedAt().GetSeconds(), serial)); err != nil {
 			return err
 		}
-		if due := prevShip.GetShippedAt().GetSeconds() + int64(w.Handoff/time.Second); at > due {
-			f := gaps.Handoff(serial, prevShip, w, pol.Version())
-			f.Resolved, f.ResolvedByIndex = true, index
-			f.EvidenceIndexes = append(f.EvidenceIndexes, index)
+		if at > gaps.HandoffDue(prevShip, w) {
+			f := gaps.Handoff(st, prevShip, w, pol.Version())
+			resolve(f)
 			if err := put(f, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED, prevShip.GetShippedIndex(), 0); err != nil {
 				return err
 			}
@@ -102,23 +105,27 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 		}
 	}
 
-	// Silence clocks: one per serial, by state class and last event time.
-	if c := gaps.SilenceClass(st); c != 0 {
-		last := st.GetLastEventAt().GetSeconds()
-		if err := a.txn.Delete(silenceKey(c, last, serial)); err != nil {
+	// Silence clocks: one per serial, by state class and the time the
+	// parties with standing last spoke. Events by others leave it alone.
+	pc, nc := gaps.SilenceClass(st), gaps.SilenceClass(next)
+	if pc == nc && st.GetCustodyIndex() == next.GetCustodyIndex() {
+		return nil
+	}
+	if pc != 0 {
+		last := st.GetCustodyAt().GetSeconds()
+		if err := a.txn.Delete(silenceKey(pc, last, serial)); err != nil {
 			return err
 		}
-		if at > last+int64(w.Window(c)/time.Second) {
-			f := gaps.Silent(st, c, w, pol.Version())
-			f.Resolved, f.ResolvedByIndex = true, index
-			f.EvidenceIndexes = append(f.EvidenceIndexes, index)
-			if err := put(f, pb.FindingKind_FINDING_KIND_SILENT, st.GetLastIndex(), 0); err != nil {
+		if at > gaps.SilenceDue(last, pc, w) {
+			f := gaps.Silent(st, pc, w, pol.Version())
+			resolve(f)
+			if err := put(f, pb.FindingKind_FINDING_KIND_SILENT, st.GetCustodyIndex(), 0); err != nil {
 				return err
 			}
 		}
 	}
-	if c := gaps.SilenceClass(next); c != 0 {
-		if err := a.txn.Set(silenceKey(c, next.GetLastEventAt().GetSeconds(), serial), be64(next.GetLastIndex())); err != nil {
+	if nc != 0 {
+		if err := a.txn.Set(silenceKey(nc, next.GetCustodyAt().GetSeconds(), serial), be64(next.GetCustodyIndex())); err != nil {
 			return err
 		}
 	}
@@ -242,7 +249,7 @@ func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.Finding
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
 				return false, err
 			}
-			if f.GetTime().GetSeconds() > asOf {
+			if f = gaps.AsOf(f, asOf); f == nil {
 				continue
 			}
 		case srcHandoff:
@@ -254,10 +261,10 @@ func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.Finding
 			if err != nil {
 				return false, err
 			}
-			f = gaps.Handoff(st.GetSerial(), st.GetOpenShipment(), w, version)
+			f = gaps.Handoff(st, st.GetOpenShipment(), w, version)
 		default:
 			last := int64(binary.BigEndian.Uint64(key[2:10]))
-			if last+int64(w.Window(class)/time.Second) >= asOf {
+			if gaps.SilenceDue(last, class, w) >= asOf {
 				return false, nil
 			}
 			st, err := l.serialTxn(txn, string(key[10:]))
@@ -314,7 +321,7 @@ func (l *Ledger) SerialFindings(ctx context.Context, serial string, asOf time.Ti
 			if err := proto.Unmarshal(b, f); err != nil {
 				return err
 			}
-			if (!f.GetResolved() || includeResolved) && f.GetTime().GetSeconds() <= asOf.Unix() {
+			if f = gaps.AsOf(f, asOf.Unix()); f != nil && (!f.GetResolved() || includeResolved) {
 				out = append(out, f)
 			}
 		}
@@ -325,10 +332,10 @@ func (l *Ledger) SerialFindings(ctx context.Context, serial string, asOf time.Ti
 		if err != nil {
 			return err
 		}
-		if sh := st.GetOpenShipment(); sh != nil && sh.GetShippedAt().GetSeconds()+int64(w.Handoff/time.Second) < asOf.Unix() {
-			out = append(out, gaps.Handoff(serial, sh, w, version))
+		if sh := st.GetOpenShipment(); sh != nil && gaps.HandoffDue(sh, w) < asOf.Unix() {
+			out = append(out, gaps.Handoff(st, sh, w, version))
 		}
-		if c := gaps.SilenceClass(st); c != 0 && st.GetLastEventAt().GetSeconds()+int64(w.Window(c)/time.Second) < asOf.Unix() {
+		if c := gaps.SilenceClass(st); c != 0 && gaps.SilenceDue(st.GetCustodyAt().GetSeconds(), c, w) < asOf.Unix() {
 			out = append(out, gaps.Silent(st, c, w, version))
 		}
 		return nil
@@ -374,7 +381,7 @@ func (l *Ledger) DueBetween(ctx context.Context, from, to time.Time) ([]*pb.Find
 			return nil
 		}
 		if err := scan([]byte{'H'}, w.Handoff, func(st *pb.SerialState) *pb.Finding {
-			return gaps.Handoff(st.GetSerial(), st.GetOpenShipment(), w, version)
+			return gaps.Handoff(st, st.GetOpenShipment(), w, version)
 		}); err != nil {
 			return err
 		}

@@ -143,7 +143,10 @@ func TestEntryFindingsAndFilters(t *testing.T) {
 		t.Fatalf("RECEIVER_MISMATCH findings: %v", ids(mm))
 	}
 	for _, x := range mm {
-		if x.GetPolicyVersion() != 1 || len(x.GetEvidenceIndexes()) != 1 || x.GetSummary() == "" || !slices.Contains(x.GetParticipants(), "sg-dist") {
+		// The finding cites the shipment and the rival receipt, and names the
+		// claimant, the shipper and the consignee.
+		if x.GetPolicyVersion() != 1 || len(x.GetEvidenceIndexes()) != 2 || x.GetSummary() == "" ||
+			!slices.Equal(x.GetParticipants(), []string{"sg-dist", "acme-gpu", "eu-dist"}) {
 			t.Errorf("finding %v lacks evidence, policy version, summary or participants", x)
 		}
 	}

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -137,8 +138,8 @@ func (r *Registry) addParticipant(p *pb.Participant, activeFrom uint64) *custody
 	if _, ok := pb.Role_name[int32(p.GetRole())]; !ok || p.GetRole() == pb.Role_ROLE_UNSPECIFIED {
 		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: role must be one of MANUFACTURER, DISTRIBUTOR, INTEGRATOR, DATACENTRE, AUDITOR, REGULATOR", p.GetId())
 	}
-	if !custody.ValidCountry(p.GetCountry()) {
-		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: country %q: want an ISO 3166-1 alpha-2 code", p.GetId(), p.GetCountry())
+	if err := custody.CheckCountry("participant "+p.GetId()+" country", p.GetCountry()); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, s := range p.GetSites() {
@@ -293,7 +294,11 @@ func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Err
 		}
 		p, err := policy.New(proto.Clone(c.SetPolicy).(*pb.Policy))
 		if err != nil {
-			return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "%v", err)
+			reason := custody.ReasonInvalidField
+			if errors.Is(err, policy.ErrUnknownCountry) {
+				reason = custody.ReasonUnknownCountry
+			}
+			return custody.Reject(custody.Malformed, reason, "%v", err)
 		}
 		r.policy = p
 	default:

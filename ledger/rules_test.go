@@ -114,6 +114,61 @@ func TestRejections(t *testing.T) {
 			code:   custody.Forbidden, reason: custody.ReasonNotCustodian,
 		},
 		{
+			name:   "received by a regulator, which cannot hold GPUs",
+			setup:  func(f *fixture) { f.must(f.sign("acme-gpu", mfd, sn)) },
+			submit: func(f *fixture) []byte { return f.sign("export-regulator", recv, sn) },
+			code:   custody.Forbidden, reason: custody.ReasonCannotHold,
+		},
+		{
+			name:   "received by an auditor, which cannot hold GPUs",
+			setup:  func(f *fixture) { f.must(f.sign("acme-gpu", mfd, sn)) },
+			submit: func(f *fixture) []byte { return f.sign("audit-office", recv, sn) },
+			code:   custody.Forbidden, reason: custody.ReasonCannotHold,
+		},
+		{
+			name:   "shipped to an auditor",
+			setup:  func(f *fixture) { f.must(f.sign("acme-gpu", mfd, sn)) },
+			submit: func(f *fixture) []byte { return f.sign("acme-gpu", ship, sn, to("audit-office")) },
+			code:   custody.Forbidden, reason: custody.ReasonCannotHold,
+		},
+		{
+			name: "a location in an unknown country",
+			submit: func(f *fixture) []byte {
+				return f.sign("acme-gpu", mfd, sn, func(e *pb.CustodyEvent) { e.Location = &pb.Location{Country: "XX"} })
+			},
+			code: custody.Malformed, reason: custody.ReasonUnknownCountry,
+		},
+		{
+			name: "a location in a reserved, non-ISO code",
+			submit: func(f *fixture) []byte {
+				return f.sign("acme-gpu", mfd, sn, func(e *pb.CustodyEvent) { e.Location = &pb.Location{Country: "XK"} })
+			},
+			code: custody.Malformed, reason: custody.ReasonUnknownCountry,
+		},
+		{
+			name:  "a destination in an unknown country",
+			setup: func(f *fixture) { f.must(f.sign("acme-gpu", mfd, sn)) },
+			submit: func(f *fixture) []byte {
+				return f.sign("acme-gpu", ship, sn, to("eu-dist"), func(e *pb.CustodyEvent) { e.DestinationCountry = "ZZ" })
+			},
+			code: custody.Malformed, reason: custody.ReasonUnknownCountry,
+		},
+		{
+			name: "a site the actor has not registered",
+			submit: func(f *fixture) []byte {
+				return f.sign("acme-gpu", mfd, sn, func(e *pb.CustodyEvent) { e.Location = &pb.Location{Country: "TW", SiteId: "taipei-fab"} })
+			},
+			code: custody.Malformed, reason: custody.ReasonUnknownSite,
+		},
+		{
+			name:  "another participant's site",
+			setup: func(f *fixture) { f.delivered(sn, "dc-virginia") },
+			submit: func(f *fixture) []byte {
+				return f.sign("dc-virginia", inst, sn, func(e *pb.CustodyEvent) { e.Location = &pb.Location{Country: "DE", SiteId: "fra-dc1"} })
+			},
+			code: custody.Malformed, reason: custody.ReasonUnknownSite,
+		},
+		{
 			name:  "stale head",
 			setup: func(f *fixture) { f.must(f.sign("acme-gpu", mfd, sn)) },
 			submit: func(f *fixture) []byte {
@@ -291,6 +346,28 @@ func TestRejections(t *testing.T) {
 			code:   custody.Forbidden, reason: custody.ReasonSuspended,
 		},
 		{
+			name: "registry change adds a participant in an unknown country",
+			submit: func(f *fixture) []byte {
+				return f.member("export-regulator").SignChange(&pb.RegistryChange{
+					Actor: "export-regulator", OccurredAt: timestamppb.New(f.now),
+					Change: &pb.RegistryChange_AddParticipant{AddParticipant: &pb.Participant{Id: "zz-front", Role: pb.Role_ROLE_DISTRIBUTOR, Country: "ZZ",
+						Keys: f.member("eu-dist").Participant.GetKeys()[:0]}},
+				})
+			},
+			code: custody.Malformed, reason: custody.ReasonUnknownCountry,
+		},
+		{
+			name: "registry change sets a policy naming an unknown country",
+			submit: func(f *fixture) []byte {
+				p := f.l.Registry().Policy().Proto()
+				p.Version++
+				p.Countries = append(p.Countries, &pb.CountryRule{Country: "XX", Class: pb.CountryClass_COUNTRY_CLASS_RESTRICTED})
+				return f.member("export-regulator").SignChange(&pb.RegistryChange{
+					Actor: "export-regulator", OccurredAt: timestamppb.New(f.now), Change: &pb.RegistryChange_SetPolicy{SetPolicy: p}})
+			},
+			code: custody.Malformed, reason: custody.ReasonUnknownCountry,
+		},
+		{
 			name: "registry change by a non-regulator",
 			submit: func(f *fixture) []byte {
 				return f.member("acme-gpu").SignChange(&pb.RegistryChange{
@@ -386,7 +463,7 @@ func TestFlags(t *testing.T) {
 			f.must(f.sign("acme-gpu", mfd, sn))
 			f.must(f.sign("acme-gpu", ship, sn, to("eu-dist")))
 		},
-			func(f *fixture) []byte { return f.sign("sg-dist", recv, sn) }, kinds(K.mismatch), pb.CustodyState_CUSTODY_STATE_IN_CUSTODY},
+			func(f *fixture) []byte { return f.sign("sg-dist", recv, sn) }, kinds(K.mismatch), pb.CustodyState_CUSTODY_STATE_IN_TRANSIT},
 		{"received with no open shipment", func(f *fixture) { f.must(f.sign("acme-gpu", mfd, sn)) },
 			func(f *fixture) []byte { return f.sign("us-dist", recv, sn) }, kinds(K.mismatch), pb.CustodyState_CUSTODY_STATE_IN_CUSTODY},
 		{"installed: clean", func(f *fixture) { f.delivered(sn, "dc-frankfurt") },
@@ -417,9 +494,39 @@ func TestFlags(t *testing.T) {
 		},
 			func(f *fixture) []byte { return f.sign("acme-gpu", lost, sn) }, kinds(K.lost), pb.CustodyState_CUSTODY_STATE_LOST},
 		{"reported lost by a stranger", installed,
-			func(f *fixture) []byte { return f.sign("us-dist", lost, sn) }, kinds(K.brk, K.lost), pb.CustodyState_CUSTODY_STATE_LOST},
-		{"received after a loss", func(f *fixture) { installed(f); f.must(f.sign("dc-frankfurt", lost, sn)) },
+			func(f *fixture) []byte { return f.sign("us-dist", lost, sn) }, kinds(K.brk, K.lost), pb.CustodyState_CUSTODY_STATE_INSTALLED},
+		{"received after a loss by someone else", func(f *fixture) { installed(f); f.must(f.sign("dc-frankfurt", lost, sn)) },
+			func(f *fixture) []byte { return f.sign("eu-dist", recv, sn) }, kinds(K.mismatch), pb.CustodyState_CUSTODY_STATE_LOST},
+		{"received after a loss by the custodian that lost it: clean", func(f *fixture) { installed(f); f.must(f.sign("dc-frankfurt", lost, sn)) },
+			func(f *fixture) []byte { return f.sign("dc-frankfurt", recv, sn) }, nil, pb.CustodyState_CUSTODY_STATE_IN_CUSTODY},
+		{"received by the custodian with no shipment open", func(f *fixture) { f.delivered(sn, "eu-dist") },
 			func(f *fixture) []byte { return f.sign("eu-dist", recv, sn) }, kinds(K.mismatch), pb.CustodyState_CUSTODY_STATE_IN_CUSTODY},
+		{"installed by a claimant", func(f *fixture) {
+			f.must(f.sign("acme-gpu", mfd, sn))
+			f.must(f.sign("acme-gpu", ship, sn, to("dc-frankfurt")))
+			f.must(f.sign("dc-virginia", recv, sn))
+		}, func(f *fixture) []byte { return f.sign("dc-virginia", inst, sn) }, kinds(K.brk), pb.CustodyState_CUSTODY_STATE_IN_TRANSIT},
+		{"destroyed by a claimant", func(f *fixture) {
+			f.must(f.sign("acme-gpu", mfd, sn))
+			f.must(f.sign("acme-gpu", ship, sn, to("dc-frankfurt")))
+			f.must(f.sign("dc-virginia", recv, sn))
+		}, func(f *fixture) []byte { return f.sign("dc-virginia", destr, sn) }, kinds(K.brk), pb.CustodyState_CUSTODY_STATE_IN_TRANSIT},
+		{"site whose country contradicts the event's", func(f *fixture) { f.delivered(sn, "dc-frankfurt") },
+			func(f *fixture) []byte {
+				return f.sign("dc-frankfurt", inst, sn, func(e *pb.CustodyEvent) { e.Location.Country = "FR" })
+			}, kinds(K.loc), pb.CustodyState_CUSTODY_STATE_INSTALLED},
+		{"site whose coordinates contradict the event's", func(f *fixture) { f.delivered(sn, "dc-frankfurt") },
+			func(f *fixture) []byte {
+				return f.sign("dc-frankfurt", inst, sn, func(e *pb.CustodyEvent) {
+					e.Location.LatitudeE6, e.Location.LongitudeE6 = proto.Int32(48_137_000), proto.Int32(11_575_000) // Munich, 300 km away
+				})
+			}, kinds(K.loc), pb.CustodyState_CUSTODY_STATE_INSTALLED},
+		{"site with coordinates at the site: clean", func(f *fixture) { f.delivered(sn, "dc-frankfurt") },
+			func(f *fixture) []byte {
+				return f.sign("dc-frankfurt", inst, sn, func(e *pb.CustodyEvent) {
+					e.Location.LatitudeE6, e.Location.LongitudeE6 = proto.Int32(50_110_000), proto.Int32(8_690_000)
+				})
+			}, nil, pb.CustodyState_CUSTODY_STATE_INSTALLED},
 		{"attested after destruction", func(f *fixture) { installed(f); f.must(f.sign("dc-frankfurt", destr, sn)) },
 			func(f *fixture) []byte { return f.sign("dc-frankfurt", att, sn) }, kinds(K.terminal), pb.CustodyState_CUSTODY_STATE_DESTROYED},
 		{"received on another continent an hour after shipping", func(f *fixture) {
@@ -430,7 +537,7 @@ func TestFlags(t *testing.T) {
 				return f.sign("eu-dist", recv, sn, func(e *pb.CustodyEvent) { e.OccurredAt = timestamppb.New(f.now.Add(-23 * time.Hour)) })
 			}, kinds(pb.FindingKind_FINDING_KIND_IMPOSSIBLE_TRAVEL), pb.CustodyState_CUSTODY_STATE_IN_CUSTODY},
 		{"shipped after destruction, by anyone", func(f *fixture) { installed(f); f.must(f.sign("dc-frankfurt", destr, sn)) },
-			func(f *fixture) []byte { return f.sign("sg-dist", ship, sn, to("cn-trader")) }, kinds(K.terminal), pb.CustodyState_CUSTODY_STATE_DESTROYED},
+			func(f *fixture) []byte { return f.sign("sg-dist", ship, sn, to("cn-trader")) }, kinds(K.terminal, K.brk), pb.CustodyState_CUSTODY_STATE_DESTROYED},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -77,6 +77,9 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		if rej.Code == custody.StaleHead {
 			meta = map[string]string{"current_head": hex.EncodeToString(rej.Head)}
 		}
+		if rej.Field != "" {
+			meta = map[string]string{"field": rej.Field}
+		}
 		return withInfo(codeOf[rej.Code], rej.Reason, rej.Msg, meta)
 	case errors.Is(err, ledger.ErrNotFound):
 		return withInfo(codes.NotFound, ReasonNotFound, err.Error(), nil)

@@ -52,6 +52,9 @@ type Error struct {
 	Msg    string
 	// Head is the serial's current head entry hash, on StaleHead.
 	Head []byte
+	// Field names the offending field when one field is at fault, as a path
+	// into the payload, for example "location.country".
+	Field string
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -102,4 +105,7 @@ const (
 	ReasonPolicyVersion       = "POLICY_VERSION_NOT_NEWER"
 	ReasonNodeExists          = "NODE_EXISTS"
 	ReasonRegistryChangeEmpty = "EMPTY_REGISTRY_CHANGE"
+	ReasonUnknownCountry      = "UNKNOWN_COUNTRY"
+	ReasonUnknownSite         = "UNKNOWN_SITE"
+	ReasonCannotHold          = "ROLE_CANNOT_HOLD"
 )

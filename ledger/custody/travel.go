@@ -21,13 +21,14 @@ func place(l *pb.Location) (p geo.Point, exact, ok bool) {
 	return p, false, ok
 }
 
-// impossibleTravel reports whether moving from the serial's last event to ev
+// impossibleTravel reports whether moving from where the parties with
+// standing last placed the serial (SerialState.location at custody_at) to ev
 // needs a speed above maxKmh. Points are the events' coordinates, else their
 // countries' centroids; two events in one country are not judged unless both
 // have coordinates (a centroid says nothing about where in the country).
 // Integer arithmetic only: every node decides alike.
 func impossibleTravel(st *pb.SerialState, ev *pb.CustodyEvent, maxKmh uint32) (string, bool) {
-	if st.GetLocation() == nil || st.GetLastEventAt() == nil || maxKmh == 0 {
+	if st.GetLocation() == nil || st.GetCustodyAt() == nil || maxKmh == 0 {
 		return "", false
 	}
 	a, aExact, okA := place(st.GetLocation())
@@ -39,7 +40,7 @@ func impossibleTravel(st *pb.SerialState, ev *pb.CustodyEvent, maxKmh uint32) (s
 	if d < MinTravelM {
 		return "", false
 	}
-	secs := ev.GetOccurredAt().GetSeconds() - st.GetLastEventAt().GetSeconds()
+	secs := ev.GetOccurredAt().GetSeconds() - st.GetCustodyAt().GetSeconds()
 	if secs < 0 {
 		secs = 0
 	}
@@ -53,4 +54,14 @@ func impossibleTravel(st *pb.SerialState, ev *pb.CustodyEvent, maxKmh uint32) (s
 	}
 	return fmt.Sprintf("moved %d km from %s to %s in %s, %s (limit %d km/h)", d/1000, placeName(st.GetLocation()),
 		placeName(ev.GetLocation()), time.Duration(secs)*time.Second, speed, maxKmh), true
+}
+
+// siteDistance is how far an event's coordinates are from the registered site
+// it names, when both have coordinates.
+func siteDistance(l *pb.Location, s *pb.Site) (int64, bool) {
+	if l.LatitudeE6 == nil || l.LongitudeE6 == nil || s.LatitudeE6 == nil || s.LongitudeE6 == nil {
+		return 0, false
+	}
+	return geo.DistanceM(geo.Point{LatE6: l.GetLatitudeE6(), LngE6: l.GetLongitudeE6()},
+		geo.Point{LatE6: s.GetLatitudeE6(), LngE6: s.GetLongitudeE6()}), true
 }

@@ -15,6 +15,9 @@ type testPolicy struct{}
 func (testPolicy) Class(string) pb.CountryClass { return pb.CountryClass_COUNTRY_CLASS_UNSPECIFIED }
 func (testPolicy) Denied(string) bool           { return false }
 func (testPolicy) MaxSpeedKmh() uint32          { return 1000 }
+func (testPolicy) HubDwell() time.Duration      { return 14 * 24 * time.Hour }
+func (testPolicy) MaxCustodyChanges() uint32    { return 3 }
+func (testPolicy) ResaleWindow() time.Duration  { return 90 * 24 * time.Hour }
 
 type noParticipants struct{}
 
@@ -37,7 +40,7 @@ func TestImpossibleTravelBoundary(t *testing.T) {
 		want bool
 	}{{atLimit, false}, {atLimit + 1, false}, {atLimit - 1, true}, {0, true}} {
 		st := &pb.SerialState{Serial: "S", State: pb.CustodyState_CUSTODY_STATE_INSTALLED, Custodian: "dc", Location: from,
-			LastEventAt: timestamppb.New(t0), HeadHash: make([]byte, 32), EventCount: 3}
+			CustodyAt: timestamppb.New(t0), HeadHash: make([]byte, 32), EventCount: 3}
 		ev := &pb.CustodyEvent{Serial: "S", Type: pb.EventType_EVENT_TYPE_ATTESTED, Actor: "dc", Location: to,
 			OccurredAt: timestamppb.New(t0.Add(time.Duration(tc.secs) * time.Second)), PrevEventHash: make([]byte, 32)}
 		_, flags, rej := custody.Next(custody.Step{State: st, Event: ev, Actor: &pb.Participant{Id: "dc", Role: pb.Role_ROLE_DATACENTRE}, Index: 3, EntryHash: make([]byte, 32)},
@@ -59,7 +62,7 @@ func TestImpossibleTravelBoundary(t *testing.T) {
 func TestImpossibleTravelSameCountryCentroid(t *testing.T) {
 	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 	st := &pb.SerialState{Serial: "S", State: pb.CustodyState_CUSTODY_STATE_IN_CUSTODY, Custodian: "dc",
-		Location: &pb.Location{Country: "US", LatitudeE6: i32(37_340_000), LongitudeE6: i32(-121_890_000)}, LastEventAt: timestamppb.New(t0), HeadHash: make([]byte, 32)}
+		Location: &pb.Location{Country: "US", LatitudeE6: i32(37_340_000), LongitudeE6: i32(-121_890_000)}, CustodyAt: timestamppb.New(t0), HeadHash: make([]byte, 32)}
 	ev := &pb.CustodyEvent{Serial: "S", Type: pb.EventType_EVENT_TYPE_ATTESTED, Actor: "dc", Location: &pb.Location{Country: "US"},
 		OccurredAt: timestamppb.New(t0.Add(time.Minute)), PrevEventHash: make([]byte, 32)}
 	_, flags, _ := custody.Next(custody.Step{State: st, Event: ev, Actor: &pb.Participant{Id: "dc"}, EntryHash: make([]byte, 32)}, noParticipants{}, testPolicy{})

@@ -3,6 +3,7 @@ package custody
 import (
 	"time"
 
+	"github.com/gpuledger/gpuledger/ledger/geo"
 	gpuledgerv1 "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 )
 
@@ -47,9 +48,22 @@ func ValidParticipantID(s string) bool {
 	return true
 }
 
-// ValidCountry reports whether s looks like an ISO 3166-1 alpha-2 code.
+// ValidCountry reports whether s is an officially assigned ISO 3166-1
+// alpha-2 code (upper case), from the list the ledger ships (ledger/geo).
 func ValidCountry(s string) bool {
-	return len(s) == 2 && 'A' <= s[0] && s[0] <= 'Z' && 'A' <= s[1] && s[1] <= 'Z'
+	_, ok := geo.Country(s)
+	return ok
+}
+
+// CheckCountry returns nil when code is a country, else an UNKNOWN_COUNTRY
+// rejection naming field.
+func CheckCountry(field, code string) *Error {
+	if ValidCountry(code) {
+		return nil
+	}
+	e := Reject(Malformed, ReasonUnknownCountry, "%s %q is not an ISO 3166-1 alpha-2 country code; give one such as DE, US or SG", field, code)
+	e.Field = field
+	return e
 }
 
 func isLower(c byte) bool { return 'a' <= c && c <= 'z' }
@@ -108,8 +122,10 @@ func ValidateEvent(ev *gpuledgerv1.CustodyEvent) *Error {
 	if p := ev.GetParentSerial(); p != "" && !ValidSerial(p) {
 		return invalid("parent_serial %q is not a serial", p)
 	}
-	if d := ev.GetDestinationCountry(); d != "" && !ValidCountry(d) {
-		return invalid("destination_country %q: want an ISO 3166-1 alpha-2 code such as DE", d)
+	if d := ev.GetDestinationCountry(); d != "" {
+		if err := CheckCountry("destination_country", d); err != nil {
+			return err
+		}
 	}
 	if ev.GetType() == gpuledgerv1.EventType_EVENT_TYPE_SHIPPED && ev.GetCounterparty() == "" {
 		return Reject(Malformed, ReasonNoConsignee, "SHIPPED needs a counterparty: the consignee")
@@ -126,8 +142,8 @@ func ValidateEvent(ev *gpuledgerv1.CustodyEvent) *Error {
 }
 
 func validateLocation(l *gpuledgerv1.Location) *Error {
-	if l == nil || !ValidCountry(l.GetCountry()) {
-		return invalid("location.country %q: want an ISO 3166-1 alpha-2 code such as DE", l.GetCountry())
+	if err := CheckCountry("location.country", l.GetCountry()); err != nil {
+		return err
 	}
 	if s := l.GetSiteId(); s != "" && !ValidParticipantID(s) {
 		return invalid("location.site_id %q: want %s", s, participantSpec)
@@ -153,8 +169,8 @@ func ValidateSite(s *gpuledgerv1.Site) *Error {
 	if !ValidParticipantID(s.GetId()) {
 		return invalid("site id %q: want %s", s.GetId(), participantSpec)
 	}
-	if !ValidCountry(s.GetCountry()) {
-		return invalid("site %q country %q: want an ISO 3166-1 alpha-2 code", s.GetId(), s.GetCountry())
+	if err := CheckCountry("site "+s.GetId()+" country", s.GetCountry()); err != nil {
+		return err
 	}
 	return validateCoordinates("site "+s.GetId(), s.LatitudeE6, s.LongitudeE6)
 }

@@ -11,6 +11,7 @@ package gaps
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,53 +47,122 @@ func (w Windows) Window(class byte) time.Duration {
 // Name returns a kind's short name, for example "SILENT".
 func Name(k pb.FindingKind) string { return strings.TrimPrefix(k.String(), "FINDING_KIND_") }
 
-// FromFlag is the finding an entry's flag stands for, located in country.
-func FromFlag(f *pb.Flag, ev *pb.CustodyEvent, index uint64, ordinal int, policyVersion uint64, country string) *pb.Finding {
+// FromFlag is the finding an entry's flag stands for. It names the actor,
+// the parties the flag names and the counterparty, and cites the entries the
+// flag rests on and the entry itself.
+func FromFlag(f *pb.Flag, ev *pb.CustodyEvent, index uint64, ordinal int, policyVersion uint64) *pb.Finding {
 	parts := []string{ev.GetActor()}
-	if c := ev.GetCounterparty(); c != "" && c != ev.GetActor() {
-		parts = append(parts, c)
+	for _, p := range append(slices.Clone(f.GetParticipants()), ev.GetCounterparty()) {
+		if p != "" && !slices.Contains(parts, p) {
+			parts = append(parts, p)
+		}
 	}
+	var evidence []uint64
+	for _, i := range f.GetRelatedIndexes() {
+		if i < index && !slices.Contains(evidence, i) {
+			evidence = append(evidence, i)
+		}
+	}
+	slices.Sort(evidence)
 	id := fmt.Sprintf("%s/%d", Name(f.GetKind()), index)
 	if ordinal > 0 {
 		id = fmt.Sprintf("%s.%d", id, ordinal)
 	}
+	country := f.GetCountry()
+	if country == "" {
+		country = ev.GetLocation().GetCountry()
+	}
 	return &pb.Finding{
 		Id: id, Kind: f.GetKind(), Severity: f.GetSeverity(), Serial: ev.GetSerial(), Participants: parts,
-		EvidenceIndexes: []uint64{index}, PolicyVersion: policyVersion, Time: ev.GetOccurredAt(),
+		EvidenceIndexes: append(evidence, index), PolicyVersion: policyVersion, Time: ev.GetOccurredAt(),
 		Summary: ev.GetSerial() + ": " + f.GetDetail(), Country: country,
 	}
 }
 
-// Handoff is the HANDOFF_UNCONFIRMED finding of an open shipment, located in
-// its destination.
-func Handoff(serial string, sh *pb.Shipment, w Windows, policyVersion uint64) *pb.Finding {
-	due := sh.GetShippedAt().AsTime().Add(w.Handoff)
+// HandoffDue is the last second at which a shipment's receipt is on time;
+// its HANDOFF_UNCONFIRMED arises the second after.
+func HandoffDue(sh *pb.Shipment, w Windows) int64 {
+	return sh.GetShippedAt().GetSeconds() + int64(w.Handoff/time.Second)
+}
+
+// SilenceDue is the last second a serial of silence class class whose
+// parties with standing last spoke at custodyAt (seconds) may stay silent.
+func SilenceDue(custodyAt int64, class byte, w Windows) int64 {
+	return custodyAt + int64(w.Window(class)/time.Second)
+}
+
+// Handoff is the HANDOFF_UNCONFIRMED finding of the open shipment of st,
+// located in its destination; claims on the serial (rival receipts) are named
+// in it.
+func Handoff(st *pb.SerialState, sh *pb.Shipment, w Windows, policyVersion uint64) *pb.Finding {
+	serial := st.GetSerial()
+	parts := []string{sh.GetShipper(), sh.GetConsignee()}
+	evidence := []uint64{sh.GetShippedIndex()}
+	claims := ""
+	for _, c := range st.GetClaims() {
+		if c.GetIndex() > sh.GetShippedIndex() {
+			parts = append(parts, c.GetClaimant())
+			evidence = append(evidence, c.GetIndex())
+			claims += fmt.Sprintf("; %s claims to have received it on %s (entry %d)", c.GetClaimant(), c.GetClaimedAt().AsTime().UTC().Format(time.DateOnly), c.GetIndex())
+		}
+	}
 	return &pb.Finding{
 		Id: fmt.Sprintf("HANDOFF_UNCONFIRMED/%d", sh.GetShippedIndex()), Kind: pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED,
-		Severity: pb.Severity_SEVERITY_HIGH, Serial: serial, Participants: []string{sh.GetShipper(), sh.GetConsignee()},
-		EvidenceIndexes: []uint64{sh.GetShippedIndex()}, PolicyVersion: policyVersion, Time: timestamppb.New(due),
+		Severity: pb.Severity_SEVERITY_HIGH, Serial: serial, Participants: parts,
+		EvidenceIndexes: evidence, PolicyVersion: policyVersion, Time: &timestamppb.Timestamp{Seconds: HandoffDue(sh, w) + 1},
 		Country: sh.GetDestinationCountry(),
-		Summary: fmt.Sprintf("%s: shipped by %s to %s on %s, not received within %s", serial, sh.GetShipper(), sh.GetConsignee(),
-			sh.GetShippedAt().AsTime().UTC().Format(time.RFC3339), days(w.Handoff)),
+		Summary: fmt.Sprintf("%s: shipped by %s to %s on %s, not received by %s within %s%s", serial, sh.GetShipper(), sh.GetConsignee(),
+			sh.GetShippedAt().AsTime().UTC().Format(time.RFC3339), sh.GetConsignee(), days(w.Handoff), claims),
 	}
 }
 
 // Silent is the SILENT finding of a serial in state st (of silence class
-// class) that has said nothing since its last event, located where that
-// event was.
+// class) whose parties with standing have said nothing since custody_at,
+// located where they last placed it.
 func Silent(st *pb.SerialState, class byte, w Windows, policyVersion uint64) *pb.Finding {
-	what := "in custody"
-	if class == 1 {
-		what = "installed"
+	last := st.GetCustodyAt().AsTime()
+	parts := []string{st.GetCustodian()}
+	who := "by " + st.GetCustodian() + ", which has recorded nothing"
+	switch sh := st.GetOpenShipment(); {
+	case class == 1:
+		who = "installed " + who
+	case sh != nil && st.GetState() == pb.CustodyState_CUSTODY_STATE_IN_TRANSIT:
+		parts = []string{sh.GetShipper(), sh.GetConsignee()}
+		who = fmt.Sprintf("in transit from %s to %s, neither of which has recorded anything", sh.GetShipper(), sh.GetConsignee())
+	default:
+		who = "held " + who
 	}
-	last := st.GetLastEventAt().AsTime()
+	others := ""
+	if st.GetLastIndex() != st.GetCustodyIndex() {
+		others = fmt.Sprintf("; others have recorded events on it since (latest entry %d)", st.GetLastIndex())
+	}
 	return &pb.Finding{
-		Id: fmt.Sprintf("SILENT/%s/%d", st.GetSerial(), st.GetLastIndex()), Kind: pb.FindingKind_FINDING_KIND_SILENT,
-		Severity: pb.Severity_SEVERITY_MEDIUM, Serial: st.GetSerial(), Participants: []string{st.GetCustodian()},
-		EvidenceIndexes: []uint64{st.GetLastIndex()}, PolicyVersion: policyVersion, Time: timestamppb.New(last.Add(w.Window(class))),
+		Id: fmt.Sprintf("SILENT/%s/%d", st.GetSerial(), st.GetCustodyIndex()), Kind: pb.FindingKind_FINDING_KIND_SILENT,
+		Severity: pb.Severity_SEVERITY_MEDIUM, Serial: st.GetSerial(), Participants: parts,
+		EvidenceIndexes: []uint64{st.GetCustodyIndex()}, PolicyVersion: policyVersion,
+		Time:    &timestamppb.Timestamp{Seconds: SilenceDue(st.GetCustodyAt().GetSeconds(), class, w) + 1},
 		Country: st.GetLocation().GetCountry(),
-		Summary: fmt.Sprintf("%s: %s by %s, no event since %s (over %s)", st.GetSerial(), what, st.GetCustodian(), last.UTC().Format(time.RFC3339), days(w.Window(class))),
+		Summary: fmt.Sprintf("%s: %s since %s (entry %d), over %s%s", st.GetSerial(), who,
+			last.UTC().Format(time.RFC3339), st.GetCustodyIndex(), days(w.Window(class)), others),
 	}
+}
+
+// OpenAt reports whether a finding is open at the instant asOf (seconds): it
+// arose at or before asOf and nothing at or before asOf resolved it.
+func OpenAt(f *pb.Finding, asOf int64) bool {
+	return f.GetTime().GetSeconds() <= asOf && (!f.GetResolved() || f.GetResolvedAt().GetSeconds() > asOf)
+}
+
+// AsOf returns f as it stood at asOf (seconds), or nil when it had not arisen
+// then: a finding resolved later is returned open, without its resolution.
+func AsOf(f *pb.Finding, asOf int64) *pb.Finding {
+	if f.GetTime().GetSeconds() > asOf {
+		return nil
+	}
+	if f.GetResolved() && f.GetResolvedAt().GetSeconds() > asOf {
+		f.Resolved, f.ResolvedByIndex, f.ResolvedAt = false, 0, nil
+	}
+	return f
 }
 
 func days(d time.Duration) string {

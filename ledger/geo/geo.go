@@ -122,3 +122,31 @@ func Centroid(country string) (Point, bool) {
 	p, ok := centroids[country]
 	return p, ok
 }
+
+//go:embed countries.csv
+var countriesCSV string
+
+var countries = func() map[string]string {
+	m := make(map[string]string)
+	sc := bufio.NewScanner(strings.NewReader(countriesCSV))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		code, name, ok := strings.Cut(line, ",")
+		if !ok || len(code) != 2 {
+			panic("geo: bad country line " + line)
+		}
+		m[code] = name
+	}
+	return m
+}()
+
+// Country returns the English short name of an ISO 3166-1 alpha-2 country
+// code and whether the code is an officially assigned one. Codes are upper
+// case; reserved and user-assigned codes (XK, EU, ZZ) are not countries.
+func Country(code string) (name string, ok bool) {
+	name, ok = countries[code]
+	return name, ok
+}

@@ -6,9 +6,11 @@ package policy
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/gpuledger/gpuledger/ledger/geo"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -55,8 +57,8 @@ func New(p *pb.Policy) (*Policy, error) {
 	pol := &Policy{p: p, classes: make(map[string]pb.CountryClass), denied: make(map[string]bool)}
 	for _, r := range p.GetCountries() {
 		c := r.GetCountry()
-		if len(c) != 2 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' {
-			return nil, fmt.Errorf("policy: country %q: want an ISO 3166-1 alpha-2 code such as DE", c)
+		if _, ok := geo.Country(c); !ok {
+			return nil, fmt.Errorf("policy: countries: %q: %w; give one such as DE, US or SG", c, ErrUnknownCountry)
 		}
 		if _, dup := pol.classes[c]; dup {
 			return nil, fmt.Errorf("policy: country %s listed twice", c)
@@ -70,16 +72,18 @@ func New(p *pb.Policy) (*Policy, error) {
 		pol.denied[d] = true
 	}
 	for _, d := range []struct {
-		name string
-		v    interface{ AsDuration() time.Duration }
-		set  bool
+		name     string
+		v        interface{ AsDuration() time.Duration }
+		set, opt bool
 	}{
-		{"handoff_window", p.GetHandoffWindow(), p.HandoffWindow != nil},
-		{"silence_installed", p.GetSilenceInstalled(), p.SilenceInstalled != nil},
-		{"silence_in_custody", p.GetSilenceInCustody(), p.SilenceInCustody != nil},
-		{"clock_skew", p.GetClockSkew(), p.ClockSkew != nil},
+		{"handoff_window", p.GetHandoffWindow(), p.HandoffWindow != nil, false},
+		{"silence_installed", p.GetSilenceInstalled(), p.SilenceInstalled != nil, false},
+		{"silence_in_custody", p.GetSilenceInCustody(), p.SilenceInCustody != nil, false},
+		{"clock_skew", p.GetClockSkew(), p.ClockSkew != nil, false},
+		{"hub_dwell", p.GetHubDwell(), p.HubDwell != nil, true},
+		{"resale_window", p.GetResaleWindow(), p.ResaleWindow != nil, true},
 	} {
-		if !d.set || d.v.AsDuration() <= 0 {
+		if (d.set || !d.opt) && (!d.set || d.v.AsDuration() <= 0) {
 			return nil, fmt.Errorf("policy: %s must be a positive duration", d.name)
 		}
 	}
@@ -87,6 +91,42 @@ func New(p *pb.Policy) (*Policy, error) {
 		return nil, fmt.Errorf("policy: max_speed_kmh must be positive")
 	}
 	return pol, nil
+}
+
+// ErrUnknownCountry is returned by New for a country code that ISO 3166-1
+// does not assign.
+var ErrUnknownCountry = errors.New("not an ISO 3166-1 alpha-2 country code")
+
+// Defaults of the fields a policy may leave unset.
+const (
+	DefaultHubDwell          = 14 * 24 * time.Hour
+	DefaultMaxCustodyChanges = 3
+	DefaultResaleWindow      = 90 * 24 * time.Hour
+)
+
+// HubDwell is how soon a GPU received in a WATCH country may be shipped on to
+// another country before it is TRANSSHIPMENT_HUB.
+func (p *Policy) HubDwell() time.Duration {
+	if p.p.HubDwell == nil {
+		return DefaultHubDwell
+	}
+	return p.p.GetHubDwell().AsDuration()
+}
+
+// MaxCustodyChanges is how many changes of custodian ResaleWindow allows.
+func (p *Policy) MaxCustodyChanges() uint32 {
+	if p.p.GetMaxCustodyChanges() == 0 {
+		return DefaultMaxCustodyChanges
+	}
+	return p.p.GetMaxCustodyChanges()
+}
+
+// ResaleWindow is the window RAPID_RESALE counts changes of custodian in.
+func (p *Policy) ResaleWindow() time.Duration {
+	if p.p.ResaleWindow == nil {
+		return DefaultResaleWindow
+	}
+	return p.p.GetResaleWindow().AsDuration()
 }
 
 // Class returns how a country is treated.

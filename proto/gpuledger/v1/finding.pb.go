@@ -51,8 +51,16 @@ const (
 	FindingKind_FINDING_KIND_ACTIVITY_AFTER_TERMINAL FindingKind = 9
 	// A loss was reported.
 	FindingKind_FINDING_KIND_REPORTED_LOST FindingKind = 10
-	// An attestation from somewhere other than the installation site.
+	// An attestation from somewhere other than the installation site, or an
+	// event whose country or coordinates contradict the site it names.
 	FindingKind_FINDING_KIND_LOCATION_MISMATCH FindingKind = 11
+	// Received in a WATCH country (a transshipment hub) and shipped on within
+	// the policy's hub_dwell, or shipped on from it toward a country other
+	// than the one it was shipped there for.
+	FindingKind_FINDING_KIND_TRANSSHIPMENT_HUB FindingKind = 12
+	// More than the policy's max_custody_changes changes of custodian within
+	// its resale_window.
+	FindingKind_FINDING_KIND_RAPID_RESALE FindingKind = 13
 )
 
 // Enum value maps for FindingKind.
@@ -70,6 +78,8 @@ var (
 		9:  "FINDING_KIND_ACTIVITY_AFTER_TERMINAL",
 		10: "FINDING_KIND_REPORTED_LOST",
 		11: "FINDING_KIND_LOCATION_MISMATCH",
+		12: "FINDING_KIND_TRANSSHIPMENT_HUB",
+		13: "FINDING_KIND_RAPID_RESALE",
 	}
 	FindingKind_value = map[string]int32{
 		"FINDING_KIND_UNSPECIFIED":             0,
@@ -84,6 +94,8 @@ var (
 		"FINDING_KIND_ACTIVITY_AFTER_TERMINAL": 9,
 		"FINDING_KIND_REPORTED_LOST":           10,
 		"FINDING_KIND_LOCATION_MISMATCH":       11,
+		"FINDING_KIND_TRANSSHIPMENT_HUB":       12,
+		"FINDING_KIND_RAPID_RESALE":            13,
 	}
 )
 
@@ -185,7 +197,17 @@ type Flag struct {
 	// How serious.
 	Severity Severity `protobuf:"varint,2,opt,name=severity,proto3,enum=gpuledger.v1.Severity" json:"severity,omitempty"`
 	// One line for an analyst, for example "received by dist-b; consignee was dist-a".
-	Detail        string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The participants the flag is about besides the entry's actor (the
+	// custodian it contradicts, the consignee, the party that destroyed the
+	// GPU), in the order the detail names them.
+	Participants []string `protobuf:"bytes,4,rep,name=participants,proto3" json:"participants,omitempty"`
+	// Earlier entries the flag rests on besides the flagged entry itself (the
+	// shipment, the custodian's last event, the DESTROYED entry), oldest first.
+	RelatedIndexes []uint64 `protobuf:"varint,5,rep,packed,name=related_indexes,json=relatedIndexes,proto3" json:"related_indexes,omitempty"`
+	// The country the flag is about: the destination for flags on a shipment's
+	// destination, else the event's location.
+	Country       string `protobuf:"bytes,6,opt,name=country,proto3" json:"country,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -241,6 +263,27 @@ func (x *Flag) GetDetail() string {
 	return ""
 }
 
+func (x *Flag) GetParticipants() []string {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *Flag) GetRelatedIndexes() []uint64 {
+	if x != nil {
+		return x.RelatedIndexes
+	}
+	return nil
+}
+
+func (x *Flag) GetCountry() string {
+	if x != nil {
+		return x.Country
+	}
+	return ""
+}
+
 // Finding is a gap in the custody record, with its evidence.
 type Finding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -252,13 +295,17 @@ type Finding struct {
 	Severity Severity `protobuf:"varint,3,opt,name=severity,proto3,enum=gpuledger.v1.Severity" json:"severity,omitempty"`
 	// The GPU's serial.
 	Serial string `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
-	// The participants involved.
+	// The participants involved: the actor of the flagged entry first, then
+	// every other party the finding is about.
 	Participants []string `protobuf:"bytes,5,rep,name=participants,proto3" json:"participants,omitempty"`
-	// Log indexes of the entries that are the evidence.
+	// Log indexes of every entry the finding rests on, oldest first.
 	EvidenceIndexes []uint64 `protobuf:"varint,6,rep,packed,name=evidence_indexes,json=evidenceIndexes,proto3" json:"evidence_indexes,omitempty"`
 	// The policy version the finding was judged under.
 	PolicyVersion uint64 `protobuf:"varint,7,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
-	// When the gap arose (the event's time, or when a window ran out).
+	// When the gap arose: the flagged event's occurred_at, or for
+	// HANDOFF_UNCONFIRMED and SILENT the first second after their window ran
+	// out. A finding is open at an instant T when time <= T and it was not
+	// resolved at or before T (see resolved_at).
 	Time *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
 	// One line for an analyst.
 	Summary string `protobuf:"bytes,9,opt,name=summary,proto3" json:"summary,omitempty"`
@@ -266,9 +313,15 @@ type Finding struct {
 	Resolved bool `protobuf:"varint,10,opt,name=resolved,proto3" json:"resolved,omitempty"`
 	// The entry that resolved it, if resolved.
 	ResolvedByIndex uint64 `protobuf:"varint,11,opt,name=resolved_by_index,json=resolvedByIndex,proto3" json:"resolved_by_index,omitempty"`
-	// The country of the evidence (where the event happened, or the shipment's
-	// destination).
-	Country       string `protobuf:"bytes,12,opt,name=country,proto3" json:"country,omitempty"`
+	// The country the finding is about: the shipment's destination for
+	// findings on a destination (RESTRICTED_DESTINATION, LICENSE_MISSING,
+	// UNREGISTERED_CONSIGNEE, HANDOFF_UNCONFIRMED, TRANSSHIPMENT_HUB), else
+	// where the event happened.
+	Country string `protobuf:"bytes,12,opt,name=country,proto3" json:"country,omitempty"`
+	// When it was resolved: the acceptance time (Entry.accepted_at) of the
+	// resolving entry, never an event's own claimed time, so that no party can
+	// back-date the end of a gap the ledger showed. Set when resolved.
+	ResolvedAt    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -387,15 +440,25 @@ func (x *Finding) GetCountry() string {
 	return ""
 }
 
+func (x *Finding) GetResolvedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResolvedAt
+	}
+	return nil
+}
+
 var File_gpuledger_v1_finding_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_finding_proto_rawDesc = "" +
 	"\n" +
-	"\x1agpuledger/v1/finding.proto\x12\fgpuledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n" +
+	"\x1agpuledger/v1/finding.proto\x12\fgpuledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n" +
 	"\x04Flag\x12-\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x19.gpuledger.v1.FindingKindR\x04kind\x122\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x16.gpuledger.v1.SeverityR\bseverity\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xb6\x03\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\"\n" +
+	"\fparticipants\x18\x04 \x03(\tR\fparticipants\x12'\n" +
+	"\x0frelated_indexes\x18\x05 \x03(\x04R\x0erelatedIndexes\x12\x18\n" +
+	"\acountry\x18\x06 \x01(\tR\acountry\"\xf3\x03\n" +
 	"\aFinding\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.gpuledger.v1.FindingKindR\x04kind\x122\n" +
@@ -409,7 +472,9 @@ const file_gpuledger_v1_finding_proto_rawDesc = "" +
 	"\bresolved\x18\n" +
 	" \x01(\bR\bresolved\x12*\n" +
 	"\x11resolved_by_index\x18\v \x01(\x04R\x0fresolvedByIndex\x12\x18\n" +
-	"\acountry\x18\f \x01(\tR\acountry*\xb4\x03\n" +
+	"\acountry\x18\f \x01(\tR\acountry\x12;\n" +
+	"\vresolved_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"resolvedAt*\xf7\x03\n" +
 	"\vFindingKind\x12\x1c\n" +
 	"\x18FINDING_KIND_UNSPECIFIED\x10\x00\x12$\n" +
 	" FINDING_KIND_HANDOFF_UNCONFIRMED\x10\x01\x12\"\n" +
@@ -423,7 +488,9 @@ const file_gpuledger_v1_finding_proto_rawDesc = "" +
 	"$FINDING_KIND_ACTIVITY_AFTER_TERMINAL\x10\t\x12\x1e\n" +
 	"\x1aFINDING_KIND_REPORTED_LOST\x10\n" +
 	"\x12\"\n" +
-	"\x1eFINDING_KIND_LOCATION_MISMATCH\x10\v*u\n" +
+	"\x1eFINDING_KIND_LOCATION_MISMATCH\x10\v\x12\"\n" +
+	"\x1eFINDING_KIND_TRANSSHIPMENT_HUB\x10\f\x12\x1d\n" +
+	"\x19FINDING_KIND_RAPID_RESALE\x10\r*u\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSEVERITY_LOW\x10\x01\x12\x13\n" +
@@ -458,11 +525,12 @@ var file_gpuledger_v1_finding_proto_depIdxs = []int32{
 	0, // 2: gpuledger.v1.Finding.kind:type_name -> gpuledger.v1.FindingKind
 	1, // 3: gpuledger.v1.Finding.severity:type_name -> gpuledger.v1.Severity
 	4, // 4: gpuledger.v1.Finding.time:type_name -> google.protobuf.Timestamp
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 5: gpuledger.v1.Finding.resolved_at:type_name -> google.protobuf.Timestamp
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_finding_proto_init() }

@@ -168,7 +168,16 @@ type Policy struct {
 	// Speeds above this between consecutive events are IMPOSSIBLE_TRAVEL.
 	MaxSpeedKmh uint32 `protobuf:"varint,8,opt,name=max_speed_kmh,json=maxSpeedKmh,proto3" json:"max_speed_kmh,omitempty"`
 	// How far an event's occurred_at may lie ahead of the ledger's clock.
-	ClockSkew     *durationpb.Duration `protobuf:"bytes,9,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
+	ClockSkew *durationpb.Duration `protobuf:"bytes,9,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
+	// A GPU received in a WATCH country and shipped on to another country
+	// within this time is TRANSSHIPMENT_HUB. Default 14 days when unset.
+	HubDwell *durationpb.Duration `protobuf:"bytes,10,opt,name=hub_dwell,json=hubDwell,proto3" json:"hub_dwell,omitempty"`
+	// More changes of custodian than this within resale_window are
+	// RAPID_RESALE. Default 3 when unset (maker, distributor, integrator,
+	// datacentre).
+	MaxCustodyChanges uint32 `protobuf:"varint,11,opt,name=max_custody_changes,json=maxCustodyChanges,proto3" json:"max_custody_changes,omitempty"`
+	// The window max_custody_changes counts in. Default 90 days when unset.
+	ResaleWindow  *durationpb.Duration `protobuf:"bytes,12,opt,name=resale_window,json=resaleWindow,proto3" json:"resale_window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -266,6 +275,27 @@ func (x *Policy) GetClockSkew() *durationpb.Duration {
 	return nil
 }
 
+func (x *Policy) GetHubDwell() *durationpb.Duration {
+	if x != nil {
+		return x.HubDwell
+	}
+	return nil
+}
+
+func (x *Policy) GetMaxCustodyChanges() uint32 {
+	if x != nil {
+		return x.MaxCustodyChanges
+	}
+	return 0
+}
+
+func (x *Policy) GetResaleWindow() *durationpb.Duration {
+	if x != nil {
+		return x.ResaleWindow
+	}
+	return nil
+}
+
 var File_gpuledger_v1_policy_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_policy_proto_rawDesc = "" +
@@ -274,7 +304,7 @@ const file_gpuledger_v1_policy_proto_rawDesc = "" +
 	"\vCountryRule\x12\x18\n" +
 	"\acountry\x18\x01 \x01(\tR\acountry\x120\n" +
 	"\x05class\x18\x02 \x01(\x0e2\x1a.gpuledger.v1.CountryClassR\x05class\x12\x12\n" +
-	"\x04note\x18\x03 \x01(\tR\x04note\"\xc7\x03\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"\xef\x04\n" +
 	"\x06Policy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -285,7 +315,11 @@ const file_gpuledger_v1_policy_proto_rawDesc = "" +
 	"\x12silence_in_custody\x18\a \x01(\v2\x19.google.protobuf.DurationR\x10silenceInCustody\x12\"\n" +
 	"\rmax_speed_kmh\x18\b \x01(\rR\vmaxSpeedKmh\x128\n" +
 	"\n" +
-	"clock_skew\x18\t \x01(\v2\x19.google.protobuf.DurationR\tclockSkew*\x80\x01\n" +
+	"clock_skew\x18\t \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\x126\n" +
+	"\thub_dwell\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\bhubDwell\x12.\n" +
+	"\x13max_custody_changes\x18\v \x01(\rR\x11maxCustodyChanges\x12>\n" +
+	"\rresale_window\x18\f \x01(\v2\x19.google.protobuf.DurationR\fresaleWindow*\x80\x01\n" +
 	"\fCountryClass\x12\x1d\n" +
 	"\x19COUNTRY_CLASS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18COUNTRY_CLASS_RESTRICTED\x10\x01\x12\x1a\n" +
@@ -319,11 +353,13 @@ var file_gpuledger_v1_policy_proto_depIdxs = []int32{
 	3, // 3: gpuledger.v1.Policy.silence_installed:type_name -> google.protobuf.Duration
 	3, // 4: gpuledger.v1.Policy.silence_in_custody:type_name -> google.protobuf.Duration
 	3, // 5: gpuledger.v1.Policy.clock_skew:type_name -> google.protobuf.Duration
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	3, // 6: gpuledger.v1.Policy.hub_dwell:type_name -> google.protobuf.Duration
+	3, // 7: gpuledger.v1.Policy.resale_window:type_name -> google.protobuf.Duration
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_policy_proto_init() }

@@ -185,9 +185,12 @@ type SerialState struct {
 	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
 	// Where the GPU stands.
 	State CustodyState `protobuf:"varint,2,opt,name=state,proto3,enum=gpuledger.v1.CustodyState" json:"state,omitempty"`
-	// The participant that holds (or, in transit, shipped) the GPU.
+	// The participant that holds (or, in transit, shipped) the GPU. Only the
+	// custodian's own acts and the consignee's receipt change it; see Claim.
 	Custodian string `protobuf:"bytes,3,opt,name=custodian,proto3" json:"custodian,omitempty"`
-	// The location of the last event.
+	// Where the GPU is, as the parties with standing last said: the custodian,
+	// and in transit the shipper and the consignee. Events by anyone else
+	// never move it.
 	Location *Location `protobuf:"bytes,4,opt,name=location,proto3" json:"location,omitempty"`
 	// The entry hash of the serial's latest entry: the next event's
 	// prev_event_hash.
@@ -206,18 +209,36 @@ type SerialState struct {
 	InstallSite *Location `protobuf:"bytes,11,opt,name=install_site,json=installSite,proto3" json:"install_site,omitempty"`
 	// The index of the serial's first entry (MANUFACTURED).
 	FirstIndex uint64 `protobuf:"varint,12,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
-	// The index of the serial's latest entry.
+	// The index of the serial's latest entry (by anyone).
 	LastIndex uint64 `protobuf:"varint,13,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	// When the latest event happened (occurred_at).
+	// When the serial's latest entry's event happened (occurred_at), by anyone.
 	LastEventAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=last_event_at,json=lastEventAt,proto3" json:"last_event_at,omitempty"`
 	// When the GPU was last attested (or installed), while INSTALLED.
 	LastAttestedAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=last_attested_at,json=lastAttestedAt,proto3" json:"last_attested_at,omitempty"`
 	// The serial this GPU is inside, if any.
 	ParentSerial string `protobuf:"bytes,16,opt,name=parent_serial,json=parentSerial,proto3" json:"parent_serial,omitempty"`
 	// Output only: the serial's open findings.
-	OpenFindings  []*Finding `protobuf:"bytes,17,rep,name=open_findings,json=openFindings,proto3" json:"open_findings,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OpenFindings []*Finding `protobuf:"bytes,17,rep,name=open_findings,json=openFindings,proto3" json:"open_findings,omitempty"`
+	// When a party with standing (the custodian, or in transit the shipper or
+	// the consignee) last recorded an event: the clock SILENT runs from.
+	CustodyAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=custody_at,json=custodyAt,proto3" json:"custody_at,omitempty"`
+	// The entry of that event (for DESTROYED, the DESTROYED entry).
+	CustodyIndex uint64 `protobuf:"varint,19,opt,name=custody_index,json=custodyIndex,proto3" json:"custody_index,omitempty"`
+	// The INSTALLED entry, while INSTALLED.
+	InstallIndex uint64 `protobuf:"varint,20,opt,name=install_index,json=installIndex,proto3" json:"install_index,omitempty"`
+	// Rival claims of possession, oldest first, while the custody is disputed:
+	// receipts by parties other than the consignee. A claim never moves
+	// custody; the consignee's receipt, or the custodian's next event, settles
+	// the dispute and clears the claims (their findings stay).
+	Claims []*Claim `protobuf:"bytes,21,rep,name=claims,proto3" json:"claims,omitempty"`
+	// Where the GPU arrived in a WATCH country (a transshipment hub), while its
+	// custodian there holds it.
+	HubArrival *HubArrival `protobuf:"bytes,22,opt,name=hub_arrival,json=hubArrival,proto3" json:"hub_arrival,omitempty"`
+	// The latest changes of custodian, oldest first, as many as the policy's
+	// RAPID_RESALE rule looks back on.
+	CustodyChanges []*CustodyChange `protobuf:"bytes,23,rep,name=custody_changes,json=custodyChanges,proto3" json:"custody_changes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SerialState) Reset() {
@@ -369,6 +390,269 @@ func (x *SerialState) GetOpenFindings() []*Finding {
 	return nil
 }
 
+func (x *SerialState) GetCustodyAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CustodyAt
+	}
+	return nil
+}
+
+func (x *SerialState) GetCustodyIndex() uint64 {
+	if x != nil {
+		return x.CustodyIndex
+	}
+	return 0
+}
+
+func (x *SerialState) GetInstallIndex() uint64 {
+	if x != nil {
+		return x.InstallIndex
+	}
+	return 0
+}
+
+func (x *SerialState) GetClaims() []*Claim {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+func (x *SerialState) GetHubArrival() *HubArrival {
+	if x != nil {
+		return x.HubArrival
+	}
+	return nil
+}
+
+func (x *SerialState) GetCustodyChanges() []*CustodyChange {
+	if x != nil {
+		return x.CustodyChanges
+	}
+	return nil
+}
+
+// Claim is a party's claim to hold a GPU that the record does not give it: a
+// RECEIVED by someone other than the open shipment's consignee, or with no
+// shipment open.
+type Claim struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who claims to hold the GPU.
+	Claimant string `protobuf:"bytes,1,opt,name=claimant,proto3" json:"claimant,omitempty"`
+	// The claimant's RECEIVED entry.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// When the claimant says it received the GPU.
+	ClaimedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=claimed_at,json=claimedAt,proto3" json:"claimed_at,omitempty"`
+	// Where the claimant says it received the GPU.
+	Location      *Location `protobuf:"bytes,4,opt,name=location,proto3" json:"location,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Claim) Reset() {
+	*x = Claim{}
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Claim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Claim) ProtoMessage() {}
+
+func (x *Claim) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Claim.ProtoReflect.Descriptor instead.
+func (*Claim) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Claim) GetClaimant() string {
+	if x != nil {
+		return x.Claimant
+	}
+	return ""
+}
+
+func (x *Claim) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Claim) GetClaimedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClaimedAt
+	}
+	return nil
+}
+
+func (x *Claim) GetLocation() *Location {
+	if x != nil {
+		return x.Location
+	}
+	return nil
+}
+
+// HubArrival is a custodial receipt in a WATCH country.
+type HubArrival struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The WATCH country.
+	Country string `protobuf:"bytes,1,opt,name=country,proto3" json:"country,omitempty"`
+	// The RECEIVED entry.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// When it was received.
+	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	// The destination country of the shipment that brought it there.
+	ShippedFor string `protobuf:"bytes,4,opt,name=shipped_for,json=shippedFor,proto3" json:"shipped_for,omitempty"`
+	// Who shipped it there.
+	Shipper       string `protobuf:"bytes,5,opt,name=shipper,proto3" json:"shipper,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HubArrival) Reset() {
+	*x = HubArrival{}
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HubArrival) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HubArrival) ProtoMessage() {}
+
+func (x *HubArrival) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HubArrival.ProtoReflect.Descriptor instead.
+func (*HubArrival) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HubArrival) GetCountry() string {
+	if x != nil {
+		return x.Country
+	}
+	return ""
+}
+
+func (x *HubArrival) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *HubArrival) GetReceivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReceivedAt
+	}
+	return nil
+}
+
+func (x *HubArrival) GetShippedFor() string {
+	if x != nil {
+		return x.ShippedFor
+	}
+	return ""
+}
+
+func (x *HubArrival) GetShipper() string {
+	if x != nil {
+		return x.Shipper
+	}
+	return ""
+}
+
+// CustodyChange is one change of custodian: a receipt by the consignee.
+type CustodyChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new custodian.
+	Custodian string `protobuf:"bytes,1,opt,name=custodian,proto3" json:"custodian,omitempty"`
+	// The RECEIVED entry.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// When it was received.
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CustodyChange) Reset() {
+	*x = CustodyChange{}
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CustodyChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CustodyChange) ProtoMessage() {}
+
+func (x *CustodyChange) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CustodyChange.ProtoReflect.Descriptor instead.
+func (*CustodyChange) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CustodyChange) GetCustodian() string {
+	if x != nil {
+		return x.Custodian
+	}
+	return ""
+}
+
+func (x *CustodyChange) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *CustodyChange) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 var File_gpuledger_v1_serial_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_serial_proto_rawDesc = "" +
@@ -381,7 +665,7 @@ const file_gpuledger_v1_serial_proto_rawDesc = "" +
 	"\rshipped_index\x18\x04 \x01(\x04R\fshippedIndex\x129\n" +
 	"\n" +
 	"shipped_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tshippedAt\x12%\n" +
-	"\x0eexport_license\x18\x06 \x01(\tR\rexportLicense\"\xd4\x05\n" +
+	"\x0eexport_license\x18\x06 \x01(\tR\rexportLicense\"\x87\b\n" +
 	"\vSerialState\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.gpuledger.v1.CustodyStateR\x05state\x12\x1c\n" +
@@ -403,7 +687,34 @@ const file_gpuledger_v1_serial_proto_rawDesc = "" +
 	"\rlast_event_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vlastEventAt\x12D\n" +
 	"\x10last_attested_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0elastAttestedAt\x12#\n" +
 	"\rparent_serial\x18\x10 \x01(\tR\fparentSerial\x12:\n" +
-	"\ropen_findings\x18\x11 \x03(\v2\x15.gpuledger.v1.FindingR\fopenFindings*\xbb\x01\n" +
+	"\ropen_findings\x18\x11 \x03(\v2\x15.gpuledger.v1.FindingR\fopenFindings\x129\n" +
+	"\n" +
+	"custody_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tcustodyAt\x12#\n" +
+	"\rcustody_index\x18\x13 \x01(\x04R\fcustodyIndex\x12#\n" +
+	"\rinstall_index\x18\x14 \x01(\x04R\finstallIndex\x12+\n" +
+	"\x06claims\x18\x15 \x03(\v2\x13.gpuledger.v1.ClaimR\x06claims\x129\n" +
+	"\vhub_arrival\x18\x16 \x01(\v2\x18.gpuledger.v1.HubArrivalR\n" +
+	"hubArrival\x12D\n" +
+	"\x0fcustody_changes\x18\x17 \x03(\v2\x1b.gpuledger.v1.CustodyChangeR\x0ecustodyChanges\"\xa8\x01\n" +
+	"\x05Claim\x12\x1a\n" +
+	"\bclaimant\x18\x01 \x01(\tR\bclaimant\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x129\n" +
+	"\n" +
+	"claimed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tclaimedAt\x122\n" +
+	"\blocation\x18\x04 \x01(\v2\x16.gpuledger.v1.LocationR\blocation\"\xb4\x01\n" +
+	"\n" +
+	"HubArrival\x12\x18\n" +
+	"\acountry\x18\x01 \x01(\tR\acountry\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12;\n" +
+	"\vreceived_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"receivedAt\x12\x1f\n" +
+	"\vshipped_for\x18\x04 \x01(\tR\n" +
+	"shippedFor\x12\x18\n" +
+	"\ashipper\x18\x05 \x01(\tR\ashipper\"o\n" +
+	"\rCustodyChange\x12\x1c\n" +
+	"\tcustodian\x18\x01 \x01(\tR\tcustodian\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at*\xbb\x01\n" +
 	"\fCustodyState\x12\x1d\n" +
 	"\x19CUSTODY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CUSTODY_STATE_IN_CUSTODY\x10\x01\x12\x1c\n" +
@@ -425,29 +736,40 @@ func file_gpuledger_v1_serial_proto_rawDescGZIP() []byte {
 }
 
 var file_gpuledger_v1_serial_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gpuledger_v1_serial_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_gpuledger_v1_serial_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_gpuledger_v1_serial_proto_goTypes = []any{
 	(CustodyState)(0),             // 0: gpuledger.v1.CustodyState
 	(*Shipment)(nil),              // 1: gpuledger.v1.Shipment
 	(*SerialState)(nil),           // 2: gpuledger.v1.SerialState
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
-	(*Location)(nil),              // 4: gpuledger.v1.Location
-	(*Finding)(nil),               // 5: gpuledger.v1.Finding
+	(*Claim)(nil),                 // 3: gpuledger.v1.Claim
+	(*HubArrival)(nil),            // 4: gpuledger.v1.HubArrival
+	(*CustodyChange)(nil),         // 5: gpuledger.v1.CustodyChange
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*Location)(nil),              // 7: gpuledger.v1.Location
+	(*Finding)(nil),               // 8: gpuledger.v1.Finding
 }
 var file_gpuledger_v1_serial_proto_depIdxs = []int32{
-	3, // 0: gpuledger.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
-	0, // 1: gpuledger.v1.SerialState.state:type_name -> gpuledger.v1.CustodyState
-	4, // 2: gpuledger.v1.SerialState.location:type_name -> gpuledger.v1.Location
-	1, // 3: gpuledger.v1.SerialState.open_shipment:type_name -> gpuledger.v1.Shipment
-	4, // 4: gpuledger.v1.SerialState.install_site:type_name -> gpuledger.v1.Location
-	3, // 5: gpuledger.v1.SerialState.last_event_at:type_name -> google.protobuf.Timestamp
-	3, // 6: gpuledger.v1.SerialState.last_attested_at:type_name -> google.protobuf.Timestamp
-	5, // 7: gpuledger.v1.SerialState.open_findings:type_name -> gpuledger.v1.Finding
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	6,  // 0: gpuledger.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
+	0,  // 1: gpuledger.v1.SerialState.state:type_name -> gpuledger.v1.CustodyState
+	7,  // 2: gpuledger.v1.SerialState.location:type_name -> gpuledger.v1.Location
+	1,  // 3: gpuledger.v1.SerialState.open_shipment:type_name -> gpuledger.v1.Shipment
+	7,  // 4: gpuledger.v1.SerialState.install_site:type_name -> gpuledger.v1.Location
+	6,  // 5: gpuledger.v1.SerialState.last_event_at:type_name -> google.protobuf.Timestamp
+	6,  // 6: gpuledger.v1.SerialState.last_attested_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: gpuledger.v1.SerialState.open_findings:type_name -> gpuledger.v1.Finding
+	6,  // 8: gpuledger.v1.SerialState.custody_at:type_name -> google.protobuf.Timestamp
+	3,  // 9: gpuledger.v1.SerialState.claims:type_name -> gpuledger.v1.Claim
+	4,  // 10: gpuledger.v1.SerialState.hub_arrival:type_name -> gpuledger.v1.HubArrival
+	5,  // 11: gpuledger.v1.SerialState.custody_changes:type_name -> gpuledger.v1.CustodyChange
+	6,  // 12: gpuledger.v1.Claim.claimed_at:type_name -> google.protobuf.Timestamp
+	7,  // 13: gpuledger.v1.Claim.location:type_name -> gpuledger.v1.Location
+	6,  // 14: gpuledger.v1.HubArrival.received_at:type_name -> google.protobuf.Timestamp
+	6,  // 15: gpuledger.v1.CustodyChange.at:type_name -> google.protobuf.Timestamp
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_serial_proto_init() }
@@ -463,7 +785,7 @@ func file_gpuledger_v1_serial_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gpuledger_v1_serial_proto_rawDesc), len(file_gpuledger_v1_serial_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
