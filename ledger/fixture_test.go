@@ -44,6 +44,8 @@ type fixture struct {
 	l   *ledger.Ledger
 	dir string
 	now time.Time
+	// log is every batch applied, to replay into another store.
+	log []ledger.Batch
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -108,7 +110,9 @@ func to(p string) func(*pb.CustodyEvent) { return func(e *pb.CustodyEvent) { e.C
 // consecutive events between continents are plausible travel).
 func (f *fixture) apply(envs ...[]byte) []ledger.Result {
 	f.t.Helper()
-	rs, err := f.l.Apply(context.Background(), ledger.Batch{AcceptedAt: f.now, Envelopes: envs})
+	b := ledger.Batch{AcceptedAt: f.now, Envelopes: envs}
+	f.log = append(f.log, b)
+	rs, err := f.l.Apply(context.Background(), b)
 	if err != nil {
 		f.t.Fatalf("Apply: %v", err)
 	}

@@ -1,0 +1,516 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
+	"github.com/gpuledger/gpuledger/ledger/gaps"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// The tests in this file play the participants the ledger exists to catch:
+// a front company, a straw buyer, a reselling datacentre. Each performs an
+// evasion and shows that it fails.
+
+func (f *fixture) serial(sn string) *pb.SerialState {
+	f.t.Helper()
+	st, err := f.l.Serial(context.Background(), sn)
+	if err != nil {
+		f.t.Fatalf("Serial(%s) = %v", sn, err)
+	}
+	return st
+}
+
+// custodyOf is the part of a serial's state that only parties with standing
+// may move.
+func custodyOf(st *pb.SerialState) *pb.SerialState {
+	return &pb.SerialState{State: st.GetState(), Custodian: st.GetCustodian(), Location: st.GetLocation(),
+		OpenShipment: st.GetOpenShipment(), InstallSite: st.GetInstallSite(), CustodyAt: st.GetCustodyAt(),
+		CustodyIndex: st.GetCustodyIndex(), LastAttestedAt: st.GetLastAttestedAt(), HubArrival: st.GetHubArrival(),
+		CustodyChanges: st.GetCustodyChanges()}
+}
+
+func kindsOf(fs []*pb.Flag) []pb.FindingKind {
+	var out []pb.FindingKind
+	for _, x := range fs {
+		out = append(out, x.GetKind())
+	}
+	return out
+}
+
+func (f *fixture) open(asOf time.Time, serial string) []*pb.Finding {
+	f.t.Helper()
+	fs, err := f.l.SerialFindings(context.Background(), serial, asOf, false)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return fs
+}
+
+func findingOf(fs []*pb.Finding, k pb.FindingKind) *pb.Finding {
+	for _, x := range fs {
+		if x.GetKind() == k {
+			return x
+		}
+	}
+	return nil
+}
+
+// Case 1: a front attests a GPU installed elsewhere. It is flagged, and moves
+// neither the GPU's location nor the clock SILENT runs from; the custodian's
+// next attestation is not IMPOSSIBLE_TRAVEL.
+func TestImpostorAttestationMovesNothing(t *testing.T) {
+	f := newFixture(t)
+	const sn = "GPU-IMP"
+	f.delivered(sn, "dc-frankfurt")
+	installed := f.must(f.sign("dc-frankfurt", inst, sn))[0]
+	before := custodyOf(f.serial(sn))
+	instAt := before.GetCustodyAt().AsTime()
+	// The front attests from Singapore every week for two months.
+	for i := range 9 {
+		f.now = instAt.Add(time.Duration(i+1) * 7 * day)
+		r := f.apply(f.sign("sg-dist", att, sn, at(f.now)))[0]
+		if r.Err != nil {
+			t.Fatalf("the impostor's attestation was refused: %v (evidence is never refused)", r.Err)
+		}
+		if !slices.Equal(kindsOf(r.Entry.GetFlags()), []pb.FindingKind{pb.FindingKind_FINDING_KIND_CUSTODY_BREAK}) {
+			t.Fatalf("impostor attestation flags = %v, want CUSTODY_BREAK", kindsOf(r.Entry.GetFlags()))
+		}
+		if after := custodyOf(f.serial(sn)); !proto.Equal(after, before) {
+			t.Fatalf("the impostor's attestation moved the serial:\n before %v\n after  %v", before, after)
+		}
+	}
+	brk := findingOf(f.open(f.now, sn), pb.FindingKind_FINDING_KIND_CUSTODY_BREAK)
+	if brk == nil || !slices.Equal(brk.GetParticipants(), []string{"sg-dist", "dc-frankfurt"}) ||
+		!slices.Contains(brk.GetEvidenceIndexes(), installed.GetIndex()) || brk.GetCountry() != "SG" {
+		t.Fatalf("CUSTODY_BREAK = %v; want it to name sg-dist and dc-frankfurt, cite the installation and be filed under SG", brk)
+	}
+	// SILENT still falls due 35 days after the installation.
+	silent := findingOf(f.open(instAt.Add(35*day+time.Second), sn), pb.FindingKind_FINDING_KIND_SILENT)
+	if silent == nil || silent.GetEvidenceIndexes()[0] != installed.GetIndex() || !strings.Contains(silent.GetSummary(), "others have recorded events") {
+		t.Fatalf("SILENT as of installation+35d+1s = %v; want one from the installation that mentions the others' events", silent)
+	}
+	// The custodian's own attestation, from its site, is clean.
+	f.now = f.now.Add(time.Hour)
+	r := f.apply(f.sign("dc-frankfurt", att, sn, at(f.now)))[0]
+	if r.Err != nil || len(r.Entry.GetFlags()) != 0 {
+		t.Fatalf("the custodian's attestation = %v, flags %v; want accepted and clean", r.Err, kindsOf(r.Entry.GetFlags()))
+	}
+	// It resolves the silence, which stays on record as a resolved finding.
+	fs := f.findings(f.now, pb.FindingKind_FINDING_KIND_SILENT)
+	if len(fs) != 1 || !fs[0].GetResolved() || fs[0].GetResolvedByIndex() != r.Entry.GetIndex() {
+		t.Fatalf("SILENT after the custodian spoke: %v", fs)
+	}
+}
+
+// Case 2: after destruction, a stranger's event is ACTIVITY_AFTER_TERMINAL and
+// CUSTODY_BREAK, and both cite the DESTROYED entry and name who destroyed it.
+func TestActivityAfterDestruction(t *testing.T) {
+	f := newFixture(t)
+	const sn = "GPU-DEAD"
+	f.delivered(sn, "dc-frankfurt")
+	destroyed := f.must(f.sign("dc-frankfurt", destr, sn))[0]
+	before := custodyOf(f.serial(sn))
+	late := f.must(f.sign("dc-virginia", att, sn))[0]
+	if got := kindsOf(late.GetFlags()); !slices.Equal(got, []pb.FindingKind{pb.FindingKind_FINDING_KIND_ACTIVITY_AFTER_TERMINAL, pb.FindingKind_FINDING_KIND_CUSTODY_BREAK}) {
+		t.Fatalf("flags = %v", got)
+	}
+	if after := custodyOf(f.serial(sn)); !proto.Equal(after, before) {
+		t.Fatalf("an event after destruction moved the serial: %v -> %v", before, after)
+	}
+	for _, x := range f.open(f.now, sn) {
+		if !slices.Equal(x.GetParticipants(), []string{"dc-virginia", "dc-frankfurt"}) ||
+			!slices.Equal(x.GetEvidenceIndexes(), []uint64{destroyed.GetIndex(), late.GetIndex()}) {
+			t.Errorf("%s names %v and cites %v; want dc-virginia and dc-frankfurt, entries %d and %d",
+				x.GetId(), x.GetParticipants(), x.GetEvidenceIndexes(), destroyed.GetIndex(), late.GetIndex())
+		}
+	}
+	// The destroyer's own later event is only ACTIVITY_AFTER_TERMINAL.
+	own := f.must(f.sign("dc-frankfurt", att, sn))[0]
+	if got := kindsOf(own.GetFlags()); !slices.Equal(got, []pb.FindingKind{pb.FindingKind_FINDING_KIND_ACTIVITY_AFTER_TERMINAL}) {
+		t.Fatalf("the destroyer's later event: flags %v", got)
+	}
+}
+
+// Case 3: as_of is a point in time, by event time. A shipment of day 10
+// received on day 35 is open from day 31 (plus a second) until the receipt,
+// and resolved from the receipt on.
+func TestAsOfIsAPointInTime(t *testing.T) {
+	f := newFixture(t)
+	const sn = "GPU-ASOF"
+	day0 := t0
+	f.now = day0
+	f.must(f.sign("acme-gpu", mfd, sn, at(day0)))
+	shippedAt := day0.Add(10 * day)
+	f.now = shippedAt
+	shipped := f.must(f.sign("acme-gpu", ship, sn, to("eu-dist"), at(shippedAt)))[0]
+	receivedAt := day0.Add(35 * day)
+	f.now = receivedAt.Add(3 * day) // accepted three days after it happened: event time decides
+	received := f.must(f.sign("eu-dist", recv, sn, at(receivedAt)))[0]
+	arises := shippedAt.Add(21*day + time.Second)
+	id := fmt.Sprintf("HANDOFF_UNCONFIRMED/%d", shipped.GetIndex())
+	for _, tc := range []struct {
+		name     string
+		asOf     time.Time
+		open     bool
+		resolved bool
+	}{
+		{"a second before it arose", arises.Add(-time.Second), false, false},
+		{"when it arose", arises, true, false},
+		{"day 33", day0.Add(33 * day), true, false},
+		{"a second before the receipt", receivedAt.Add(-time.Second), true, false},
+		{"at the receipt", receivedAt, false, true},
+		{"after the receipt", receivedAt.Add(10 * day), false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			open := f.open(tc.asOf, sn)
+			if got := findingOf(open, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED) != nil; got != tc.open {
+				t.Errorf("SerialFindings as of %s: open = %v, want %v (%v)", tc.asOf.Format(time.RFC3339), got, tc.open, ids(open))
+			}
+			listed, _, err := f.l.Findings(context.Background(), ledger.FindingQuery{AsOf: tc.asOf, Limit: 10,
+				Filter: gaps.Filter{Kinds: []pb.FindingKind{pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(listed) == 1; got != tc.open {
+				t.Errorf("Findings as of %s: %v, want open %v", tc.asOf.Format(time.RFC3339), ids(listed), tc.open)
+			}
+			all := f.findings(tc.asOf, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED)
+			switch {
+			case !tc.open && !tc.resolved && len(all) != 0:
+				t.Errorf("with resolved ones: %v, want none", ids(all))
+			case tc.resolved && (len(all) != 1 || !all[0].GetResolved() || all[0].GetResolvedByIndex() != received.GetIndex() ||
+				!all[0].GetResolvedAt().AsTime().Equal(receivedAt)):
+				t.Errorf("with resolved ones: %v, want %s resolved by entry %d at %s", all, id, received.GetIndex(), receivedAt)
+			case tc.open && (len(all) != 1 || all[0].GetResolved() || all[0].GetId() != id):
+				t.Errorf("with resolved ones: %v, want %s open (as it stood then)", ids(all), id)
+			}
+		})
+	}
+}
+
+// Case 6: findings about a shipment's destination are filed under the
+// destination, not the shipper's country.
+func TestFindingsFiledUnderDestination(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.sign("acme-gpu", mfd, "GPU-LIC"))
+	f.must(f.sign("acme-gpu", ship, "GPU-LIC", to("sa-dc")))
+	f.must(f.sign("acme-gpu", mfd, "GPU-UNREG"))
+	f.must(f.sign("acme-gpu", ship, "GPU-UNREG", to("ghost-llc"), func(e *pb.CustodyEvent) { e.DestinationCountry = "AE" }))
+	for _, tc := range []struct {
+		kind    pb.FindingKind
+		country string
+	}{
+		{pb.FindingKind_FINDING_KIND_LICENSE_MISSING, "SA"},
+		{pb.FindingKind_FINDING_KIND_UNREGISTERED_CONSIGNEE, "AE"},
+	} {
+		out, _, err := f.l.Findings(context.Background(), ledger.FindingQuery{AsOf: f.now, Limit: 10,
+			Filter: gaps.Filter{Kinds: []pb.FindingKind{tc.kind}, Country: tc.country}})
+		if err != nil || len(out) != 1 {
+			t.Errorf("%s in %s: %v, %v; want one", gaps.Name(tc.kind), tc.country, ids(out), err)
+		}
+		tw, _, _ := f.l.Findings(context.Background(), ledger.FindingQuery{AsOf: f.now, Limit: 10,
+			Filter: gaps.Filter{Kinds: []pb.FindingKind{tc.kind}, Country: "TW"}})
+		if len(tw) != 0 {
+			t.Errorf("%s filed under the shipper's country TW: %v", gaps.Name(tc.kind), ids(tw))
+		}
+	}
+}
+
+// Case 8: a stranger's receipt does not take the GPU. The shipment stays
+// open (so HANDOFF_UNCONFIRMED still falls due, naming the claimant), the
+// claimant's custodial acts are flagged and change nothing, and the
+// consignee's receipt later settles the dispute with no false flags.
+func TestStrangerReceiptIsAClaim(t *testing.T) {
+	f := newFixture(t)
+	const sn = "GPU-HIJACK"
+	f.must(f.sign("acme-gpu", mfd, sn))
+	shipped := f.must(f.sign("acme-gpu", ship, sn, to("dc-frankfurt")))[0]
+	shippedAt := f.serial(sn).GetOpenShipment().GetShippedAt().AsTime()
+	before := custodyOf(f.serial(sn))
+	claim := f.must(f.sign("dc-virginia", recv, sn, to("acme-gpu")))[0]
+	if got := kindsOf(claim.GetFlags()); !slices.Equal(got, []pb.FindingKind{pb.FindingKind_FINDING_KIND_RECEIVER_MISMATCH}) {
+		t.Fatalf("stranger's receipt flags = %v", got)
+	}
+	st := f.serial(sn)
+	if !proto.Equal(custodyOf(st), before) {
+		t.Fatalf("a stranger's receipt moved the serial: %v -> %v", before, custodyOf(st))
+	}
+	if len(st.GetClaims()) != 1 || st.GetClaims()[0].GetClaimant() != "dc-virginia" || st.GetClaims()[0].GetIndex() != claim.GetIndex() {
+		t.Fatalf("claims = %v; want dc-virginia's receipt", st.GetClaims())
+	}
+	// The claimant installs and destroys it: accepted as evidence, flagged,
+	// the record stands.
+	for _, typ := range []pb.EventType{inst, destr} {
+		r := f.apply(f.sign("dc-virginia", typ, sn))[0]
+		if r.Err != nil {
+			t.Fatalf("claimant's %v refused: %v", typ, r.Err)
+		}
+		if got := kindsOf(r.Entry.GetFlags()); !slices.Equal(got, []pb.FindingKind{pb.FindingKind_FINDING_KIND_CUSTODY_BREAK}) {
+			t.Fatalf("claimant's %v: flags %v, want CUSTODY_BREAK", typ, got)
+		}
+		if !proto.Equal(custodyOf(f.serial(sn)), before) {
+			t.Fatalf("claimant's %v moved the serial", typ)
+		}
+	}
+	// A stranger that never claimed it may not destroy it at all.
+	if r := f.apply(f.sign("us-dist", destr, sn))[0]; !errors.Is(r.Err, &custody.Error{Reason: custody.ReasonNotCustodian}) {
+		t.Fatalf("stranger's DESTROYED: %v; want NOT_CUSTODIAN", r.Err)
+	}
+	// The handoff still falls due, and names the claimant.
+	h := findingOf(f.open(shippedAt.Add(21*day+time.Second), sn), pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED)
+	if h == nil || !slices.Contains(h.GetParticipants(), "dc-virginia") || !slices.Equal(h.GetEvidenceIndexes(), []uint64{shipped.GetIndex(), claim.GetIndex()}) {
+		t.Fatalf("HANDOFF_UNCONFIRMED = %v; want it open, naming dc-virginia and citing the shipment and the claim", h)
+	}
+	// The consignee receives it: custody passes, the dispute is settled, and
+	// nothing the claimant did taints the consignee's receipt.
+	r := f.must(f.sign("dc-frankfurt", recv, sn, to("acme-gpu")))[0]
+	if len(r.GetFlags()) != 0 {
+		t.Fatalf("the consignee's receipt is flagged %v", kindsOf(r.GetFlags()))
+	}
+	st = f.serial(sn)
+	if st.GetCustodian() != "dc-frankfurt" || st.GetState() != pb.CustodyState_CUSTODY_STATE_IN_CUSTODY || len(st.GetClaims()) != 0 {
+		t.Fatalf("after the consignee's receipt: custodian %s, state %v, claims %v", st.GetCustodian(), st.GetState(), st.GetClaims())
+	}
+	// The claimant's findings stay open.
+	if got := findingOf(f.open(f.now, sn), pb.FindingKind_FINDING_KIND_RECEIVER_MISMATCH); got == nil {
+		t.Fatal("the settled dispute erased the RECEIVER_MISMATCH finding")
+	}
+}
+
+// Case 5: WATCH countries are transshipment hubs. A GPU received there and
+// shipped on soon, or shipped on toward somewhere it was not sent for, is
+// TRANSSHIPMENT_HUB; clean flows through or into a hub are not.
+func TestTransshipmentHub(t *testing.T) {
+	hub := pb.FindingKind_FINDING_KIND_TRANSSHIPMENT_HUB
+	tests := []struct {
+		name string
+		run  func(f *fixture, sn string) []pb.FindingKind // the flags of the last event
+		want []pb.FindingKind
+		sev  pb.Severity
+	}{
+		{"shipped on from the hub within the dwell", func(f *fixture, sn string) []pb.FindingKind {
+			f.must(f.sign("acme-gpu", ship, sn, to("sg-dist")))
+			f.must(f.sign("sg-dist", recv, sn))
+			f.now = f.now.Add(5 * day)
+			return kindsOf(f.must(f.sign("sg-dist", ship, sn, to("dc-frankfurt")))[0].GetFlags())
+		}, []pb.FindingKind{hub}, pb.Severity_SEVERITY_HIGH},
+		{"re-exported after a long dwell", func(f *fixture, sn string) []pb.FindingKind {
+			f.must(f.sign("acme-gpu", ship, sn, to("sg-dist")))
+			f.must(f.sign("sg-dist", recv, sn))
+			f.now = f.now.Add(60 * day)
+			return kindsOf(f.must(f.sign("sg-dist", ship, sn, to("dc-frankfurt")))[0].GetFlags())
+		}, []pb.FindingKind{hub}, pb.Severity_SEVERITY_MEDIUM},
+		{"the dwell is exactly the limit", func(f *fixture, sn string) []pb.FindingKind {
+			f.must(f.sign("acme-gpu", ship, sn, to("sg-dist")))
+			recvAt := f.now
+			f.must(f.sign("sg-dist", recv, sn, at(recvAt)))
+			f.now = recvAt.Add(14 * day)
+			return kindsOf(f.must(f.sign("sg-dist", ship, sn, to("dc-frankfurt"), at(f.now)))[0].GetFlags())
+		}, []pb.FindingKind{hub}, pb.Severity_SEVERITY_HIGH},
+		{"passed through the hub toward the country it was shipped for", func(f *fixture, sn string) []pb.FindingKind {
+			f.must(f.sign("acme-gpu", ship, sn, to("sg-dist"), func(e *pb.CustodyEvent) { e.DestinationCountry = "DE" }))
+			f.must(f.sign("sg-dist", recv, sn))
+			f.now = f.now.Add(30 * day)
+			return kindsOf(f.must(f.sign("sg-dist", ship, sn, to("dc-frankfurt")))[0].GetFlags())
+		}, nil, 0},
+		{"moved within the hub, then out", func(f *fixture, sn string) []pb.FindingKind {
+			f.must(f.sign("acme-gpu", ship, sn, to("sg-dist")))
+			f.must(f.sign("sg-dist", recv, sn))
+			f.now = f.now.Add(30 * day)
+			f.must(f.sign("sg-dist", decomm, sn)) // no-op for custody; keeps the custodian speaking
+			return kindsOf(f.must(f.sign("sg-dist", ship, sn, to("eu-dist")))[0].GetFlags())
+		}, []pb.FindingKind{hub}, pb.Severity_SEVERITY_MEDIUM},
+		{"received in the hub and kept there: clean", func(f *fixture, sn string) []pb.FindingKind {
+			f.must(f.sign("acme-gpu", ship, sn, to("sg-dist")))
+			return kindsOf(f.must(f.sign("sg-dist", recv, sn))[0].GetFlags())
+		}, nil, 0},
+		{"shipped to a hub: clean", func(f *fixture, sn string) []pb.FindingKind {
+			return kindsOf(f.must(f.sign("acme-gpu", ship, sn, to("sg-dist")))[0].GetFlags())
+		}, nil, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			sn := "GPU-HUB"
+			f.must(f.sign("acme-gpu", mfd, sn))
+			if got := tc.run(f, sn); !slices.Equal(got, tc.want) {
+				t.Fatalf("flags = %v, want %v", got, tc.want)
+			}
+			if tc.want == nil {
+				return
+			}
+			x := findingOf(f.open(f.now, sn), hub)
+			if x == nil || x.GetSeverity() != tc.sev || x.GetCountry() == "SG" || len(x.GetEvidenceIndexes()) != 2 ||
+				!slices.Contains(x.GetParticipants(), "sg-dist") || !slices.Contains(x.GetParticipants(), "acme-gpu") {
+				t.Fatalf("finding %v; want severity %v, filed under the onward destination, citing the hub receipt and the shipment, naming the hub custodian and who shipped it there", x, tc.sev)
+			}
+		})
+	}
+}
+
+// RAPID_RESALE: more than three changes of custodian within 90 days.
+func TestRapidResale(t *testing.T) {
+	resale := pb.FindingKind_FINDING_KIND_RAPID_RESALE
+	chain := []string{"eu-dist", "us-dist", "rack-integrator", "dc-frankfurt"}
+	for _, tc := range []struct {
+		name string
+		gap  time.Duration // between receipts
+		hops int
+		want bool
+	}{
+		{"three changes in a week: a normal supply chain", 2 * day, 3, false},
+		{"four changes within 90 days", 20 * day, 4, true},
+		{"four changes over more than 90 days", 31 * day, 4, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			sn := "GPU-FLIP"
+			f.must(f.sign("acme-gpu", mfd, sn))
+			holder := "acme-gpu"
+			var last *pb.Entry
+			for _, next := range chain[:tc.hops] {
+				f.must(f.sign(holder, ship, sn, to(next)))
+				f.now = f.now.Add(tc.gap - day)
+				last = f.must(f.sign(next, recv, sn))[0]
+				holder = next
+			}
+			got := slices.Contains(kindsOf(last.GetFlags()), resale)
+			if got != tc.want {
+				t.Fatalf("RAPID_RESALE on the last receipt = %v, want %v (flags %v)", got, tc.want, kindsOf(last.GetFlags()))
+			}
+			if !got {
+				return
+			}
+			x := findingOf(f.open(f.now, sn), resale)
+			if x == nil || len(x.GetEvidenceIndexes()) != 4 || !slices.Equal(slices.Sorted(slices.Values(x.GetParticipants())), slices.Sorted(slices.Values(chain))) {
+				t.Fatalf("RAPID_RESALE finding %v; want it to cite the four receipts and name the four custodians", x)
+			}
+		})
+	}
+}
+
+// TestGenesisUnknownCountry: a founding participant in an unassigned
+// country code does not found a ledger.
+func TestGenesisUnknownCountry(t *testing.T) {
+	specs := consortium.Dev()
+	specs[1].Country = "ZZ"
+	c, err := consortium.Build(specs, consortium.Options{Rand: rand.NewChaCha8([32]byte{2})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ledger.DefaultConfig(t.TempDir())
+	cfg.Genesis, cfg.NodeSigner, cfg.Logger = c.Genesis, c.NodeSigner, slog.New(slog.DiscardHandler)
+	l, err := ledger.Open(context.Background(), cfg)
+	if err == nil {
+		l.Close()
+		t.Fatal("a genesis with a participant in ZZ founded a ledger")
+	}
+	if !strings.Contains(err.Error(), `"ZZ"`) || !strings.Contains(err.Error(), "ISO 3166-1") {
+		t.Fatalf("error %q does not say the country is unknown", err)
+	}
+}
+
+// TestNoParticipantMovesAnothersGPU is the invariant: no participant can, by
+// its own events alone, take a GPU out of its legitimate custodian's hands,
+// end its life, keep it from going silent or make a finding disappear,
+// without an open finding that names it. Random events by parties without
+// standing are thrown at serials in every state; every accepted one leaves
+// the custody record as it was and raises a finding naming its actor, and
+// every rejected one changes nothing. The findings of the store replayed from
+// its log equal the original's.
+func TestNoParticipantMovesAnothersGPU(t *testing.T) {
+	f := newFixture(t)
+	rng := rand.New(rand.NewPCG(7, 7))
+	setups := map[string]func(sn string){
+		"in custody": func(sn string) { f.delivered(sn, "eu-dist") },
+		"in transit": func(sn string) {
+			f.delivered(sn, "eu-dist")
+			f.must(f.sign("eu-dist", ship, sn, to("dc-frankfurt")))
+		},
+		"installed": func(sn string) { f.delivered(sn, "dc-frankfurt"); f.must(f.sign("dc-frankfurt", inst, sn)) },
+		"lost":      func(sn string) { f.delivered(sn, "dc-frankfurt"); f.must(f.sign("dc-frankfurt", lost, sn)) },
+		"destroyed": func(sn string) { f.delivered(sn, "dc-frankfurt"); f.must(f.sign("dc-frankfurt", destr, sn)) },
+		"in a hub":  func(sn string) { f.delivered(sn, "sg-dist") },
+	}
+	names := make([]string, 0, len(setups))
+	for n := range setups {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	actors := []string{"acme-gpu", "eu-dist", "us-dist", "rack-integrator", "dc-frankfurt", "dc-virginia", "sg-dist", "cn-trader", "sa-dc", "pq-dist"}
+	types := []pb.EventType{ship, recv, inst, att, decomm, destr, lost}
+	accepted := 0
+	for i, name := range names {
+		sn := fmt.Sprintf("GPU-INV-%d", i)
+		setups[name](sn)
+		for range 40 {
+			st := f.serial(sn)
+			actor := actors[rng.IntN(len(actors))]
+			if s := custody.StandingOf(st, actor); s != custody.Stranger && s != custody.Claimant {
+				continue
+			}
+			if st.GetState() == pb.CustodyState_CUSTODY_STATE_DESTROYED && actor == st.GetCustodian() {
+				continue
+			}
+			typ := types[rng.IntN(len(types))]
+			mods := []func(*pb.CustodyEvent){to(actors[rng.IntN(len(actors))])}
+			if rng.IntN(3) == 0 { // claim to be somewhere far away
+				mods = append(mods, func(e *pb.CustodyEvent) { e.Location = &pb.Location{Country: []string{"RU", "AE", "BR"}[rng.IntN(3)]} })
+			}
+			f.now = f.now.Add(time.Duration(rng.IntN(20)) * day)
+			env := f.sign(actor, typ, sn, mods...)
+			snapBefore := f.snap(sn)
+			r := f.apply(env)[0]
+			if r.Err != nil {
+				if after := f.snap(sn); !snapBefore.equal(after) {
+					t.Fatalf("%s: rejected %v by %s changed the store", name, typ, actor)
+				}
+				continue
+			}
+			accepted++
+			if after := custodyOf(f.serial(sn)); !proto.Equal(after, custodyOf(st)) {
+				t.Fatalf("%s: %v by %s (%s) moved the serial:\n before %v\n after  %v", name, typ, actor, custody.StandingOf(st, actor), custodyOf(st), after)
+			}
+			named := false
+			for _, x := range f.open(f.now, sn) {
+				named = named || (slices.Contains(x.GetEvidenceIndexes(), r.Entry.GetIndex()) && slices.Contains(x.GetParticipants(), actor))
+			}
+			if !named {
+				t.Fatalf("%s: %v by %s was accepted with no open finding naming it (flags %v)", name, typ, actor, kindsOf(r.Entry.GetFlags()))
+			}
+		}
+	}
+	if accepted < 100 {
+		t.Fatalf("only %d hostile events were accepted; the test exercises too little", accepted)
+	}
+	// The store replayed from its log has the same findings, byte for byte.
+	asOf := f.now.Add(400 * day)
+	want := f.findings(asOf)
+	g := newFixture(t)
+	for _, b := range f.log {
+		if _, err := g.l.Apply(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := g.findings(asOf)
+	if len(got) != len(want) {
+		t.Fatalf("replayed store has %d findings, the original %d", len(got), len(want))
+	}
+	for i := range want {
+		if !proto.Equal(got[i], want[i]) {
+			t.Fatalf("finding %d differs after replay:\n original %v\n replayed %v", i, want[i], got[i])
+		}
+	}
+}
