@@ -265,7 +265,7 @@ func TestLifeOfAGPU(t *testing.T) {
 		t.Fatalf("a clean life was flagged:\n%s", out)
 	}
 	// Client-side verification trusts only the genesis.
-	if out := d.cli(t, "verify", "--genesis", filepath.Join(d.dir, "genesis.json"), sn); !strings.HasPrefix(out, "OK "+sn+": 7 entries") {
+	if out := d.cli(t, "verify", "--genesis", filepath.Join(d.dir, "genesis.json"), sn); !strings.HasPrefix(out, "OK "+sn+": chain intact; 7 entries") {
 		t.Fatalf("gpuledger verify:\n%s", out)
 	}
 	// A non-custodian is refused, with a message that says why.
@@ -286,7 +286,7 @@ func TestLifeOfAGPU(t *testing.T) {
 		t.Fatal("history changed across a restart")
 	}
 	d.cli(t, "submit", "attest", "--key", d.key("dc-frankfurt"), "--serial", sn)
-	if out := d.cli(t, "verify", "--genesis", filepath.Join(d.dir, "genesis.json"), sn); !strings.HasPrefix(out, "OK "+sn+": 8 entries") {
+	if out := d.cli(t, "verify", "--genesis", filepath.Join(d.dir, "genesis.json"), sn); !strings.HasPrefix(out, "OK "+sn+": chain intact; 8 entries") {
 		t.Fatalf("gpuledger verify after restart:\n%s", out)
 	}
 }
@@ -374,7 +374,7 @@ func TestOwnConsortium(t *testing.T) {
 	}
 	d := startDaemon(t, dir, "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-a.key"))
 	d.cli(t, "submit", "manufacture", "--key", p("fab-one.key"), "--serial", "OWN-1", "--model", "B200")
-	if out := d.cli(t, "verify", "--genesis", p("genesis.json"), "OWN-1"); !strings.HasPrefix(out, "OK OWN-1: 1 entries verified against checkpoint size 1 signed by [node-a]") {
+	if out := d.cli(t, "verify", "--genesis", p("genesis.json"), "OWN-1"); !strings.HasPrefix(out, "OK OWN-1: chain intact; 1 entries verified against checkpoint size 1 signed by [node-a]") {
 		t.Fatalf("verify:\n%s", out)
 	}
 	// A key readable by others is refused before anything is sent.

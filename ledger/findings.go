@@ -50,10 +50,7 @@ func silenceKey(class byte, last int64, serial string) []byte {
 	return append(binary.BigEndian.AppendUint64([]byte{'S', class}, uint64(last)), serial...)
 }
 
-func (r *Registry) windows() gaps.Windows {
-	p := r.Policy()
-	return gaps.Windows{Handoff: p.HandoffWindow(), SilenceInstalled: p.SilenceInstalled(), SilenceInCustody: p.SilenceInCustody()}
-}
+func (r *Registry) windows() gaps.Windows { return gaps.WindowsOf(r.Policy()) }
 
 // recordFindings writes what an accepted event changes in the findings
 // tables: its flags as findings, the open-shipment and silence clocks, and
@@ -332,12 +329,7 @@ func (l *Ledger) SerialFindings(ctx context.Context, serial string, asOf time.Ti
 		if err != nil {
 			return err
 		}
-		if sh := st.GetOpenShipment(); sh != nil && gaps.HandoffDue(sh, w) < asOf.Unix() {
-			out = append(out, gaps.Handoff(st, sh, w, version))
-		}
-		if c := gaps.SilenceClass(st); c != 0 && gaps.SilenceDue(st.GetCustodyAt().GetSeconds(), c, w) < asOf.Unix() {
-			out = append(out, gaps.Silent(st, c, w, version))
-		}
+		out = append(out, gaps.Due(st, asOf, w, version)...)
 		return nil
 	})
 	return out, err

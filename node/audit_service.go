@@ -13,6 +13,7 @@ import (
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 )
 
 type auditService struct {
@@ -175,8 +176,10 @@ func kinds(fs []*pb.Flag) []string {
 	return out
 }
 
+// sameFlags compares flags whole (kind, severity, detail, participants,
+// related entries, country).
 func sameFlags(a, b []*pb.Flag) bool {
-	return slices.Equal(kinds(a), kinds(b))
+	return slices.EqualFunc(a, b, func(x, y *pb.Flag) bool { return proto.Equal(x, y) })
 }
 
 // GetCustodyPassport bundles a serial's entries, the registry entries, their

@@ -19,11 +19,13 @@ import (
 
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/custody"
+	"github.com/gpuledger/gpuledger/ledger/gaps"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // Failure is a verification failure at an entry (Index) or of the
@@ -296,6 +298,29 @@ type SerialReport struct {
 	// to extend (nil on first use).
 	Trusted *Checkpoint
 	Entries []*pb.Entry
+	// State is the serial's state as the custody rules give it from the
+	// verified entries, at the checkpoint.
+	State *pb.SerialState
+	// Registry is the registry at the checkpoint (its policy judges
+	// time-based findings).
+	Registry *ledger.Registry
+}
+
+// OpenFindings returns the serial's findings open at asOf, computed here
+// from the verified entries alone: every flag the rules gave (they are never
+// resolved), and the HANDOFF_UNCONFIRMED and SILENT the verified state has
+// due at asOf under the checkpoint's policy.
+func (r *SerialReport) OpenFindings(asOf time.Time) []*pb.Finding {
+	pol := r.Registry.Policy()
+	var out []*pb.Finding
+	for _, e := range r.Entries {
+		for i, f := range e.GetFlags() {
+			if x := gaps.FromFlag(f, e.GetEvent(), e.GetIndex(), i, pol.Version()); x.GetTime().AsTime().Compare(asOf) <= 0 {
+				out = append(out, x)
+			}
+		}
+	}
+	return append(out, gaps.Due(r.State, asOf, gaps.WindowsOf(pol), pol.Version())...)
 }
 
 // LatestCheckpoint fetches and verifies the node's latest checkpoint and,
@@ -408,6 +433,11 @@ func (v *Verifier) chain(serial string, cp *Checkpoint, changes []regChange, ent
 	if len(rep.Entries) == 0 {
 		return nil, fail(-1, "serial %s has no entries in the checkpoint of size %d", serial, cp.Size)
 	}
+	reg, err := v.registryAt(changes, cp.Size)
+	if err != nil {
+		return nil, err
+	}
+	rep.State, rep.Registry = state, reg
 	return rep, nil
 }
 
@@ -446,4 +476,8 @@ func flagKinds(fs []*pb.Flag) []string {
 	return out
 }
 
-func sameFlags(a, b []*pb.Flag) bool { return slices.Equal(flagKinds(a), flagKinds(b)) }
+// sameFlags compares flags whole: kind, severity, detail, the participants
+// and entries they name, and their country.
+func sameFlags(a, b []*pb.Flag) bool {
+	return slices.EqualFunc(a, b, func(x, y *pb.Flag) bool { return proto.Equal(x, y) })
+}

@@ -25,8 +25,16 @@ func gapsCmd(c *cli) *cobra.Command {
 		Long: `gaps lists findings: shipments never confirmed (HANDOFF_UNCONFIRMED), receipts by
 the wrong party (RECEIVER_MISMATCH), custody breaks, silent GPUs (SILENT),
 restricted destinations, missing licences, unregistered consignees, impossible
-travel, activity after destruction, reported losses and attestations from the
-wrong place. Time-based findings are judged as of --as-of (default now).
+travel, activity after destruction, reported losses, attestations from the
+wrong place, short stops in transshipment hubs (TRANSSHIPMENT_HUB) and rapid
+resale (RAPID_RESALE).
+
+--as-of T shows the findings as they stood at T (default now), by event
+time: a finding is listed when it arose at or before T and nothing at or
+before T resolved it (a shipment received after T is still unconfirmed at
+T). With --resolved, findings resolved at or before T are listed too.
+--country files findings where they point: a shipment's destination for
+findings about it, else where the event happened.
 --watch streams new findings as they arise instead.
 
 Kinds and severities may be given in any case without their prefixes, for

@@ -36,12 +36,22 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			os.Exit(int(code))
+		}
 		if !errors.Is(err, errSilent) {
 			fmt.Fprintln(os.Stderr, "gpuledger:", describe(err))
 		}
 		os.Exit(1)
 	}
 }
+
+// exitCode is returned by a command that has printed its result and exits
+// with a status of its own (verify --fail-on-findings: 3).
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // cli carries the global flags and the open connection.
 type cli struct {
@@ -266,4 +276,12 @@ func interactive(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// plural is "1 thing" or "n things".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

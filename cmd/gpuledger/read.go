@@ -43,12 +43,31 @@ func serialCmd(c *cli) *cobra.Command {
 			if s := st.GetInstallSite(); s != nil {
 				fmt.Fprintf(w, "installed at\t%s\n", place(s))
 			}
+			for _, cl := range st.GetClaims() {
+				fmt.Fprintf(w, "DISPUTED\t%s claims to have received it at %s on %s (entry %d); the record gives it to %s\n", cl.GetClaimant(), place(cl.GetLocation()),
+					cl.GetClaimedAt().AsTime().Format(time.RFC3339), cl.GetIndex(), holderOf(st))
+			}
+			if h := st.GetHubArrival(); h != nil {
+				fmt.Fprintf(w, "in a hub\tarrived in %s (a watched transshipment hub) on %s, entry %d\n", h.GetCountry(), h.GetReceivedAt().AsTime().Format(time.RFC3339), h.GetIndex())
+			}
 			fmt.Fprintf(w, "events\t%d (entries %d to %d)\n", st.GetEventCount(), st.GetFirstIndex(), st.GetLastIndex())
+			fmt.Fprintf(w, "custodian's last word\t%s (entry %d); SILENT runs from here\n", st.GetCustodyAt().AsTime().Format(time.RFC3339), st.GetCustodyIndex())
 			fmt.Fprintf(w, "last event\t%s\n", st.GetLastEventAt().AsTime().Format(time.RFC3339))
 			fmt.Fprintf(w, "head\t%x\n", st.GetHeadHash())
+			for _, f := range st.GetOpenFindings() {
+				fmt.Fprintf(w, "open finding\t%s %s: %s\n", trimEnum(f.GetSeverity().String(), "SEVERITY_"), trimEnum(f.GetKind().String(), "FINDING_KIND_"), f.GetSummary())
+			}
 			return w.Flush()
 		},
 	}
+}
+
+// holderOf names who the record gives a GPU to.
+func holderOf(st *pb.SerialState) string {
+	if sh := st.GetOpenShipment(); sh != nil && st.GetState() == pb.CustodyState_CUSTODY_STATE_IN_TRANSIT {
+		return sh.GetShipper() + ", in transit to " + sh.GetConsignee()
+	}
+	return st.GetCustodian()
 }
 
 func place(l *pb.Location) string {

@@ -11,13 +11,14 @@ import (
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/gpuledger/gpuledger/ledger/gaps"
 	"github.com/gpuledger/gpuledger/verify"
 	"github.com/spf13/cobra"
 )
 
 func verifyCmd(c *cli) *cobra.Command {
 	var genesis, trustDir, passport string
-	var all bool
+	var all, failOnFindings bool
 	var minSigners int
 	cmd := &cobra.Command{
 		Use:   "verify --genesis FILE (SERIAL | --all) | verify --passport FILE [--genesis FILE]",
@@ -28,7 +29,11 @@ from the genesis and the log's registry-change entries, each verified; then
 every entry of the serial must carry valid signatures by active keys of its
 actor, link to the previous one from MANUFACTURED on, be included in the
 checkpoint, and carry exactly the flags the custody rules give. It prints the
-custody story and exits 0 only when everything holds.
+verdict, the serial's open findings (computed here from the verified entries
+and the checkpoint's policy: every flag, and HANDOFF_UNCONFIRMED and SILENT
+when their windows have run out) and the custody story. It exits 0 when the
+chain holds, 1 when it does not, and with --fail-on-findings 3 when the chain
+holds but findings are open.
 
 verify keeps the last checkpoint it verified for each ledger in --trust-dir
 and asks the node to prove (RFC 6962 consistency) that its new checkpoint
@@ -60,7 +65,7 @@ and prints the custody story.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if genesis == "" {
 				genesis = os.Getenv("GPULEDGER_GENESIS")
 			}
@@ -98,7 +103,17 @@ and prints the custody story.`,
 				}
 				return err
 			}
-			fmt.Fprintf(c.out, "OK %s: %d entries verified against checkpoint size %d signed by %v\n", rep.Serial, len(rep.Entries), rep.Checkpoint.Size, rep.Checkpoint.Signers)
+			open := rep.OpenFindings(time.Now())
+			fmt.Fprintf(c.out, "OK %s: chain intact; %d entries verified against checkpoint size %d signed by %v; %s\n",
+				rep.Serial, len(rep.Entries), rep.Checkpoint.Size, rep.Checkpoint.Signers, plural(len(open), "open finding"))
+			for _, f := range open {
+				fmt.Fprintf(c.out, "  finding %s %s: %s\n", trimEnum(f.GetSeverity().String(), "SEVERITY_"), gaps.Name(f.GetKind()), f.GetSummary())
+			}
+			defer func() {
+				if failOnFindings && len(open) > 0 && err == nil {
+					err = exitCode(3)
+				}
+			}()
 			if rep.Trusted != nil {
 				fmt.Fprintf(c.out, "  the checkpoint extends the one verified before (size %d): consistency proved\n", rep.Trusted.Size)
 			} else {
@@ -114,6 +129,7 @@ and prints the custody story.`,
 	cmd.Flags().BoolVar(&all, "all", false, "verify the whole log, not one serial")
 	cmd.Flags().IntVar(&minSigners, "min-signers", 1, "require the checkpoint signed by nodes of K distinct organisations (the node gathers its peers' cosignatures)")
 	cmd.Flags().StringVar(&passport, "passport", "", "verify a custody passport file offline")
+	cmd.Flags().BoolVar(&failOnFindings, "fail-on-findings", false, "exit 3 when the chain holds but the serial has open findings")
 	cmd.Flags().StringVar(&trustDir, "trust-dir", verify.DefaultTrustDir(), "where the last verified checkpoint of each ledger is kept (env GPULEDGER_TRUST_DIR)")
 	return cmd
 }

@@ -66,16 +66,19 @@ type pattern struct {
 
 var patterns = []pattern{
 	{"handoff-never-received", []string{"HANDOFF_UNCONFIRMED"}},
-	{"receipt-by-front-company", []string{"RECEIVER_MISMATCH"}},
+	{"receipt-by-front-company", []string{"RECEIVER_MISMATCH", "HANDOFF_UNCONFIRMED"}},
 	{"installed-goes-silent", []string{"SILENT"}},
-	{"transshipment-via-hub-to-restricted", []string{"RESTRICTED_DESTINATION"}},
+	{"transshipment-via-hub-to-restricted", []string{"RESTRICTED_DESTINATION", "TRANSSHIPMENT_HUB"}},
 	{"licensed-country-without-licence", []string{"LICENSE_MISSING"}},
 	{"unregistered-consignee", []string{"UNREGISTERED_CONSIGNEE", "HANDOFF_UNCONFIRMED"}},
 	{"impossible-travel", []string{"IMPOSSIBLE_TRAVEL"}},
-	{"fake-destruction-then-attested-elsewhere", []string{"ACTIVITY_AFTER_TERMINAL"}},
+	{"fake-destruction-then-attested-elsewhere", []string{"ACTIVITY_AFTER_TERMINAL", "CUSTODY_BREAK"}},
 	{"reported-lost", []string{"REPORTED_LOST"}},
 	{"attested-by-non-custodian", []string{"CUSTODY_BREAK"}},
 	{"attested-from-elsewhere", []string{"LOCATION_MISMATCH"}},
+	{"hub-short-dwell", []string{"TRANSSHIPMENT_HUB"}},
+	{"rapid-resale", []string{"RAPID_RESALE"}},
+	{"impostor-attests-silent-gpu", []string{"SILENT", "CUSTODY_BREAK"}},
 }
 
 // Extra participants the simulation registers (signed by the regulator).
@@ -278,8 +281,8 @@ func (s *sim) plant(serial, name string) {
 		s.ev(serial, pb.EventType_EVENT_TYPE_SHIPPED, "acme-gpu", dist, base.Add(2*time.Hour))
 		s.ev(serial, pb.EventType_EVENT_TYPE_RECEIVED, dist, "acme-gpu", base.Add(2*day))
 		s.ev(serial, pb.EventType_EVENT_TYPE_SHIPPED, dist, "dc-frankfurt", base.Add(5*day))
-	case "receipt-by-front-company": // shipped to a datacentre, received by a front company
-		base := now.Add(-s.jitter(15*day, 60*day))
+	case "receipt-by-front-company": // shipped to a datacentre, received by a front company; the datacentre never confirms
+		base := now.Add(-s.jitter(30*day, 60*day))
 		s.ev(serial, pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", "", base)
 		s.ev(serial, pb.EventType_EVENT_TYPE_SHIPPED, "acme-gpu", "eu-dist", base.Add(2*time.Hour))
 		s.ev(serial, pb.EventType_EVENT_TYPE_RECEIVED, "eu-dist", "acme-gpu", base.Add(2*day))
@@ -344,6 +347,32 @@ func (s *sim) plant(serial, name string) {
 		s.ev(serial, pb.EventType_EVENT_TYPE_ATTESTED, dc, "", now.Add(-2*time.Hour), func(e *pb.CustodyEvent) {
 			e.Location = &pb.Location{Country: "TH"}
 		})
+	case "hub-short-dwell": // into a transshipment hub and out again within days
+		base := now.Add(-s.jitter(40*day, 150*day))
+		s.ev(serial, pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", "", base)
+		s.ev(serial, pb.EventType_EVENT_TYPE_SHIPPED, "acme-gpu", "hub-trading", base.Add(2*time.Hour))
+		s.ev(serial, pb.EventType_EVENT_TYPE_RECEIVED, "hub-trading", "acme-gpu", base.Add(2*day))
+		s.ev(serial, pb.EventType_EVENT_TYPE_SHIPPED, "hub-trading", "dc-frankfurt", base.Add(2*day+s.jitter(day, 10*day)))
+		s.ev(serial, pb.EventType_EVENT_TYPE_RECEIVED, "dc-frankfurt", "hub-trading", base.Add(15*day))
+		s.installAndAttest(serial, "dc-frankfurt", base.Add(15*day), now.Add(-time.Hour))
+	case "rapid-resale": // four custodians in under a month
+		base := now.Add(-s.jitter(40*day, 150*day))
+		s.ev(serial, pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", "", base)
+		holder, t := "acme-gpu", base
+		for _, next := range []string{"eu-dist", "us-dist", "rack-integrator", "dc-frankfurt"} {
+			s.ev(serial, pb.EventType_EVENT_TYPE_SHIPPED, holder, next, t.Add(2*time.Hour))
+			t = t.Add(3*day + s.jitter(0, 3*day))
+			s.ev(serial, pb.EventType_EVENT_TYPE_RECEIVED, next, holder, t)
+			holder = next
+		}
+		s.installAndAttest(serial, "dc-frankfurt", t, now.Add(-time.Hour))
+	case "impostor-attests-silent-gpu": // the custodian goes silent; a front keeps attesting to hide it
+		base := now.Add(-s.jitter(60*day, 110*day))
+		_, dc, at := s.supply(serial, base)
+		s.ev(serial, pb.EventType_EVENT_TYPE_INSTALLED, dc, "", at.Add(day))
+		for t := at.Add(11 * day); t.Before(now.Add(-day)); t = t.Add(15 * day) {
+			s.ev(serial, pb.EventType_EVENT_TYPE_ATTESTED, "front-co", "", t)
+		}
 	default:
 		panic("simulate: unknown pattern " + name)
 	}

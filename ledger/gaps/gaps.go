@@ -24,6 +24,29 @@ type Windows struct {
 	Handoff, SilenceInstalled, SilenceInCustody time.Duration
 }
 
+// WindowsOf returns a policy's windows.
+func WindowsOf(p interface {
+	HandoffWindow() time.Duration
+	SilenceInstalled() time.Duration
+	SilenceInCustody() time.Duration
+}) Windows {
+	return Windows{Handoff: p.HandoffWindow(), SilenceInstalled: p.SilenceInstalled(), SilenceInCustody: p.SilenceInCustody()}
+}
+
+// Due returns the time-based findings of a serial in state st that are open
+// at asOf: its open shipment's HANDOFF_UNCONFIRMED and its SILENT, each when
+// its window has run out.
+func Due(st *pb.SerialState, asOf time.Time, w Windows, policyVersion uint64) []*pb.Finding {
+	var out []*pb.Finding
+	if sh := st.GetOpenShipment(); sh != nil && HandoffDue(sh, w) < asOf.Unix() {
+		out = append(out, Handoff(st, sh, w, policyVersion))
+	}
+	if c := SilenceClass(st); c != 0 && SilenceDue(st.GetCustodyAt().GetSeconds(), c, w) < asOf.Unix() {
+		out = append(out, Silent(st, c, w, policyVersion))
+	}
+	return out
+}
+
 // SilenceClass says which silence window applies to a state: 1 installed,
 // 2 otherwise (in custody, in transit), 0 none (destroyed, lost, no state).
 func SilenceClass(st *pb.SerialState) byte {
