@@ -169,32 +169,39 @@ func findingsLedger(b *testing.B) (*ledger.Ledger, time.Time) {
 
 // BenchmarkListFindings1M pages through one kind's findings, 100 at a time,
 // over 1M serials: a stored kind (RECEIVER_MISMATCH) and a time-based one
-// (HANDOFF_UNCONFIRMED, judged as of a date after every window ran out).
+// (HANDOFF_UNCONFIRMED), each judged as of a date after every window ran out
+// ("end"), as of the middle of the history, when about half the findings had
+// arisen ("mid"), and as of its first days, when almost none had ("early").
 func BenchmarkListFindings1M(b *testing.B) {
-	l, asOf := findingsLedger(b)
+	l, end := findingsLedger(b)
 	defer l.Close()
 	for _, k := range []pb.FindingKind{pb.FindingKind_FINDING_KIND_RECEIVER_MISMATCH, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED} {
-		b.Run(gaps.Name(k), func(b *testing.B) {
-			var lat []time.Duration
-			var after []byte
-			pages, total := 0, 0
-			for b.Loop() {
-				start := time.Now()
-				fs, next, err := l.Findings(context.Background(), ledger.FindingQuery{Filter: gaps.Filter{Kinds: []pb.FindingKind{k}}, AsOf: asOf, After: after, Limit: 100})
-				if err != nil {
-					b.Fatal(err)
+		for _, when := range []struct {
+			name string
+			asOf time.Time
+		}{{"end", end}, {"mid", t0.Add(80 * 24 * time.Hour)}, {"early", t0.Add(30 * 24 * time.Hour)}} {
+			b.Run(gaps.Name(k)+"/as-of-"+when.name, func(b *testing.B) {
+				var lat []time.Duration
+				var after []byte
+				pages, total := 0, 0
+				for b.Loop() {
+					start := time.Now()
+					fs, next, err := l.Findings(context.Background(), ledger.FindingQuery{Filter: gaps.Filter{Kinds: []pb.FindingKind{k}}, AsOf: when.asOf, After: after, Limit: 100})
+					if err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(start))
+					if len(fs) == 0 {
+						b.Fatal("no findings")
+					}
+					pages++
+					total += len(fs)
+					after = next // walk the whole list, starting over at its end
 				}
-				lat = append(lat, time.Since(start))
-				if len(fs) == 0 {
-					b.Fatal("no findings")
-				}
-				pages++
-				total += len(fs)
-				after = next // walk the whole list, starting over at its end
-			}
-			b.ReportMetric(float64(percentile(lat, 0.5).Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
-			b.ReportMetric(float64(total)/float64(pages), "findings/page")
-		})
+				b.ReportMetric(float64(percentile(lat, 0.5).Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
+				b.ReportMetric(float64(total)/float64(pages), "findings/page")
+			})
+		}
 	}
 }

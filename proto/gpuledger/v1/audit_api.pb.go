@@ -465,11 +465,19 @@ type ListFindingsRequest struct {
 	Serial string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
 	// Only findings involving this participant.
 	Participant string `protobuf:"bytes,4,opt,name=participant,proto3" json:"participant,omitempty"`
-	// Only findings located in this country.
+	// Only findings about this country (ISO 3166-1 alpha-2): the shipment's
+	// destination for findings about a shipment, else where the event
+	// happened (Finding.country).
 	Country string `protobuf:"bytes,5,opt,name=country,proto3" json:"country,omitempty"`
-	// Evaluate time-based findings at this instant; now when unset.
+	// The instant the findings are listed as of; now when unset. Event time
+	// decides: a finding is open at as_of when it arose at or before as_of
+	// (Finding.time: the flagged event's occurred_at, or the first second
+	// after a window ran out) and no event at or before as_of resolved it
+	// (Finding.resolved_at: the resolving event's occurred_at). A finding
+	// resolved later is returned open, as it stood then; one that arose later
+	// is left out.
 	AsOf *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
-	// Include findings that a later entry resolved.
+	// Also list findings resolved at or before as_of.
 	IncludeResolved bool `protobuf:"varint,7,opt,name=include_resolved,json=includeResolved,proto3" json:"include_resolved,omitempty"`
 	// Maximum findings to return (default 100, at most 1,000).
 	PageSize int32 `protobuf:"varint,8,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`

@@ -318,9 +318,9 @@ type Finding struct {
 	// UNREGISTERED_CONSIGNEE, HANDOFF_UNCONFIRMED, TRANSSHIPMENT_HUB), else
 	// where the event happened.
 	Country string `protobuf:"bytes,12,opt,name=country,proto3" json:"country,omitempty"`
-	// When it was resolved: the acceptance time (Entry.accepted_at) of the
-	// resolving entry, never an event's own claimed time, so that no party can
-	// back-date the end of a gap the ledger showed. Set when resolved.
+	// When it was resolved: the resolving event's occurred_at (event time
+	// decides, as for time; the entry's accepted_at shows when the ledger
+	// learned of it). Set when resolved.
 	ResolvedAt    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
