@@ -342,6 +342,12 @@ func TestGenesisUnknownCountryRefused(t *testing.T) {
 	cli("genesis", "create", "--out", p("genesis.json"), "--name", "zz-consortium")
 	cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "authority", "--role", "regulator", "--country", "US", "--pub", p("authority.key.pub"))
 	cli("genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
+	// The CLI refuses it where it is written.
+	if _, errOut, code := run(t, bin.cli, "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "zz-front", "--role", "distributor",
+		"--country", "ZZ", "--pub", p("authority.key.pub")); code == 0 || !strings.Contains(errOut, `--country "ZZ" is not an ISO 3166-1 alpha-2 country code`) {
+		t.Fatalf("genesis add-participant --country ZZ: exit %d\n%s", code, errOut)
+	}
+	// A genesis edited by hand does not found a ledger.
 	g, err := os.ReadFile(p("genesis.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -521,6 +521,14 @@ func TestFlags(t *testing.T) {
 					e.Location.LatitudeE6, e.Location.LongitudeE6 = proto.Int32(48_137_000), proto.Int32(11_575_000) // Munich, 300 km away
 				})
 			}, kinds(K.loc), pb.CustodyState_CUSTODY_STATE_INSTALLED},
+		{"a datacentre ships on a GPU it never installed", func(f *fixture) { f.delivered(sn, "dc-frankfurt") },
+			func(f *fixture) []byte { return f.sign("dc-frankfurt", ship, sn, to("eu-dist")) },
+			kinds(pb.FindingKind_FINDING_KIND_DATACENTRE_RESALE), pb.CustodyState_CUSTODY_STATE_IN_TRANSIT},
+		{"a datacentre ships on a GPU it installed and took out: clean", func(f *fixture) {
+			f.delivered(sn, "dc-frankfurt")
+			f.must(f.sign("dc-frankfurt", inst, sn))
+			f.must(f.sign("dc-frankfurt", decomm, sn))
+		}, func(f *fixture) []byte { return f.sign("dc-frankfurt", ship, sn, to("eu-dist")) }, nil, pb.CustodyState_CUSTODY_STATE_IN_TRANSIT},
 		{"site with coordinates at the site: clean", func(f *fixture) { f.delivered(sn, "dc-frankfurt") },
 			func(f *fixture) []byte {
 				return f.sign("dc-frankfurt", inst, sn, func(e *pb.CustodyEvent) {

@@ -11,6 +11,7 @@ import (
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -59,6 +60,9 @@ must start from the same bytes.`,
 			r, ok := pb.Role_value["ROLE_"+strings.ToUpper(role)]
 			if !ok || r == 0 {
 				return fmt.Errorf("--role %q: want manufacturer, distributor, integrator, datacentre, auditor or regulator", role)
+			}
+			if err := custody.CheckCountry("--country", strings.ToUpper(country)); err != nil {
+				return err
 			}
 			p := &pb.Participant{Id: id, DisplayName: display, Role: pb.Role(r), Country: strings.ToUpper(country), RequireHybrid: hybrid}
 			for _, s := range sites {
@@ -180,6 +184,9 @@ func parseSite(s string) (*pb.Site, error) {
 		return nil, fmt.Errorf("--site %q: want ID:CC or ID:CC:LAT,LNG", s)
 	}
 	site := &pb.Site{Id: parts[0], Country: strings.ToUpper(parts[1])}
+	if err := custody.CheckCountry("--site "+parts[0]+" country", site.Country); err != nil {
+		return nil, err
+	}
 	if len(parts) == 3 {
 		lat, lng, ok := strings.Cut(parts[2], ",")
 		la, err1 := strconv.ParseFloat(lat, 64)

@@ -79,6 +79,7 @@ var patterns = []pattern{
 	{"hub-short-dwell", []string{"TRANSSHIPMENT_HUB"}},
 	{"rapid-resale", []string{"RAPID_RESALE"}},
 	{"impostor-attests-silent-gpu", []string{"SILENT", "CUSTODY_BREAK"}},
+	{"datacentre-resells-uninstalled", []string{"DATACENTRE_RESALE"}},
 }
 
 // Extra participants the simulation registers (signed by the regulator).
@@ -373,6 +374,13 @@ func (s *sim) plant(serial, name string) {
 		for t := at.Add(11 * day); t.Before(now.Add(-day)); t = t.Add(15 * day) {
 			s.ev(serial, pb.EventType_EVENT_TYPE_ATTESTED, "front-co", "", t)
 		}
+	case "datacentre-resells-uninstalled": // a datacentre takes delivery and sells the GPU on without installing it
+		base := now.Add(-s.jitter(40*day, 100*day))
+		s.ev(serial, pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", "", base)
+		s.ev(serial, pb.EventType_EVENT_TYPE_SHIPPED, "acme-gpu", "dc-virginia", base.Add(2*time.Hour))
+		s.ev(serial, pb.EventType_EVENT_TYPE_RECEIVED, "dc-virginia", "acme-gpu", base.Add(3*day))
+		s.ev(serial, pb.EventType_EVENT_TYPE_SHIPPED, "dc-virginia", "us-dist", base.Add(3*day+s.jitter(day, 10*day)))
+		s.ev(serial, pb.EventType_EVENT_TYPE_RECEIVED, "us-dist", "dc-virginia", base.Add(16*day))
 	default:
 		panic("simulate: unknown pattern " + name)
 	}

@@ -339,7 +339,10 @@ func move(next, st *pb.SerialState, s Step, reg Participants, pol Policy, f *fla
 		}
 		shipFlags(st, s, consignee, dest, pol, f)
 		next.State = pb.CustodyState_CUSTODY_STATE_IN_TRANSIT
-		next.InstallSite, next.InstallIndex, next.LastAttestedAt, next.HubArrival = nil, 0, nil, nil
+		next.InstallSite, next.InstallIndex, next.LastAttestedAt = nil, 0, nil
+		if dest != st.GetHubArrival().GetCountry() { // a move within the hub keeps its arrival
+			next.HubArrival = nil
+		}
 		next.OpenShipment = &pb.Shipment{
 			Shipper:            actor,
 			Consignee:          consigneeID,
@@ -358,6 +361,7 @@ func move(next, st *pb.SerialState, s Step, reg Participants, pol Policy, f *fla
 			return
 		}
 		next.Custodian = actor
+		next.InstalledByCustodian = false
 		c := ev.GetLocation().GetCountry()
 		switch h := st.GetHubArrival(); {
 		case pol.Class(c) != pb.CountryClass_COUNTRY_CLASS_WATCH:
@@ -374,6 +378,7 @@ func move(next, st *pb.SerialState, s Step, reg Participants, pol Policy, f *fla
 		next.InstallSite = proto.Clone(ev.GetLocation()).(*pb.Location)
 		next.InstallIndex = s.Index
 		next.LastAttestedAt = ev.GetOccurredAt()
+		next.InstalledByCustodian = true
 
 	case pb.EventType_EVENT_TYPE_ATTESTED:
 		if !sameSite(ev.GetLocation(), st.GetInstallSite()) {
@@ -424,6 +429,17 @@ func shipFlags(st *pb.SerialState, s Step, consignee *pb.Participant, dest strin
 	if dest != "" && dest != from && ev.GetExportLicense() == "" && pol.Class(dest) == pb.CountryClass_COUNTRY_CLASS_LICENSED {
 		f.add(pb.FindingKind_FINDING_KIND_LICENSE_MISSING, pb.Severity_SEVERITY_HIGH, dest, on, nil,
 			"shipped by %s from %s to %s in %s, which needs an export licence, with none given", actor, from, consigneeID, dest)
+	}
+	if s.Actor.GetRole() == pb.Role_ROLE_DATACENTRE && !st.GetInstalledByCustodian() {
+		var related []uint64
+		since := ""
+		if n := len(st.GetCustodyChanges()); n > 0 && st.GetCustodyChanges()[n-1].GetCustodian() == actor {
+			c := st.GetCustodyChanges()[n-1]
+			related = []uint64{c.GetIndex()}
+			since = fmt.Sprintf(" since it received it on %s (entry %d)", c.GetAt().AsTime().UTC().Format(time.DateOnly), c.GetIndex())
+		}
+		f.add(pb.FindingKind_FINDING_KIND_DATACENTRE_RESALE, pb.Severity_SEVERITY_MEDIUM, dest, on, related,
+			"shipped on by %s, a datacentre that has not installed it%s, to %s in %s", actor, since, consigneeID, orUnknown(dest))
 	}
 	if h := st.GetHubArrival(); h != nil && dest != "" && dest != h.GetCountry() {
 		dwell := ev.GetOccurredAt().AsTime().Sub(h.GetReceivedAt().AsTime())

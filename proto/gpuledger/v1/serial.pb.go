@@ -237,8 +237,10 @@ type SerialState struct {
 	// The latest changes of custodian, oldest first, as many as the policy's
 	// RAPID_RESALE rule looks back on.
 	CustodyChanges []*CustodyChange `protobuf:"bytes,23,rep,name=custody_changes,json=custodyChanges,proto3" json:"custody_changes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Whether the custodian has installed the GPU since it received it.
+	InstalledByCustodian bool `protobuf:"varint,24,opt,name=installed_by_custodian,json=installedByCustodian,proto3" json:"installed_by_custodian,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *SerialState) Reset() {
@@ -430,6 +432,13 @@ func (x *SerialState) GetCustodyChanges() []*CustodyChange {
 		return x.CustodyChanges
 	}
 	return nil
+}
+
+func (x *SerialState) GetInstalledByCustodian() bool {
+	if x != nil {
+		return x.InstalledByCustodian
+	}
+	return false
 }
 
 // Claim is a party's claim to hold a GPU that the record does not give it: a
@@ -665,7 +674,7 @@ const file_gpuledger_v1_serial_proto_rawDesc = "" +
 	"\rshipped_index\x18\x04 \x01(\x04R\fshippedIndex\x129\n" +
 	"\n" +
 	"shipped_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tshippedAt\x12%\n" +
-	"\x0eexport_license\x18\x06 \x01(\tR\rexportLicense\"\x87\b\n" +
+	"\x0eexport_license\x18\x06 \x01(\tR\rexportLicense\"\xbd\b\n" +
 	"\vSerialState\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.gpuledger.v1.CustodyStateR\x05state\x12\x1c\n" +
@@ -695,7 +704,8 @@ const file_gpuledger_v1_serial_proto_rawDesc = "" +
 	"\x06claims\x18\x15 \x03(\v2\x13.gpuledger.v1.ClaimR\x06claims\x129\n" +
 	"\vhub_arrival\x18\x16 \x01(\v2\x18.gpuledger.v1.HubArrivalR\n" +
 	"hubArrival\x12D\n" +
-	"\x0fcustody_changes\x18\x17 \x03(\v2\x1b.gpuledger.v1.CustodyChangeR\x0ecustodyChanges\"\xa8\x01\n" +
+	"\x0fcustody_changes\x18\x17 \x03(\v2\x1b.gpuledger.v1.CustodyChangeR\x0ecustodyChanges\x124\n" +
+	"\x16installed_by_custodian\x18\x18 \x01(\bR\x14installedByCustodian\"\xa8\x01\n" +
 	"\x05Claim\x12\x1a\n" +
 	"\bclaimant\x18\x01 \x01(\tR\bclaimant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x129\n" +
