@@ -17,10 +17,12 @@ import (
 
 // Findings storage (see the package doc for the other tables):
 //
-//	'F' kind uint64be(index) ordinal   a stored finding (gpuledger.v1.Finding):
-//	                                   every flag, and time-based findings a
-//	                                   later entry resolved
-//	'G' serial 0x00 uint64be(index) ordinal   kind: a serial's stored findings
+//	'F' kind uint64be(time s) uint64be(index) ordinal   a stored finding
+//	                                   (gpuledger.v1.Finding): every flag, and
+//	                                   time-based findings a later entry
+//	                                   resolved; ordered by when they arose,
+//	                                   so a query as of T stops at T
+//	'G' serial 0x00 uint64be(index) ordinal   the 'F' key: a serial's stored findings
 //	'H' uint64be(shipped_at s) serial  uint64be(shipped index): open shipments
 //	'S' class uint64be(last event s) serial   uint64be(last index): silence clocks
 //
@@ -32,8 +34,9 @@ import (
 // resolved at the resolving event's occurred_at, and a query as of T sees
 // each finding as it stood at T (see gaps.AsOf).
 
-func findingKey(k pb.FindingKind, index uint64, ordinal int) []byte {
-	b := binary.BigEndian.AppendUint64([]byte{'F', byte(k)}, index)
+func findingKey(f *pb.Finding, index uint64, ordinal int) []byte {
+	b := binary.BigEndian.AppendUint64([]byte{'F', byte(f.GetKind())}, uint64(max(f.GetTime().GetSeconds(), 0)))
+	b = binary.BigEndian.AppendUint64(b, index)
 	return append(b, byte(ordinal))
 }
 
@@ -61,22 +64,23 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 	pol := a.reg.Policy()
 	w := a.reg.windows()
 	serial := ev.GetSerial()
-	put := func(f *pb.Finding, kind pb.FindingKind, idx uint64, ordinal int) error {
+	put := func(f *pb.Finding, idx uint64, ordinal int) error {
 		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(f)
 		if err != nil {
 			return err
 		}
-		if err := a.txn.Set(findingKey(kind, idx, ordinal), b); err != nil {
+		key := findingKey(f, idx, ordinal)
+		if err := a.txn.Set(key, b); err != nil {
 			return err
 		}
-		return a.txn.Set(serialFindingKey(serial, idx, ordinal), []byte{byte(kind)})
+		return a.txn.Set(serialFindingKey(serial, idx, ordinal), key)
 	}
 	resolve := func(f *pb.Finding) {
 		f.Resolved, f.ResolvedByIndex, f.ResolvedAt = true, index, ev.GetOccurredAt()
 		f.EvidenceIndexes = append(f.EvidenceIndexes, index)
 	}
 	for i, fl := range flags {
-		if err := put(gaps.FromFlag(fl, ev, index, i, pol.Version()), fl.GetKind(), index, i); err != nil {
+		if err := put(gaps.FromFlag(fl, ev, index, i, pol.Version()), index, i); err != nil {
 			return err
 		}
 	}
@@ -91,7 +95,7 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 		if at > gaps.HandoffDue(prevShip, w) {
 			f := gaps.Handoff(st, prevShip, w, pol.Version())
 			resolve(f)
-			if err := put(f, pb.FindingKind_FINDING_KIND_HANDOFF_UNCONFIRMED, prevShip.GetShippedIndex(), 0); err != nil {
+			if err := put(f, prevShip.GetShippedIndex(), 0); err != nil {
 				return err
 			}
 		}
@@ -116,7 +120,7 @@ func (a *applier) recordFindings(st, next *pb.SerialState, ev *pb.CustodyEvent, 
 		if at > gaps.SilenceDue(last, pc, w) {
 			f := gaps.Silent(st, pc, w, pol.Version())
 			resolve(f)
-			if err := put(f, pb.FindingKind_FINDING_KIND_SILENT, st.GetCustodyIndex(), 0); err != nil {
+			if err := put(f, st.GetCustodyIndex(), 0); err != nil {
 				return err
 			}
 		}
@@ -150,8 +154,9 @@ const (
 )
 
 // Findings returns a page of findings matching q, ordered by kind, then
-// stored findings by entry index, then due time-based ones by event time, and
-// the position to continue from (nil when there are no more).
+// stored findings by when they arose (then entry index), then due time-based
+// ones by event time, and the position to continue from (nil when there are
+// no more).
 func (l *Ledger) Findings(ctx context.Context, q FindingQuery) ([]*pb.Finding, []byte, error) {
 	if q.Limit <= 0 {
 		return nil, nil, fmt.Errorf("limit %d: %w", q.Limit, ErrInvalidArgument)
@@ -243,6 +248,9 @@ func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.Finding
 		switch src {
 		case srcStored:
 			f = new(pb.Finding)
+			if int64(binary.BigEndian.Uint64(key[2:10])) > asOf {
+				return false, nil // the rest arose later
+			}
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
 				return false, err
 			}
@@ -305,14 +313,13 @@ func (l *Ledger) SerialFindings(ctx context.Context, serial string, asOf time.Ti
 		defer it.Close()
 		for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
 			key := it.Item().Key()
-			var kind []byte
-			if err := it.Item().Value(func(v []byte) error { kind = slices.Clone(v); return nil }); err != nil {
+			var fkey []byte
+			if err := it.Item().Value(func(v []byte) error { fkey = slices.Clone(v); return nil }); err != nil {
 				return err
 			}
-			idx := binary.BigEndian.Uint64(key[len(prefix):])
-			b, err := getValue(txn, findingKey(pb.FindingKind(kind[0]), idx, int(key[len(key)-1])))
+			b, err := getValue(txn, fkey)
 			if err != nil {
-				return err
+				return fmt.Errorf("finding %x of serial %q: %w", key, serial, err)
 			}
 			f := new(pb.Finding)
 			if err := proto.Unmarshal(b, f); err != nil {
@@ -392,10 +399,22 @@ func (l *Ledger) DueBetween(ctx context.Context, from, to time.Time) ([]*pb.Find
 // EntryFindings returns the findings stored for an entry's flags: the same
 // findings ListFindings gives, for streaming them as entries are applied.
 func (l *Ledger) EntryFindings(ctx context.Context, e *pb.Entry) ([]*pb.Finding, error) {
+	if len(e.GetFlags()) == 0 {
+		return nil, nil
+	}
+	env, rej := DecodeEnvelope(e.GetEnvelope())
+	ev := new(pb.CustodyEvent)
+	if rej != nil || UnmarshalPayload(env, ev) != nil {
+		return nil, fmt.Errorf("entry %d carries flags but no custody event", e.GetIndex())
+	}
 	var out []*pb.Finding
 	err := l.db.View(func(txn *badger.Txn) error {
-		for i, fl := range e.GetFlags() {
-			b, err := getValue(txn, findingKey(fl.GetKind(), e.GetIndex(), i))
+		for i := range e.GetFlags() {
+			fkey, err := getValue(txn, serialFindingKey(ev.GetSerial(), e.GetIndex(), i))
+			if err != nil {
+				return fmt.Errorf("finding %d of entry %d: %w", i, e.GetIndex(), err)
+			}
+			b, err := getValue(txn, fkey)
 			if err != nil {
 				return fmt.Errorf("finding %d of entry %d: %w", i, e.GetIndex(), err)
 			}

@@ -83,7 +83,7 @@ func BenchmarkDetectorCost(b *testing.B) {
 func findingsLedger(b *testing.B) (*ledger.Ledger, time.Time) {
 	const serials = 1_000_000
 	c := benchConsortium(b, "Ed25519", []keys.Scheme{keys.Ed25519})
-	dir := workload.BenchDir(c, "findings-1M")
+	dir := workload.BenchDir(c, "findings-1M-v2")
 	l, err := workload.OpenBench(c, dir)
 	if err != nil {
 		b.Fatal(err)
