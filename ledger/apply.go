@@ -197,7 +197,7 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 	case d.event != nil:
 		var pol custody.Policy = a.reg.Policy()
 		if a.l.cfg.NoDetectors {
-			pol = noTravel{pol}
+			pol = noDetectors{pol}
 		}
 		next, fl, rej := custody.Next(custody.Step{
 			State: st, Event: d.event, Actor: a.reg.Participant(d.actor), Index: index, EntryHash: d.hash[:],
@@ -231,10 +231,18 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 	return a.append(d, index, flags)
 }
 
-// noTravel is a policy with IMPOSSIBLE_TRAVEL off (Config.NoDetectors).
-type noTravel struct{ custody.Policy }
+// noDetectors is a policy with IMPOSSIBLE_TRAVEL, TRANSSHIPMENT_HUB and
+// RAPID_RESALE off (Config.NoDetectors).
+type noDetectors struct{ custody.Policy }
 
-func (noTravel) MaxSpeedKmh() uint32 { return 0 }
+func (noDetectors) MaxSpeedKmh() uint32       { return 0 }
+func (noDetectors) MaxCustodyChanges() uint32 { return 0 }
+func (p noDetectors) Class(c string) pb.CountryClass {
+	if k := p.Policy.Class(c); k != pb.CountryClass_COUNTRY_CLASS_WATCH {
+		return k
+	}
+	return pb.CountryClass_COUNTRY_CLASS_UNSPECIFIED
+}
 
 // mayBeLogged reports whether the envelope could already be in the log; when
 // it cannot, Apply skips the look-up by hash (a store read per entry). An

@@ -59,8 +59,8 @@ type Config struct {
 	// GOMAXPROCS when 0.
 	VerifyWorkers int
 	// NoDetectors turns off the finding detectors that cost work in Apply
-	// (the findings tables and IMPOSSIBLE_TRAVEL), to measure what they
-	// cost. For benchmarks only: a store written without them is not the
+	// (the findings tables, IMPOSSIBLE_TRAVEL, TRANSSHIPMENT_HUB and
+	// RAPID_RESALE), to measure what they cost. For benchmarks only: a store written without them is not the
 	// ledger's replicated state.
 	NoDetectors bool
 }
