@@ -383,7 +383,7 @@ func move(next, st *pb.SerialState, s Step, reg Participants, pol Policy, f *fla
 	case pb.EventType_EVENT_TYPE_ATTESTED:
 		if !sameSite(ev.GetLocation(), st.GetInstallSite()) {
 			f.add(pb.FindingKind_FINDING_KIND_LOCATION_MISMATCH, pb.Severity_SEVERITY_HIGH, ev.GetLocation().GetCountry(),
-				[]string{}, []uint64{st.GetInstallIndex()},
+				nil, []uint64{st.GetInstallIndex()},
 				"attested by %s at %s, but installed at %s (entry %d)", actor, placeName(ev.GetLocation()), placeName(st.GetInstallSite()), st.GetInstallIndex())
 		}
 		next.LastAttestedAt = ev.GetOccurredAt()
@@ -500,10 +500,10 @@ func misstep(st *pb.SerialState, s Step, standing Standing, f *flagger) *Error {
 	country := ev.GetLocation().GetCountry()
 	switch ev.GetType() {
 	case pb.EventType_EVENT_TYPE_ATTESTED:
-		f.add(pb.FindingKind_FINDING_KIND_CUSTODY_BREAK, pb.Severity_SEVERITY_HIGH, country, []string{}, []uint64{st.GetCustodyIndex()},
+		f.add(pb.FindingKind_FINDING_KIND_CUSTODY_BREAK, pb.Severity_SEVERITY_HIGH, country, nil, []uint64{st.GetCustodyIndex()},
 			"attested by %s, but the GPU is not installed (%s)", actor, describeHolder(st))
 	case pb.EventType_EVENT_TYPE_RECEIVED:
-		f.add(pb.FindingKind_FINDING_KIND_RECEIVER_MISMATCH, pb.Severity_SEVERITY_HIGH, country, []string{}, []uint64{st.GetCustodyIndex()},
+		f.add(pb.FindingKind_FINDING_KIND_RECEIVER_MISMATCH, pb.Severity_SEVERITY_HIGH, country, nil, []uint64{st.GetCustodyIndex()},
 			"received by %s as %s, which is not a receipt the record allows (%s)", actor, standing, describeHolder(st))
 	case pb.EventType_EVENT_TYPE_REPORTED_LOST:
 		f.add(pb.FindingKind_FINDING_KIND_REPORTED_LOST, pb.Severity_SEVERITY_MEDIUM, country, holders(st), []uint64{st.GetCustodyIndex()},
@@ -604,19 +604,19 @@ func siteFlags(ev *pb.CustodyEvent, actor *pb.Participant, f *flagger) {
 		return
 	}
 	if site.GetCountry() != l.GetCountry() {
-		f.add(pb.FindingKind_FINDING_KIND_LOCATION_MISMATCH, pb.Severity_SEVERITY_HIGH, l.GetCountry(), []string{}, nil,
+		f.add(pb.FindingKind_FINDING_KIND_LOCATION_MISMATCH, pb.Severity_SEVERITY_HIGH, l.GetCountry(), nil, nil,
 			"%s by %s names its site %s, registered in %s, but gives the country %s", typeName(ev.GetType()), actor.GetId(), site.GetId(), site.GetCountry(), l.GetCountry())
 		return
 	}
 	if d, ok := siteDistance(l, site); ok && d > MinTravelM {
-		f.add(pb.FindingKind_FINDING_KIND_LOCATION_MISMATCH, pb.Severity_SEVERITY_HIGH, l.GetCountry(), []string{}, nil,
+		f.add(pb.FindingKind_FINDING_KIND_LOCATION_MISMATCH, pb.Severity_SEVERITY_HIGH, l.GetCountry(), nil, nil,
 			"%s by %s names its site %s but gives coordinates %d km from it", typeName(ev.GetType()), actor.GetId(), site.GetId(), d/1000)
 	}
 }
 
 func locationFlags(ev *pb.CustodyEvent, pol Policy, f *flagger) {
 	if c := ev.GetLocation().GetCountry(); pol.Class(c) == pb.CountryClass_COUNTRY_CLASS_RESTRICTED {
-		f.add(pb.FindingKind_FINDING_KIND_RESTRICTED_DESTINATION, pb.Severity_SEVERITY_CRITICAL, c, []string{}, nil,
+		f.add(pb.FindingKind_FINDING_KIND_RESTRICTED_DESTINATION, pb.Severity_SEVERITY_CRITICAL, c, nil, nil,
 			"%s by %s located in %s, a restricted destination", typeName(ev.GetType()), ev.GetActor(), c)
 	}
 }
