@@ -11,7 +11,7 @@ LISTEN ?= 127.0.0.1:7600
 FUZZTIME ?= 10s
 BENCHTIME ?=
 
-.PHONY: help build run cluster test test-short fuzz bench lint generate checkgenerate tools clean
+.PHONY: help build run cluster test test-simulate test-short fuzz bench lint generate checkgenerate tools clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ cluster: build ## run three nodes of a development consortium on 127.0.0.1:7601-
 test: tools ## run every test with the race detector, then a short fuzz run
 	GPULEDGER_GRPCURL=$(BIN)/grpcurl $(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
+
+test-simulate: ## the detectors against the simulation's ground truth at full size (10,000 serials), without the race detector
+	$(GO) test -count=1 -run '^TestSimulation$$' -v ./internal/simulate
 
 test-short: ## quick tests (no race detector, slow tests skipped)
 	$(GO) test -short -count=1 ./...
