@@ -57,29 +57,9 @@ must start from the same bytes.`,
 			if err != nil {
 				return err
 			}
-			r, ok := pb.Role_value["ROLE_"+strings.ToUpper(role)]
-			if !ok || r == 0 {
-				return fmt.Errorf("--role %q: want manufacturer, distributor, integrator, datacentre, auditor or regulator", role)
-			}
-			if err := custody.CheckCountry("--country", strings.ToUpper(country)); err != nil {
+			p, err := participantFromFlags(id, display, role, country, pubFile, sites, hybrid)
+			if err != nil {
 				return err
-			}
-			p := &pb.Participant{Id: id, DisplayName: display, Role: pb.Role(r), Country: strings.ToUpper(country), RequireHybrid: hybrid}
-			for _, s := range sites {
-				site, err := parseSite(s)
-				if err != nil {
-					return err
-				}
-				p.Sites = append(p.Sites, site)
-			}
-			if pubFile != "" {
-				pks, err := readPublicKeys(pubFile)
-				if err != nil {
-					return err
-				}
-				for _, pk := range pks {
-					p.Keys = append(p.Keys, consortium.PublicKeyProto(pk))
-				}
 			}
 			g.Participants = append(g.Participants, p)
 			return writeGenesis(file, g)
@@ -175,6 +155,39 @@ func readPublicKeys(path string) ([]keys.PublicKey, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// participantFromFlags builds a participant from add-participant's flags
+// (genesis and registry alike), checking role, country and sites.
+func participantFromFlags(id, display, role, country, pubFile string, sites []string, hybrid bool) (*pb.Participant, error) {
+	if !custody.ValidParticipantID(id) {
+		return nil, fmt.Errorf("--id %q: want [a-z0-9][a-z0-9-]{1,62}", id)
+	}
+	r, ok := pb.Role_value["ROLE_"+strings.ToUpper(role)]
+	if !ok || r == 0 {
+		return nil, fmt.Errorf("--role %q: want manufacturer, distributor, integrator, datacentre, auditor or regulator", role)
+	}
+	if err := custody.CheckCountry("--country", strings.ToUpper(country)); err != nil {
+		return nil, err
+	}
+	p := &pb.Participant{Id: id, DisplayName: display, Role: pb.Role(r), Country: strings.ToUpper(country), RequireHybrid: hybrid}
+	for _, s := range sites {
+		site, err := parseSite(s)
+		if err != nil {
+			return nil, err
+		}
+		p.Sites = append(p.Sites, site)
+	}
+	if pubFile != "" {
+		pks, err := readPublicKeys(pubFile)
+		if err != nil {
+			return nil, err
+		}
+		for _, pk := range pks {
+			p.Keys = append(p.Keys, consortium.PublicKeyProto(pk))
+		}
+	}
+	return p, nil
 }
 
 // parseSite reads ID:CC or ID:CC:LAT,LNG (degrees).

@@ -10,11 +10,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -96,7 +99,8 @@ else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline for each call to the node")
 	root.PersistentFlags().Uint64Var(&c.minIndex, "min-index", 0, "reads wait (briefly) until the node has applied this log size, else fail: read your own writes (an append's entry index + 1) on any node")
 	root.AddCommand(keygenCmd(c), nodekeyCmd(c), genesisCmd(c), submitCmd(c), importCmd(c),
-		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), passportCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c), registryCmd(c))
+		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), passportCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c), registryCmd(c),
+		participantsCmd(c), policyCmd(c), serialsCmd(c))
 	root.SetArgs(args)
 	root.SetOut(out)
 	root.SetErr(errOut)
@@ -284,4 +288,36 @@ func plural(n int, thing string) string {
 		return "1 " + thing
 	}
 	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// safeText makes text written by a participant (a model, a reference, a
+// display name) safe to print on a terminal: control characters and other
+// unprintable runes are shown escaped (\x1b, \u202e), never interpreted.
+func safeText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteString(`\ufffd`)
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		case r < 0x80:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+	}
+	return b.String()
+}
+
+// sortedKeys returns the keys of the maps, sorted, each once.
+func sortedKeys[V any](ms ...map[string]V) []string {
+	var out []string
+	for _, m := range ms {
+		for k := range m {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

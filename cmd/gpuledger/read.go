@@ -35,7 +35,7 @@ func serialCmd(c *cli) *cobra.Command {
 			fmt.Fprintf(w, "state\t%s\n", trimEnum(st.GetState().String(), "CUSTODY_STATE_"))
 			fmt.Fprintf(w, "custodian\t%s\n", st.GetCustodian())
 			fmt.Fprintf(w, "location\t%s\n", place(st.GetLocation()))
-			fmt.Fprintf(w, "model\t%s %s\n", st.GetModel(), st.GetEccn())
+			fmt.Fprintf(w, "model\t%s %s\n", safeText(st.GetModel()), safeText(st.GetEccn()))
 			fmt.Fprintf(w, "manufacturer\t%s\n", st.GetManufacturer())
 			if sh := st.GetOpenShipment(); sh != nil {
 				fmt.Fprintf(w, "open shipment\t%s -> %s (bound for %s, entry %d, %s)\n", sh.GetShipper(), sh.GetConsignee(), sh.GetDestinationCountry(), sh.GetShippedIndex(), sh.GetShippedAt().AsTime().Format(time.RFC3339))

@@ -9,6 +9,8 @@ import (
 
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/ledger/policy"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/spf13/cobra"
@@ -17,11 +19,266 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
+// registryFlags are the flags every registry change takes.
+type registryFlags struct {
+	key, reason string
+	dryRun      bool
+}
+
+func (f *registryFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.key, "key", "", "a REGULATOR's private key file (required)")
+	cmd.Flags().StringVar(&f.reason, "reason", "", "why, for the record (a decision reference, a ticket)")
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "show the change and submit nothing")
+}
+
 func registryCmd(c *cli) *cobra.Command {
-	cmd := &cobra.Command{Use: "registry", Short: "change the registry of a running ledger (regulators)"}
-	var key, name, operator, vkey, reason string
-	addNode := &cobra.Command{
-		Use:   "add-node --key REGULATOR.key --name NAME --participant ID --verifier-key KEY [--reason TEXT]",
+	cmd := &cobra.Command{
+		Use:   "registry",
+		Short: "change the registry of a running ledger (regulators)",
+		Long: `registry signs a registry change with a REGULATOR's key and submits it: a new
+participant, a key added to or revoked from a participant, a suspension, a new
+policy, or a checkpoint-signing node. Each change takes effect from the entry
+after its own and is verifiable like any other entry. Every subcommand prints
+what it will change first; --dry-run stops there.
+
+Read the registry with "gpuledger participants" and "gpuledger policy".`,
+	}
+	cmd.AddCommand(registryAddParticipantCmd(c), registryAddKeyCmd(c), registryRevokeKeyCmd(c),
+		registrySuspendCmd(c), registrySetPolicyCmd(c), registryAddNodeCmd(c))
+	return cmd
+}
+
+// change says what it will do, then (unless --dry-run) signs the changes
+// with the regulator's key, submits them in order and prints the receipts.
+func (c *cli) change(ctx context.Context, f *registryFlags, what string, changes ...func(*pb.RegistryChange)) error {
+	if f.key == "" {
+		return fmt.Errorf("--key is required: a REGULATOR's private key file")
+	}
+	ks, err := keys.ReadFile(f.key)
+	if err != nil {
+		return err
+	}
+	verb := "will"
+	if f.dryRun {
+		verb = "would"
+	}
+	fmt.Fprintf(c.errOut, "%s %s %s\n", ks.Participant, verb, what)
+	if f.dryRun {
+		return nil
+	}
+	now := time.Now().UTC()
+	for _, set := range changes {
+		ch := &pb.RegistryChange{Actor: ks.Participant, OccurredAt: timestamppb.New(now), Reason: f.reason}
+		set(ch)
+		env, err := dsse.SignMessage(dsse.RegistryChangeType, ch, ks.Signers()...)
+		if err != nil {
+			return err
+		}
+		var r *pb.AppendResponse
+		if err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+			r, err = gpuledgerv1grpc.NewLedgerServiceClient(conn).Append(ctx, &pb.AppendRequest{Envelope: env})
+			return err
+		}); err != nil {
+			return err
+		}
+		if err := c.printReceipt(r.GetReceipt()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func registryAddParticipantCmd(c *cli) *cobra.Command {
+	var rf registryFlags
+	var id, display, role, country, pubFile string
+	var sites []string
+	var hybrid bool
+	cmd := &cobra.Command{
+		Use:   "add-participant --key REGULATOR.key --id ID --role ROLE --country CC --pub FILE.pub [--site ID:CC[:LAT,LNG]]... [--hybrid]",
+		Short: "register a new participant with its keys and sites",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if pubFile == "" && !strings.EqualFold(role, "auditor") {
+				return fmt.Errorf("--pub FILE.pub is required: the participant's public keys (gpuledger keygen writes FILE.pub)")
+			}
+			p, err := participantFromFlags(id, display, role, country, pubFile, sites, hybrid)
+			if err != nil {
+				return err
+			}
+			what := fmt.Sprintf("add participant %s (%s, %s) with %s and %s", p.GetId(), trimEnum(p.GetRole().String(), "ROLE_"),
+				p.GetCountry(), plural(len(p.GetKeys()), "key"), plural(len(p.GetSites()), "site"))
+			return c.change(cmd.Context(), &rf, what, func(ch *pb.RegistryChange) {
+				ch.Change = &pb.RegistryChange_AddParticipant{AddParticipant: p}
+			})
+		},
+	}
+	rf.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&id, "id", "", "participant id: [a-z0-9][a-z0-9-]{1,62}")
+	f.StringVar(&display, "name", "", "display name")
+	f.StringVar(&role, "role", "", "manufacturer, distributor, integrator, datacentre, auditor or regulator")
+	f.StringVar(&country, "country", "", "ISO 3166-1 alpha-2 country of registration")
+	f.StringVar(&pubFile, "pub", "", "the participant's public key file (gpuledger keygen's FILE.pub)")
+	f.StringArrayVar(&sites, "site", nil, "a site, ID:CC or ID:CC:LAT,LNG in degrees (repeatable)")
+	f.BoolVar(&hybrid, "hybrid", false, "require both an Ed25519 and an ML-DSA-65 signature on everything it signs")
+	return cmd
+}
+
+func registryAddKeyCmd(c *cli) *cobra.Command {
+	var rf registryFlags
+	var id, pubFile string
+	cmd := &cobra.Command{
+		Use:   "add-key --key REGULATOR.key --participant ID --pub FILE.pub",
+		Short: "give a participant another key (every key in FILE.pub, one change each)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if id == "" || pubFile == "" {
+				return fmt.Errorf("%s required", missing(map[string]string{"--participant": id, "--pub": pubFile}, "--participant", "--pub"))
+			}
+			pks, err := readPublicKeys(pubFile)
+			if err != nil {
+				return fmt.Errorf("--pub: %w", err)
+			}
+			var sets []func(*pb.RegistryChange)
+			var ids []string
+			for _, pk := range pks {
+				k := consortium.PublicKeyProto(pk)
+				ids = append(ids, pk.Scheme.Name()+" "+pk.ID())
+				sets = append(sets, func(ch *pb.RegistryChange) {
+					ch.Change = &pb.RegistryChange_AddKey{AddKey: &pb.AddKey{ParticipantId: id, Key: k}}
+				})
+			}
+			return c.change(cmd.Context(), &rf, fmt.Sprintf("add to %s the %s %s", id, plural(len(pks), "key"), strings.Join(ids, ", ")), sets...)
+		},
+	}
+	rf.add(cmd)
+	cmd.Flags().StringVar(&id, "participant", "", "the participant that gets the key")
+	cmd.Flags().StringVar(&pubFile, "pub", "", "public key file (gpuledger keygen's FILE.pub)")
+	return cmd
+}
+
+func registryRevokeKeyCmd(c *cli) *cobra.Command {
+	var rf registryFlags
+	var id, keyID string
+	cmd := &cobra.Command{
+		Use:   "revoke-key --key REGULATOR.key --participant ID --key-id KEYID",
+		Short: "revoke a participant's key: it may not sign from the next entry on",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if id == "" || keyID == "" {
+				return fmt.Errorf("%s required", missing(map[string]string{"--participant": id, "--key-id": keyID}, "--participant", "--key-id"))
+			}
+			return c.change(cmd.Context(), &rf, fmt.Sprintf("revoke key %s of %s", keyID, id), func(ch *pb.RegistryChange) {
+				ch.Change = &pb.RegistryChange_RevokeKey{RevokeKey: &pb.RevokeKey{ParticipantId: id, KeyId: keyID}}
+			})
+		},
+	}
+	rf.add(cmd)
+	cmd.Flags().StringVar(&id, "participant", "", "the participant that holds the key")
+	cmd.Flags().StringVar(&keyID, "key-id", "", "the key's id (gpuledger participants ID lists them)")
+	return cmd
+}
+
+func registrySuspendCmd(c *cli) *cobra.Command {
+	var rf registryFlags
+	var id string
+	cmd := &cobra.Command{
+		Use:   "suspend --key REGULATOR.key --participant ID",
+		Short: "suspend a participant: none of its keys may sign from the next entry on",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if id == "" {
+				return fmt.Errorf("--participant is required")
+			}
+			return c.change(cmd.Context(), &rf, "suspend "+id, func(ch *pb.RegistryChange) {
+				ch.Change = &pb.RegistryChange_SuspendParticipant{SuspendParticipant: &pb.SuspendParticipant{ParticipantId: id}}
+			})
+		},
+	}
+	rf.add(cmd)
+	cmd.Flags().StringVar(&id, "participant", "", "the participant to suspend")
+	return cmd
+}
+
+func registrySetPolicyCmd(c *cli) *cobra.Command {
+	var rf registryFlags
+	var file string
+	cmd := &cobra.Command{
+		Use:   "set-policy --key REGULATOR.key --file POLICY.json",
+		Short: "replace the export policy (its version must be greater than the one in force)",
+		Long: `set-policy reads a protojson gpuledger.v1.Policy (gpuledger policy -o json
+prints the one in force, to start from), checks it, shows how it differs from
+the policy in force, and submits it. Findings arising from the next entry on
+cite its version.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if file == "" {
+				return fmt.Errorf("--file POLICY.json is required")
+			}
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			p, err := policy.Parse(b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			var cur *pb.GetPolicyResponse
+			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+				cur, err = gpuledgerv1grpc.NewRegistryServiceClient(conn).GetPolicy(ctx, &pb.GetPolicyRequest{})
+				return err
+			}); err != nil {
+				return err
+			}
+			if p.GetVersion() <= cur.GetPolicy().GetVersion() {
+				return fmt.Errorf("%s has version %d; the policy in force is version %d: give the new one a greater version", file, p.GetVersion(), cur.GetPolicy().GetVersion())
+			}
+			what := fmt.Sprintf("replace policy %d (%s) with %d (%s)%s", cur.GetPolicy().GetVersion(), cur.GetPolicy().GetName(),
+				p.GetVersion(), p.GetName(), policyDiff(cur.GetPolicy(), p))
+			return c.change(cmd.Context(), &rf, what, func(ch *pb.RegistryChange) {
+				ch.Change = &pb.RegistryChange_SetPolicy{SetPolicy: p}
+			})
+		},
+	}
+	rf.add(cmd)
+	cmd.Flags().StringVar(&file, "file", "", "the new policy, protojson gpuledger.v1.Policy")
+	return cmd
+}
+
+// policyDiff lists the country classes that change between two policies.
+func policyDiff(old, new *pb.Policy) string {
+	classes := func(p *pb.Policy) map[string]pb.CountryClass {
+		m := map[string]pb.CountryClass{}
+		for _, r := range p.GetCountries() {
+			m[r.GetCountry()] = r.GetClass()
+		}
+		return m
+	}
+	o, n := classes(old), classes(new)
+	var lines []string
+	for _, code := range sortedKeys(o, n) {
+		if o[code] != n[code] {
+			lines = append(lines, fmt.Sprintf("%s %s -> %s", code, className(o[code]), className(n[code])))
+		}
+	}
+	if len(lines) == 0 {
+		return "; no country changes class"
+	}
+	return ":\n  " + strings.Join(lines, "\n  ")
+}
+
+func className(k pb.CountryClass) string {
+	if k == pb.CountryClass_COUNTRY_CLASS_UNSPECIFIED {
+		return "none"
+	}
+	return trimEnum(k.String(), "COUNTRY_CLASS_")
+}
+
+func registryAddNodeCmd(c *cli) *cobra.Command {
+	var rf registryFlags
+	var name, operator, vkey string
+	cmd := &cobra.Command{
+		Use:   "add-node --key REGULATOR.key --name NAME --participant ID --verifier-key KEY",
 		Short: "add a checkpoint-signing node to the registry, so that it may join the cluster",
 		Long: `add-node signs, with a REGULATOR's key, a registry change that adds a node
 (its name, the participant that operates it and its signed-note verifier key,
@@ -29,40 +286,40 @@ from "gpuledger nodekey") and submits it. From that entry on the node's
 checkpoint signatures count, and "gpuledgerd serve --join" admits it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if key == "" || name == "" || operator == "" || vkey == "" {
-				return fmt.Errorf("--key, --name, --participant and --verifier-key are required")
+			if name == "" || operator == "" || vkey == "" {
+				return fmt.Errorf("%s required", missing(map[string]string{"--name": name, "--participant": operator, "--verifier-key": vkey},
+					"--name", "--participant", "--verifier-key"))
 			}
-			ks, err := keys.ReadFile(key)
+			vk, err := readVerifierKey(vkey)
 			if err != nil {
 				return err
 			}
-			if vkey, err = readVerifierKey(vkey); err != nil {
-				return err
-			}
-			ch := &pb.RegistryChange{Actor: ks.Participant, OccurredAt: timestamppb.New(time.Now().UTC()), Reason: reason,
-				Change: &pb.RegistryChange_AddNode{AddNode: &pb.Node{Name: name, ParticipantId: operator, VerifierKey: vkey}}}
-			env, err := dsse.SignMessage(dsse.RegistryChangeType, ch, ks.Signers()...)
-			if err != nil {
-				return err
-			}
-			var r *pb.AppendResponse
-			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
-				r, err = gpuledgerv1grpc.NewLedgerServiceClient(conn).Append(ctx, &pb.AppendRequest{Envelope: env})
-				return err
-			}); err != nil {
-				return err
-			}
-			return c.printReceipt(r.GetReceipt())
+			return c.change(cmd.Context(), &rf, fmt.Sprintf("add node %s, operated by %s", name, operator), func(ch *pb.RegistryChange) {
+				ch.Change = &pb.RegistryChange_AddNode{AddNode: &pb.Node{Name: name, ParticipantId: operator, VerifierKey: vk}}
+			})
 		},
 	}
-	f := addNode.Flags()
-	f.StringVar(&key, "key", "", "a REGULATOR's private key file")
+	rf.add(cmd)
+	f := cmd.Flags()
 	f.StringVar(&name, "name", "", "node name (the name in its note key)")
 	f.StringVar(&operator, "participant", "", "participant that operates the node")
 	f.StringVar(&vkey, "verifier-key", "", "node verifier key, or a file holding it (nodekey's FILE.pub)")
-	f.StringVar(&reason, "reason", "", "why, for the record (a decision reference)")
-	cmd.AddCommand(addNode)
 	return cmd
+}
+
+// missing names the flags among names whose values are empty: "--a is" or
+// "--a and --b are".
+func missing(values map[string]string, names ...string) string {
+	var out []string
+	for _, n := range names {
+		if values[n] == "" {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 1 {
+		return out[0] + " is"
+	}
+	return strings.Join(out[:len(out)-1], ", ") + " and " + out[len(out)-1] + " are"
 }
 
 // readVerifierKey takes a signed-note verifier key, or a file holding one.

@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRegistryCLI is a regulator's day through the real CLI: register a
+// participant (after a dry run), give it a second key, revoke the first (its
+// signature is then refused), suspend it, and replace the policy, after which
+// findings cite the new version.
+func TestRegistryCLI(t *testing.T) {
+	d := startDev(t, t.TempDir())
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	reg := d.key("export-regulator")
+	fail := func(wantCode int, want string, args ...string) {
+		t.Helper()
+		out, errOut, code := run(t, bin.cli, append([]string{"--node", d.addr}, args...)...)
+		if code != wantCode || !strings.Contains(out+errOut, want) {
+			t.Fatalf("gpuledger %s: exit %d, want %d with %q\n%s%s", strings.Join(args, " "), code, wantCode, want, out, errOut)
+		}
+	}
+	d.cli(t, "keygen", "--participant", "sg-trader", "--out", p("sg1.key"))
+	d.cli(t, "keygen", "--participant", "sg-trader", "--out", p("sg2.key"))
+
+	// A dry run changes nothing.
+	out, errOut, code := run(t, bin.cli, "--node", d.addr, "registry", "add-participant", "--key", reg, "--id", "sg-trader", "--role", "distributor",
+		"--country", "SG", "--site", "sg-wh:SG:1.29,103.85", "--pub", p("sg1.key.pub"), "--dry-run")
+	if code != 0 || !strings.Contains(errOut, "export-regulator would add participant sg-trader (DISTRIBUTOR, SG) with 1 key and 1 site") || out != "" {
+		t.Fatalf("add-participant --dry-run: exit %d\n%s%s", code, out, errOut)
+	}
+	fail(1, "NOT_FOUND", "participants", "sg-trader")
+	// Refused before anything is sent: an unknown country, a missing key.
+	fail(1, `--country "ZZ" is not an ISO 3166-1 alpha-2 country code`, "registry", "add-participant", "--key", reg, "--id", "sg-trader", "--role", "distributor", "--country", "ZZ", "--pub", p("sg1.key.pub"))
+	fail(1, "--key is required", "registry", "suspend", "--participant", "sg-trader")
+	// Only a regulator may change the registry.
+	fail(1, "NOT_REGULATOR", "registry", "suspend", "--key", d.key("eu-dist"), "--participant", "us-dist")
+
+	if out := d.cli(t, "registry", "add-participant", "--key", reg, "--id", "sg-trader", "--role", "distributor",
+		"--country", "SG", "--site", "sg-wh:SG:1.29,103.85", "--pub", p("sg1.key.pub"), "--reason", "licence 2026-17"); !strings.Contains(out, "accepted: entry") {
+		t.Fatalf("add-participant:\n%s", out)
+	}
+	if out := d.cli(t, "participants"); !strings.Contains(out, "sg-trader") || !strings.Contains(out, "1 active of 1") {
+		t.Fatalf("participants:\n%s", out)
+	}
+	keyIDs := func() []string {
+		var r struct {
+			Participant struct {
+				Keys []struct {
+					KeyID string `json:"keyId"`
+				} `json:"keys"`
+			} `json:"participant"`
+		}
+		if err := json.Unmarshal([]byte(d.cli(t, "participants", "sg-trader", "-o", "json")), &r); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, k := range r.Participant.Keys {
+			ids = append(ids, k.KeyID)
+		}
+		return ids
+	}
+	if out := d.cli(t, "participants", "sg-trader"); !strings.Contains(out, "sg-wh (SG) at 1.290000,103.850000") {
+		t.Fatalf("participants sg-trader:\n%s", out)
+	}
+
+	// The new participant receives a GPU with its first key.
+	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", "REG-1", "--model", "H100")
+	d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", "REG-1", "--to", "sg-trader")
+	d.cli(t, "submit", "receive", "--key", p("sg1.key"), "--serial", "REG-1")
+
+	// A second key, then the first revoked: its signature is refused.
+	d.cli(t, "registry", "add-key", "--key", reg, "--participant", "sg-trader", "--pub", p("sg2.key.pub"))
+	ids := keyIDs()
+	if len(ids) != 2 {
+		t.Fatalf("keys after add-key: %v", ids)
+	}
+	d.cli(t, "registry", "revoke-key", "--key", reg, "--participant", "sg-trader", "--key-id", ids[0])
+	fail(1, "KEY_REVOKED", "submit", "ship", "--key", p("sg1.key"), "--serial", "REG-1", "--to", "eu-dist")
+	d.cli(t, "submit", "ship", "--key", p("sg2.key"), "--serial", "REG-1", "--to", "eu-dist")
+	if out := d.cli(t, "participants", "sg-trader"); !strings.Contains(out, "revoked at entry") {
+		t.Fatalf("participants after revoke-key:\n%s", out)
+	}
+	if out := d.cli(t, "serials", "--state", "in_transit"); !strings.Contains(out, "REG-1") {
+		t.Fatalf("serials --state in_transit:\n%s", out)
+	}
+
+	// Suspended: none of its keys may sign.
+	d.cli(t, "registry", "suspend", "--key", reg, "--participant", "sg-trader")
+	fail(1, "PARTICIPANT_SUSPENDED", "submit", "attest", "--key", p("sg2.key"), "--serial", "REG-1")
+
+	// A new policy: NL becomes RESTRICTED; a shipment there is judged under it.
+	cur := d.cli(t, "policy", "-o", "json")
+	if err := os.WriteFile(p("old.json"), []byte(cur), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var pol map[string]any
+	if err := json.Unmarshal([]byte(cur), &pol); err != nil {
+		t.Fatal(err)
+	}
+	pol["version"], pol["name"] = "2", "test-2"
+	pol["countries"] = append(pol["countries"].([]any), map[string]any{"country": "NL", "class": "COUNTRY_CLASS_RESTRICTED", "note": "test"})
+	b, _ := json.Marshal(pol)
+	if err := os.WriteFile(p("policy.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fail(1, "give the new one a greater version", "registry", "set-policy", "--key", reg, "--file", p("old.json"))
+	_, errOut, code = run(t, bin.cli, "--node", d.addr, "registry", "set-policy", "--key", reg, "--file", p("policy.json"))
+	if code != 0 || !strings.Contains(errOut, "replace policy 1 (default-2026-11) with 2 (test-2)") || !strings.Contains(errOut, "NL none -> RESTRICTED") {
+		t.Fatalf("set-policy: exit %d\n%s", code, errOut)
+	}
+	if out := d.cli(t, "policy"); !strings.Contains(out, "2 (test-2)") || !strings.Contains(out, "NL") {
+		t.Fatalf("policy:\n%s", out)
+	}
+	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", "REG-2", "--model", "H100")
+	d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", "REG-2", "--to", "eu-dist")
+	fs := d.gaps(t, "--serial", "REG-2", "--kind", "restricted_destination")
+	if len(fs) != 1 {
+		t.Fatalf("RESTRICTED_DESTINATION under the new policy: %+v", fs)
+	}
+	var raw struct {
+		Findings []struct {
+			PolicyVersion string `json:"policyVersion"`
+		} `json:"findings"`
+	}
+	json.Unmarshal([]byte(d.cli(t, "gaps", "-o", "json", "--serial", "REG-2")), &raw)
+	if len(raw.Findings) != 1 || raw.Findings[0].PolicyVersion != "2" {
+		t.Fatalf("the finding cites policy %+v, want version 2", raw.Findings)
+	}
+}
