@@ -132,3 +132,30 @@ func TestRegistryCLI(t *testing.T) {
 		t.Fatalf("the finding cites policy %+v, want version 2", raw.Findings)
 	}
 }
+
+// TestForeignNodeKeyRefused: a node started with a node key its genesis does
+// not list refuses to start, naming the key and the nodes it knows, instead
+// of serving checkpoints no verifier would accept.
+func TestForeignNodeKeyRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	cli := func(args ...string) {
+		t.Helper()
+		if out, errOut, code := run(t, bin.cli, args...); code != 0 {
+			t.Fatalf("gpuledger %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+	cli("keygen", "--participant", "authority", "--out", p("authority.key"))
+	cli("nodekey", "--name", "node-a", "--out", p("node-a.key"))
+	cli("nodekey", "--name", "node-b", "--out", p("node-b.key"))
+	cli("genesis", "create", "--out", p("genesis.json"), "--name", "one-node")
+	cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "authority", "--role", "regulator", "--country", "US", "--pub", p("authority.key.pub"))
+	cli("genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
+	out, errOut, code := run(t, bin.daemon, "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-b.key"), "--listen", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(errOut, "the node key node-b+") || !strings.Contains(errOut, "whose nodes are node-a (authority)") {
+		t.Fatalf("serve with a foreign node key: exit %d\n%s%s", code, out, errOut)
+	}
+	// The genesis's own key serves.
+	d := startDaemon(t, dir, "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-a.key"))
+	d.cli(t, "checkpoint")
+}

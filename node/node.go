@@ -28,6 +28,7 @@ import (
 
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/custody"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"golang.org/x/mod/sumdb/note"
@@ -217,6 +218,13 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.ledger = l
+	if cfg.Join == "" {
+		if err := knownNodeKey(cfg.NodeSigner, l.Registry().Nodes()); err != nil {
+			l.Close()
+			n.close()
+			return nil, err
+		}
+	}
 	n.lastBatch.Store(&batchState{index: l.AppliedIndex(), size: l.Size(), root: l.Root()})
 	if err := n.startRaft(ctx); err != nil {
 		l.Close()
@@ -227,6 +235,23 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.stopped.Add(1)
 	go n.batcher()
 	return n, nil
+}
+
+// knownNodeKey returns nil when the signer is one of the registry's nodes,
+// else an error naming the key and the nodes the registry has: a node
+// signing with any other key would serve checkpoints no verifier accepts.
+func knownNodeKey(s note.Signer, nodes []*pb.Node) error {
+	var names []string
+	for _, nd := range nodes {
+		v, err := note.NewVerifier(nd.GetVerifierKey())
+		if err == nil && v.Name() == s.Name() && v.KeyHash() == s.KeyHash() {
+			return nil
+		}
+		names = append(names, fmt.Sprintf("%s (%s)", nd.GetName(), nd.GetParticipantId()))
+	}
+	return fmt.Errorf("the node key %s+%08x is not a node of this ledger's registry, whose nodes are %s: "+
+		"give --node-key the key of one of them, or have a regulator register this one (gpuledger registry add-node) and start it with --join",
+		s.Name(), s.KeyHash(), strings.Join(names, ", "))
 }
 
 // GRPCListener returns the listener the node's gRPC server must serve on
