@@ -159,3 +159,59 @@ func TestForeignNodeKeyRefused(t *testing.T) {
 	d := startDaemon(t, dir, "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-a.key"))
 	d.cli(t, "checkpoint")
 }
+
+// TestGenesisChecks: genesis add-participant and add-node check before they
+// write (a duplicate, a node of an unknown participant, a node name that is
+// not its key's) and say what they wrote; coordinates keep their precision;
+// remove-participant and remove-node undo.
+func TestGenesisChecks(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	cli := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := run(t, bin.cli, args...)
+		if code != 0 {
+			t.Fatalf("gpuledger %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+		return out
+	}
+	refused := func(want string, args ...string) {
+		t.Helper()
+		before, _ := os.ReadFile(p("genesis.json"))
+		out, errOut, code := run(t, bin.cli, args...)
+		if code == 0 || !strings.Contains(errOut, want) {
+			t.Fatalf("gpuledger %v: exit %d, want a refusal saying %q\n%s%s", args, code, want, out, errOut)
+		}
+		if after, _ := os.ReadFile(p("genesis.json")); string(after) != string(before) {
+			t.Fatalf("gpuledger %v changed the genesis although it refused", args)
+		}
+	}
+	cli("keygen", "--participant", "fab-one", "--out", p("fab-one.key"))
+	cli("keygen", "--participant", "authority", "--out", p("authority.key"))
+	cli("nodekey", "--name", "node-a", "--out", p("node-a.key"))
+	cli("genesis", "create", "--out", p("genesis.json"), "--name", "checks")
+	out := cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "fab-one", "--role", "manufacturer",
+		"--country", "TW", "--site", "fab-1:TW:0.522654,-120.970001", "--pub", p("fab-one.key.pub"))
+	if !strings.Contains(out, "added participant fab-one (MANUFACTURER, TW) with 1 key and 1 site in "+p("genesis.json")+": now 1 participant and 0 nodes") ||
+		!strings.Contains(out, "no REGULATOR yet") {
+		t.Fatalf("add-participant says:\n%s", out)
+	}
+	g, _ := os.ReadFile(p("genesis.json"))
+	if !strings.Contains(string(g), "522654") || !strings.Contains(string(g), "-120970001") {
+		t.Fatalf("coordinates lost precision:\n%s", g)
+	}
+	refused("already exists", "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "fab-one", "--role", "manufacturer", "--country", "TW", "--pub", p("authority.key.pub"))
+	refused("already registered", "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "fab-two", "--role", "manufacturer", "--country", "TW", "--pub", p("fab-one.key.pub"))
+	refused("at most 6 decimals", "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "fab-two", "--role", "manufacturer", "--country", "TW", "--site", "x1:TW:1.2345678,2", "--pub", p("authority.key.pub"))
+	refused(`participant "authority" is not registered`, "genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
+	cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "authority", "--role", "regulator", "--country", "US", "--pub", p("authority.key.pub"))
+	refused(`verifier key is named "node-a"`, "genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-x", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
+	if out := cli("genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub")); !strings.Contains(out, "now 2 participants and 1 node") || strings.Contains(out, "REGULATOR") {
+		t.Fatalf("add-node says:\n%s", out)
+	}
+	refused("operates node node-a", "genesis", "remove-participant", "--genesis", p("genesis.json"), "--id", "authority")
+	cli("genesis", "remove-node", "--genesis", p("genesis.json"), "--name", "node-a")
+	if out := cli("genesis", "remove-participant", "--genesis", p("genesis.json"), "--id", "fab-one"); !strings.Contains(out, "now 1 participant and 0 nodes") {
+		t.Fatalf("remove-participant says:\n%s", out)
+	}
+}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,7 +64,8 @@ must start from the same bytes.`,
 				return err
 			}
 			g.Participants = append(g.Participants, p)
-			return writeGenesis(file, g)
+			return c.writeCheckedGenesis(file, g, fmt.Sprintf("added participant %s (%s, %s) with %s and %s", p.GetId(),
+				trimEnum(p.GetRole().String(), "ROLE_"), p.GetCountry(), plural(len(p.GetKeys()), "key"), plural(len(p.GetSites()), "site")))
 		},
 	}
 	add.Flags().StringVar(&file, "genesis", "genesis.json", "genesis file to edit")
@@ -88,7 +91,7 @@ must start from the same bytes.`,
 				return err
 			}
 			g.Nodes = append(g.Nodes, &pb.Node{Name: nodeName, ParticipantId: operator, VerifierKey: vkey})
-			return writeGenesis(file, g)
+			return c.writeCheckedGenesis(file, g, fmt.Sprintf("added node %s, operated by %s", nodeName, operator))
 		},
 	}
 	addNode.Flags().StringVar(&file, "genesis", "genesis.json", "genesis file to edit")
@@ -113,8 +116,75 @@ must start from the same bytes.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(create, add, addNode, check)
+	var removeID string
+	removeParticipant := &cobra.Command{
+		Use:   "remove-participant --genesis FILE --id ID",
+		Short: "remove a participant from a genesis file (not one that operates a node)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			g, err := readGenesis(file)
+			if err != nil {
+				return err
+			}
+			for _, n := range g.GetNodes() {
+				if n.GetParticipantId() == removeID {
+					return fmt.Errorf("%s operates node %s; remove the node first (genesis remove-node --name %s)", removeID, n.GetName(), n.GetName())
+				}
+			}
+			before := len(g.GetParticipants())
+			g.Participants = slices.DeleteFunc(g.Participants, func(p *pb.Participant) bool { return p.GetId() == removeID })
+			if len(g.GetParticipants()) == before {
+				return fmt.Errorf("%s has no participant %q", file, removeID)
+			}
+			return c.writeCheckedGenesis(file, g, "removed participant "+removeID)
+		},
+	}
+	removeParticipant.Flags().StringVar(&file, "genesis", "genesis.json", "genesis file to edit")
+	removeParticipant.Flags().StringVar(&removeID, "id", "", "the participant to remove")
+	removeNode := &cobra.Command{
+		Use:   "remove-node --genesis FILE --name NAME",
+		Short: "remove a node from a genesis file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			g, err := readGenesis(file)
+			if err != nil {
+				return err
+			}
+			before := len(g.GetNodes())
+			g.Nodes = slices.DeleteFunc(g.Nodes, func(n *pb.Node) bool { return n.GetName() == removeID })
+			if len(g.GetNodes()) == before {
+				return fmt.Errorf("%s has no node %q", file, removeID)
+			}
+			return c.writeCheckedGenesis(file, g, "removed node "+removeID)
+		},
+	}
+	removeNode.Flags().StringVar(&file, "genesis", "genesis.json", "genesis file to edit")
+	removeNode.Flags().StringVar(&removeID, "name", "", "the node to remove")
+	cmd.AddCommand(create, add, addNode, removeParticipant, removeNode, check)
 	return cmd
+}
+
+// writeCheckedGenesis runs genesis check's checks on g (all but the need for
+// a REGULATOR, which a draft may still lack), then writes it and says what
+// changed. Nothing is written when a check fails.
+func (c *cli) writeCheckedGenesis(path string, g *pb.Genesis, what string) error {
+	b, err := consortium.MarshalGenesis(g)
+	if err != nil {
+		return err
+	}
+	_, err = ledger.ParseGenesis(b)
+	noRegulator := errors.Is(err, ledger.ErrNoRegulator)
+	if err != nil && !noRegulator {
+		return fmt.Errorf("%s not changed: %w", path, err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "%s in %s: now %s and %s\n", what, path, plural(len(g.GetParticipants()), "participant"), plural(len(g.GetNodes()), "node"))
+	if noRegulator {
+		fmt.Fprintln(c.out, "  no REGULATOR yet: add one before a node can start from this genesis")
+	}
+	return nil
 }
 
 func readGenesis(path string) (*pb.Genesis, error) {
@@ -190,6 +260,34 @@ func participantFromFlags(id, display, role, country, pubFile string, sites []st
 	return p, nil
 }
 
+// parseMicroDegrees reads decimal degrees ("50.110", "-0.522654") exactly,
+// as integer micro-degrees: no float rounding, at most six decimals.
+func parseMicroDegrees(s string, limit int64) (int32, error) {
+	neg := strings.HasPrefix(s, "-")
+	whole, frac, _ := strings.Cut(strings.TrimPrefix(s, "-"), ".")
+	if whole == "" || len(frac) > 6 || strings.ContainsAny(whole+frac, "+-") {
+		return 0, fmt.Errorf("%q is not decimal degrees with at most 6 decimals", s)
+	}
+	w, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not decimal degrees", s)
+	}
+	var f int64
+	if frac != "" {
+		if f, err = strconv.ParseInt(frac+strings.Repeat("0", 6-len(frac)), 10, 64); err != nil {
+			return 0, fmt.Errorf("%q is not decimal degrees", s)
+		}
+	}
+	v := w*1_000_000 + f
+	if v > limit*1_000_000 {
+		return 0, fmt.Errorf("%q is beyond ±%d degrees", s, limit)
+	}
+	if neg {
+		v = -v
+	}
+	return int32(v), nil
+}
+
 // parseSite reads ID:CC or ID:CC:LAT,LNG (degrees).
 func parseSite(s string) (*pb.Site, error) {
 	parts := strings.SplitN(s, ":", 3)
@@ -202,13 +300,12 @@ func parseSite(s string) (*pb.Site, error) {
 	}
 	if len(parts) == 3 {
 		lat, lng, ok := strings.Cut(parts[2], ",")
-		la, err1 := strconv.ParseFloat(lat, 64)
-		ln, err2 := strconv.ParseFloat(lng, 64)
+		la, err1 := parseMicroDegrees(lat, 90)
+		ln, err2 := parseMicroDegrees(lng, 180)
 		if !ok || err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("--site %q: coordinates must be LAT,LNG in degrees", s)
+			return nil, fmt.Errorf("--site %q: coordinates must be LAT,LNG in decimal degrees with at most 6 decimals, within ±90 and ±180 (%v)", s, errors.Join(err1, err2))
 		}
-		a, b := int32(la*1e6), int32(ln*1e6)
-		site.LatitudeE6, site.LongitudeE6 = &a, &b
+		site.LatitudeE6, site.LongitudeE6 = &la, &ln
 	}
 	return site, nil
 }

@@ -5,6 +5,7 @@ package consortium
 
 import (
 	"crypto/rand"
+	"math"
 	"fmt"
 	"io"
 	"time"
@@ -194,7 +195,7 @@ func SignEnvelope(payloadType string, msg proto.Message, signers ...keys.Signer)
 // distributors, an integrator, two datacentres in different countries, an
 // auditor and a regulator.
 func Dev() []Spec {
-	lat := func(v float64) *int32 { x := int32(v * 1e6); return &x }
+	lat := func(v float64) *int32 { x := int32(math.Round(v * 1e6)); return &x }
 	return []Spec{
 		{ID: "acme-gpu", Name: "Acme GPU Manufacturing", Role: pb.Role_ROLE_MANUFACTURER, Country: "TW",
 			Sites: []*pb.Site{{Id: "hsinchu-fab", Country: "TW", LatitudeE6: lat(24.80), LongitudeE6: lat(120.97)}}},
