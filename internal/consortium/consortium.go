@@ -5,9 +5,9 @@ package consortium
 
 import (
 	"crypto/rand"
-	"math"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/gpuledger/gpuledger/crypto/dsse"
