@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -145,6 +146,9 @@ func Open(ctx context.Context, cfg Config) (*Ledger, error) {
 		cfg.VerifyWorkers = runtime.GOMAXPROCS(0)
 	}
 	db, err := badger.Open(badgerOptions(cfg))
+	if err != nil && strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		return nil, fmt.Errorf("open store %q: %w", cfg.Dir, ErrStoreInUse)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store %q: %w", cfg.Dir, err)
 	}
@@ -255,6 +259,10 @@ func (l *Ledger) load(ctx context.Context) error {
 	l.view.Store(&view{size: size, root: root, reg: reg, applied: applied})
 	return nil
 }
+
+// ErrStoreInUse is returned by Open when another process (a running node)
+// holds the store: stop it first.
+var ErrStoreInUse = errors.New("another process (a running node?) holds this store; stop it first")
 
 // ParseGenesis parses and checks a genesis file.
 func ParseGenesis(data []byte) (*pb.Genesis, error) {

@@ -102,7 +102,7 @@ must start from the same bytes.`,
 	check := &cobra.Command{
 		Use:   "check FILE",
 		Short: "check a genesis file and print its ledger id",
-		Args:  cobra.ExactArgs(1),
+		Args:  needArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := os.ReadFile(args[0])
 			if err != nil {

@@ -40,7 +40,7 @@ without a location are placed at the actor's first site. Re-importing a file
 whose lines all carry occurred_at and location makes byte-identical envelopes
 (both schemes sign deterministically here), which the ledger reports as
 already present.`,
-		Args: cobra.ExactArgs(1),
+		Args: needArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (keyFile == "") == (keyDir == "") {
 				return fmt.Errorf("give exactly one of --key FILE and --keys DIR")

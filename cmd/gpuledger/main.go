@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -101,11 +102,85 @@ else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
 	root.AddCommand(keygenCmd(c), nodekeyCmd(c), genesisCmd(c), submitCmd(c), importCmd(c),
 		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), passportCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c), registryCmd(c),
 		participantsCmd(c), policyCmd(c), serialsCmd(c))
+	for _, cmd := range root.Commands() {
+		groupOnly(cmd)
+	}
 	root.SetArgs(args)
 	root.SetOut(out)
 	root.SetErr(errOut)
 	if err := root.ExecuteContext(ctx); err != nil {
+		if connectionError(err) {
+			return fmt.Errorf("no node answers at %s: start one (make run), or give its host:port with --node or GPULEDGER_NODE", c.node)
+		}
 		return err
+	}
+	return nil
+}
+
+// groupOnly makes a command that only groups subcommands (submit, registry,
+// genesis) report an unknown subcommand by its name, with the ones it has,
+// instead of failing on the first flag it does not know.
+func groupOnly(cmd *cobra.Command) {
+	if !cmd.HasSubCommands() || cmd.Run != nil || cmd.RunE != nil {
+		return
+	}
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		return fmt.Errorf("%s has no subcommand %q; it has %s (see %s --help)", cmd.CommandPath(), args[0], strings.Join(names, ", "), cmd.CommandPath())
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+	cmd.FParseErrWhitelist.UnknownFlags = true
+	for _, sub := range cmd.Commands() {
+		groupOnly(sub)
+	}
+}
+
+// needArgs is cobra.ExactArgs with a message that names what is missing and
+// shows the usage.
+func needArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) < len(names):
+			return fmt.Errorf("%s needs %s; usage: %s", cmd.CommandPath(), strings.Join(names[len(args):], " and "), cmd.UseLine())
+		case len(args) > len(names):
+			return fmt.Errorf("%s takes %s, and got %d arguments (%s); usage: %s", cmd.CommandPath(), plural(len(names), "argument"), len(args), strings.Join(args, " "), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// connectionError reports whether err is gRPC's "nothing answers there".
+func connectionError(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.ErrorInfo); ok {
+			return false // the node answered
+		}
+	}
+	return strings.Contains(st.Message(), "connection refused") || strings.Contains(st.Message(), "no such host") ||
+		strings.Contains(st.Message(), "connection reset")
+}
+
+// checkNodeAddress refuses what gRPC would misread: a URL, or a host with no
+// port (gRPC would silently use 443).
+func checkNodeAddress(addr string) error {
+	if strings.Contains(addr, "://") {
+		return fmt.Errorf("--node %q: give host:port (for example 127.0.0.1:7600), not a URL", addr)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("--node %q: give host:port, for example 127.0.0.1:7600 (a port is required)", addr)
 	}
 	return nil
 }
@@ -117,6 +192,9 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	}
 	if c.conn != nil {
 		return c.conn, nil
+	}
+	if err := checkNodeAddress(c.node); err != nil {
+		return nil, err
 	}
 	conn, err := grpc.NewClient(c.node, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(16<<20)),
@@ -229,9 +307,6 @@ func describe(err error) string {
 		}
 	}
 	msg := st.Message()
-	if st.Code() == codes.Unavailable && reason == "" && strings.Contains(msg, "connection refused") {
-		msg = "no node answers there; start one (make run) or set --node / GPULEDGER_NODE"
-	}
 	if reason != "" {
 		return fmt.Sprintf("%s (%s): %s", st.Code(), reason, msg)
 	}

@@ -25,7 +25,7 @@ lead to (format: the verify package's documentation, after C2SP tlog-proof).
 In a cluster, --min-cosigners K makes that checkpoint one signed by nodes of K
 organisations. Check it anywhere with:
 gpuledger verify --passport FILE [--genesis FILE] [--min-signers K].`,
-		Args: cobra.ExactArgs(1),
+		Args: needArgs("SERIAL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
 				return fmt.Errorf("--file is required: where to write the passport")

@@ -17,7 +17,7 @@ func serialCmd(c *cli) *cobra.Command {
 	return &cobra.Command{
 		Use:   "serial SERIAL",
 		Short: "show a GPU's current state: custodian, location, head",
-		Args:  cobra.ExactArgs(1),
+		Args:  needArgs("SERIAL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r *pb.GetSerialResponse
 			if err := c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) (err error) {
@@ -107,7 +107,7 @@ func historyCmd(c *cli) *cobra.Command {
 	return &cobra.Command{
 		Use:   "history SERIAL",
 		Short: "list a GPU's custody events, oldest first",
-		Args:  cobra.ExactArgs(1),
+		Args:  needArgs("SERIAL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			es, err := c.allEvents(cmd.Context(), args[0])
 			if err != nil {
@@ -172,7 +172,7 @@ func proofCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "proof INDEX [--size N]",
 		Short: "print an entry's RFC 6962 inclusion proof",
-		Args:  cobra.ExactArgs(1),
+		Args:  needArgs("INDEX"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			idx, err := strconv.ParseUint(args[0], 10, 64)
 			if err != nil {

@@ -80,7 +80,7 @@ named in the key file.`,
 
 func (c *cli) submit(ctx context.Context, typ pb.EventType, f *submitFlags) error {
 	if f.key == "" || f.serial == "" {
-		return fmt.Errorf("--key and --serial are required")
+		return fmt.Errorf("%s required", missing(map[string]string{"--key": f.key, "--serial": f.serial}, "--key", "--serial"))
 	}
 	ks, err := keys.ReadFile(f.key)
 	if err != nil {

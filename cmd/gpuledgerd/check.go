@@ -59,6 +59,9 @@ func runCheck(ctx context.Context, dir string, out interface{ Write([]byte) (int
 			fmt.Fprintf(out, "FAILED: %v\n", err)
 			return errFailed
 		}
+		if errors.Is(err, ledger.ErrStoreInUse) {
+			return fmt.Errorf("%s is in use by a running node: stop the node first; check reads a stopped node's store (a running node checks its own head at every start)", dir)
+		}
 		return err
 	}
 	defer l.Close()

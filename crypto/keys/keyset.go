@@ -175,6 +175,9 @@ func ReadFile(path string) (*KeySet, error) {
 		return nil, fmt.Errorf("read key file: %w", err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
+		if what := notPrivate(path); what != "" {
+			return nil, fmt.Errorf("%s is %s, not a private key file: give the private key file (gpuledger keygen's FILE, without .pub)", path, what)
+		}
 		return nil, fmt.Errorf("read key file %q (mode %v): %w", path, st.Mode().Perm(), ErrKeyFileMode)
 	}
 	data, err := os.ReadFile(path)
@@ -183,7 +186,37 @@ func ReadFile(path string) (*KeySet, error) {
 	}
 	ks, err := ParseKeySet(data)
 	if err != nil {
+		if what := notPrivate(path); what != "" {
+			return nil, fmt.Errorf("%s is %s, not a private key file: give the private key file (gpuledger keygen's FILE, without .pub)", path, what)
+		}
 		return nil, fmt.Errorf("read key file %q: %w", path, err)
 	}
 	return ks, nil
+}
+
+// notPrivate names what a file given as a private key file is instead, when
+// it is plainly something else ("a public key file", "a genesis file"), else
+// "". Such files are public, so reading them to tell is harmless.
+func notPrivate(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil || len(data) > 1<<20 {
+		return ""
+	}
+	text := strings.TrimSpace(string(data))
+	switch {
+	case strings.HasPrefix(text, "{") && strings.Contains(text, `"participants"`):
+		return "a genesis file"
+	case strings.HasPrefix(text, "{"):
+		return "a JSON document"
+	}
+	lines := strings.Split(text, "\n")
+	for _, l := range lines {
+		if _, err := ParsePublicKey(strings.TrimSpace(l)); err != nil {
+			return ""
+		}
+	}
+	if len(lines) > 0 && text != "" {
+		return "a public key file"
+	}
+	return ""
 }

@@ -34,7 +34,7 @@ func FuzzValidateEvent(f *testing.F) {
 		if !custody.ValidSerial(ev.GetSerial()) || !custody.ValidParticipantID(ev.GetActor()) || !custody.ValidCountry(ev.GetLocation().GetCountry()) {
 			t.Fatalf("ValidateEvent accepted %v", ev)
 		}
-		if (ev.GetType() == pb.EventType_EVENT_TYPE_MANUFACTURED) != (len(ev.GetPrevEventHash()) == 0) {
+		if n := len(ev.GetPrevEventHash()); ev.GetType() == pb.EventType_EVENT_TYPE_MANUFACTURED && n != 0 || n != 0 && n != custody.HeadHashSize {
 			t.Fatalf("ValidateEvent accepted a bad prev_event_hash: %v", ev)
 		}
 	})

@@ -105,7 +105,7 @@ func ValidateEvent(ev *gpuledgerv1.CustodyEvent) *Error {
 	switch n := len(ev.GetPrevEventHash()); {
 	case isGenesis && n != 0:
 		return invalid("prev_event_hash must be empty on MANUFACTURED")
-	case !isGenesis && n != HeadHashSize:
+	case !isGenesis && n != 0 && n != HeadHashSize: // empty: the rules say NOT_FOUND or STALE_HEAD
 		return invalid("prev_event_hash is %d bytes; want the %d-byte entry hash of the serial's head", n, HeadHashSize)
 	}
 	if isGenesis && ev.GetModel() == "" {
