@@ -27,8 +27,11 @@ $(BIN)/protoc-gen-go-grpc: $(TOOLS_MOD)
 $(BIN)/grpcurl: $(TOOLS_MOD)
 	$(GO) build -modfile=$(TOOLS_MOD) -o $(BIN)/ github.com/fullstorydev/grpcurl/cmd/grpcurl
 
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +modified)
+LDFLAGS := -X github.com/gpuledger/gpuledger/internal/version.Commit=$(COMMIT)
+
 build: ## build gpuledgerd and gpuledger into ./bin
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 run: build ## run a development node (embedded badger, dev consortium) on $(LISTEN)
 	$(BIN)/gpuledgerd dev --data $(DATA) --listen $(LISTEN)

@@ -39,6 +39,8 @@ func TestErrorMessages(t *testing.T) {
 		{"only --serial missing", append(node, "submit", "attest", "--key", d.key("acme-gpu")), "gpuledger: --serial is required\n"},
 		{"a node without a port", []string{"--node", "127.0.0.1", "serial", "GPU-1"}, `--node "127.0.0.1": give host:port, for example 127.0.0.1:7600 (a port is required)`},
 		{"a node given as a URL", []string{"--node", "http://" + d.addr, "serial", "GPU-1"}, "give host:port (for example 127.0.0.1:7600), not a URL"},
+		{"a flag another event takes", append(node, "submit", "receive", "--key", d.key("eu-dist"), "--serial", "GPU-1", "--model", "H100"),
+			"unknown flag: --model"},
 		{"no node at the address", []string{"--node", "127.0.0.1:1", "serial", "GPU-1"}, "no node answers at 127.0.0.1:1: start one (make run), or give its host:port with --node"},
 	}
 	for _, tc := range tests {
@@ -56,4 +58,14 @@ func TestErrorMessages(t *testing.T) {
 		}
 	})
 	_ = os.Remove(pub)
+}
+
+// TestVersion: both binaries say which build they are.
+func TestVersion(t *testing.T) {
+	for _, b := range []string{bin.cli, bin.daemon} {
+		out, errOut, code := run(t, b, "--version")
+		if code != 0 || !strings.Contains(out, " version ") || !strings.Contains(out, "(commit ") || !strings.Contains(out, "go1.") {
+			t.Errorf("%s --version: exit %d\n%s%s", filepath.Base(b), code, out, errOut)
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/gpuledger/gpuledger/internal/version"
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -73,8 +74,9 @@ type cli struct {
 func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	c := &cli{out: out, errOut: errOut}
 	root := &cobra.Command{
-		Use:   "gpuledger",
-		Short: "gpuledger records and verifies the custody of export-controlled GPUs",
+		Version: version.String(),
+		Use:     "gpuledger",
+		Short:   "gpuledger records and verifies the custody of export-controlled GPUs",
 		Long: `gpuledger is the command line of a gpuledger consortium. Participants use it to
 make keys, sign and submit custody events (manufacture, ship, receive, install,
 attest, decommission, destroy, report-lost) and import histories; auditors use

@@ -21,18 +21,21 @@ import (
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
 // eventTypes maps submit's subcommands to event types.
+// flags lists the flags beyond the common ones (--key, --serial, --country,
+// --site, --at, --reference) that each takes.
 var eventTypes = []struct {
 	name, help string
 	typ        pb.EventType
+	flags      []string
 }{
-	{"manufacture", "record that you made a GPU (manufacturers; needs --model)", pb.EventType_EVENT_TYPE_MANUFACTURED},
-	{"ship", "record that you shipped a GPU you hold to --to", pb.EventType_EVENT_TYPE_SHIPPED},
-	{"receive", "record that you took custody of a GPU", pb.EventType_EVENT_TYPE_RECEIVED},
-	{"install", "record that you installed a GPU you hold at --site", pb.EventType_EVENT_TYPE_INSTALLED},
-	{"attest", "attest that an installed GPU is still where it was installed", pb.EventType_EVENT_TYPE_ATTESTED},
-	{"decommission", "record that you took a GPU out of service", pb.EventType_EVENT_TYPE_DECOMMISSIONED},
-	{"destroy", "record that you destroyed a GPU you hold", pb.EventType_EVENT_TYPE_DESTROYED},
-	{"report-lost", "report a GPU lost", pb.EventType_EVENT_TYPE_REPORTED_LOST},
+	{"manufacture", "record that you made a GPU (manufacturers; needs --model)", pb.EventType_EVENT_TYPE_MANUFACTURED, []string{"model", "eccn", "parent"}},
+	{"ship", "record that you shipped a GPU you hold to --to", pb.EventType_EVENT_TYPE_SHIPPED, []string{"to", "license", "destination", "parent"}},
+	{"receive", "record that you took custody of a GPU", pb.EventType_EVENT_TYPE_RECEIVED, []string{"to", "parent"}},
+	{"install", "record that you installed a GPU you hold at --site", pb.EventType_EVENT_TYPE_INSTALLED, []string{"parent"}},
+	{"attest", "attest that an installed GPU is still where it was installed", pb.EventType_EVENT_TYPE_ATTESTED, nil},
+	{"decommission", "record that you took a GPU out of service", pb.EventType_EVENT_TYPE_DECOMMISSIONED, nil},
+	{"destroy", "record that you destroyed a GPU you hold", pb.EventType_EVENT_TYPE_DESTROYED, nil},
+	{"report-lost", "report a GPU lost", pb.EventType_EVENT_TYPE_REPORTED_LOST, nil},
 }
 
 type submitFlags struct {
@@ -63,16 +66,27 @@ named in the key file.`,
 		fl := sub.Flags()
 		fl.StringVar(&f.key, "key", "", "private key file of the actor (keygen, or DIR/keys/<id>.key of a dev node)")
 		fl.StringVar(&f.serial, "serial", "", "the GPU's serial number")
-		fl.StringVar(&f.to, "to", "", "counterparty: the consignee when shipping, the shipper when receiving")
 		fl.StringVar(&f.country, "country", "", "ISO 3166-1 alpha-2 country where it happened (default: the site's, else your registered country)")
 		fl.StringVar(&f.site, "site", "", "your site id where it happened (default: your first site)")
-		fl.StringVar(&f.model, "model", "", "GPU model (manufacture)")
-		fl.StringVar(&f.eccn, "eccn", "", "Export Control Classification Number, e.g. 3A090.a")
-		fl.StringVar(&f.license, "license", "", "export licence number covering a shipment")
-		fl.StringVar(&f.dest, "destination", "", "ISO 3166-1 alpha-2 country a shipment is bound for (default: the consignee's)")
 		fl.StringVar(&f.reference, "reference", "", "waybill, order or ticket number")
-		fl.StringVar(&f.parent, "parent", "", "serial of the server or board this GPU is inside")
 		fl.StringVar(&f.at, "at", "", "when it happened, RFC 3339 (default: now)")
+		extra := map[string]func(){
+			"to": func() {
+				help := "the consignee"
+				if et.typ == pb.EventType_EVENT_TYPE_RECEIVED {
+					help = "the shipper you received it from (optional)"
+				}
+				fl.StringVar(&f.to, "to", "", help)
+			},
+			"model":       func() { fl.StringVar(&f.model, "model", "", "GPU model, for example H100-SXM5-80GB (required)") },
+			"eccn":        func() { fl.StringVar(&f.eccn, "eccn", "", "Export Control Classification Number, e.g. 3A090.a") },
+			"license":     func() { fl.StringVar(&f.license, "license", "", "export licence number covering the shipment") },
+			"destination": func() { fl.StringVar(&f.dest, "destination", "", "ISO 3166-1 alpha-2 country the shipment is bound for (default: the consignee's)") },
+			"parent":      func() { fl.StringVar(&f.parent, "parent", "", "serial of the server or board this GPU is inside") },
+		}
+		for _, name := range et.flags {
+			extra[name]()
+		}
 		cmd.AddCommand(sub)
 	}
 	return cmd

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gpuledger/gpuledger/internal/version"
 	"github.com/gpuledger/gpuledger/node"
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/sumdb/note"
@@ -39,8 +40,9 @@ const DefaultListen = "127.0.0.1:7600"
 
 func run(ctx context.Context, args []string) error {
 	root := &cobra.Command{
-		Use:   "gpuledgerd",
-		Short: "gpuledgerd runs a gpuledger node",
+		Version: version.String(),
+		Use:     "gpuledgerd",
+		Short:   "gpuledgerd runs a gpuledger node",
 		Long: `gpuledgerd runs a gpuledger node: it holds the whole ledger in an embedded
 badger store, sequences writes through raft, and serves the LedgerService,
 AuditService, RegistryService and ClusterService over gRPC, with
