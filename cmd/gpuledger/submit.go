@@ -78,11 +78,13 @@ named in the key file.`,
 				}
 				fl.StringVar(&f.to, "to", "", help)
 			},
-			"model":       func() { fl.StringVar(&f.model, "model", "", "GPU model, for example H100-SXM5-80GB (required)") },
-			"eccn":        func() { fl.StringVar(&f.eccn, "eccn", "", "Export Control Classification Number, e.g. 3A090.a") },
-			"license":     func() { fl.StringVar(&f.license, "license", "", "export licence number covering the shipment") },
-			"destination": func() { fl.StringVar(&f.dest, "destination", "", "ISO 3166-1 alpha-2 country the shipment is bound for (default: the consignee's)") },
-			"parent":      func() { fl.StringVar(&f.parent, "parent", "", "serial of the server or board this GPU is inside") },
+			"model":   func() { fl.StringVar(&f.model, "model", "", "GPU model, for example H100-SXM5-80GB (required)") },
+			"eccn":    func() { fl.StringVar(&f.eccn, "eccn", "", "Export Control Classification Number, e.g. 3A090.a") },
+			"license": func() { fl.StringVar(&f.license, "license", "", "export licence number covering the shipment") },
+			"destination": func() {
+				fl.StringVar(&f.dest, "destination", "", "ISO 3166-1 alpha-2 country the shipment is bound for (default: the consignee's)")
+			},
+			"parent": func() { fl.StringVar(&f.parent, "parent", "", "serial of the server or board this GPU is inside") },
 		}
 		for _, name := range et.flags {
 			extra[name]()
