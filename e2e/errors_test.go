@@ -69,3 +69,47 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestImportSampleAndBadLines: the sample file the README imports goes in
+// whole and again as duplicates; an actor that is not a participant id is
+// refused before it becomes part of a key path; an over-long line is
+// reported by its number; an undated line re-imported is explained.
+func TestImportSampleAndBadLines(t *testing.T) {
+	d := startDev(t, t.TempDir())
+	keys := filepath.Join(d.dir, "keys")
+	sample := filepath.Join("..", "examples", "events.jsonl")
+	if out := d.cli(t, "import", sample, "--keys", keys, "-q"); !strings.Contains(out, "6 accepted (0 flagged), 0 already present, 0 rejected") {
+		t.Fatalf("import of the sample:\n%s", out)
+	}
+	if out := d.cli(t, "import", sample, "--keys", keys, "-q"); !strings.Contains(out, "0 accepted (0 flagged), 6 already present") {
+		t.Fatalf("re-import of the sample:\n%s", out)
+	}
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"a path in the actor", write("escape.jsonl", `{"serial":"X","type":"EVENT_TYPE_MANUFACTURED","actor":"../../etc/x","model":"H"}`+"\n"),
+			`line 1: actor "../../etc/x" is not a participant id`},
+		{"a line over 1 MiB", write("long.jsonl", `{"serial":"A","type":"EVENT_TYPE_MANUFACTURED","actor":"acme-gpu","model":"H"}`+"\n"+`{"serial":"`+strings.Repeat("x", 1<<20)+`"}`+"\n"),
+			"long.jsonl line 2: longer than 1 MiB; a line holds one event (nothing was submitted)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := run(t, bin.cli, "--node", d.addr, "import", tc.file, "--keys", keys, "-q")
+			if code == 0 || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("import: exit %d\n%s%s\nwant: %s", code, out, errOut, tc.want)
+			}
+		})
+	}
+	undated := write("undated.jsonl", `{"serial":"GPU-EX-0001","type":"EVENT_TYPE_ATTESTED","actor":"dc-frankfurt","prevEventHash":"`+strings.Repeat("A", 43)+`="}`+"\n")
+	_, errOut, _ := run(t, bin.cli, "--node", d.addr, "import", undated, "--keys", keys, "-q")
+	if !strings.Contains(errOut, "this line has no occurredAt, so it was dated now and signed anew") {
+		t.Fatalf("an undated stale line:\n%s", errOut)
+	}
+}

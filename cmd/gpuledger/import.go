@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/schollz/progressbar/v3"
@@ -58,9 +60,23 @@ already present.`,
 	return cmd
 }
 
+// importAdvice rewords a rejection's advice for an import line: the line's
+// fields, not submit's flags, are what to change.
+func importAdvice(e *pb.AppendError, undated bool) string {
+	msg := strings.ReplaceAll(e.GetMessage(), "check the clock or --at", "check the line's occurredAt")
+	switch {
+	case e.GetReason() == custody.ReasonStaleHead && undated:
+		msg += " (this line has no occurredAt, so it was dated now and signed anew: it is a new event, not the one already in the log; give every line an occurredAt to make re-imports idempotent)"
+	case e.GetReason() == custody.ReasonStaleHead:
+		msg = strings.ReplaceAll(msg, "fetch the head and sign again", "another event moved the serial's head; re-import the lines from here on")
+	}
+	return msg
+}
+
 type importLine struct {
-	line int
-	env  *pb.Envelope
+	line    int
+	env     *pb.Envelope
+	undated bool // the line had no occurredAt and was dated now
 }
 
 func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batch int, quiet bool) error {
@@ -91,6 +107,9 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 		if ks, ok := keySets[actor]; ok {
 			return ks, nil
 		}
+		if !custody.ValidParticipantID(actor) { // before it becomes part of a path
+			return nil, fmt.Errorf("actor %q is not a participant id ([a-z0-9][a-z0-9-]{1,62}); give each line the actor that signs it", actor)
+		}
 		ks, err := keys.ReadFile(filepath.Join(keyDir, actor+".key"))
 		if err != nil {
 			return nil, err
@@ -103,7 +122,9 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 	var lines []importLine
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for n := 1; sc.Scan(); n++ {
+	n := 0
+	for sc.Scan() {
+		n++
 		text := strings.TrimSpace(sc.Text())
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
@@ -119,7 +140,8 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 		if err != nil {
 			return fmt.Errorf("%s line %d: %w", path, n, err)
 		}
-		if ev.OccurredAt == nil {
+		undated := ev.OccurredAt == nil
+		if undated {
 			ev.OccurredAt = timestamppb.New(time.Now().UTC())
 		}
 		if ev.Location == nil {
@@ -148,9 +170,11 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 		raw, _ := dsse.Marshal(env)
 		h := sha256.Sum256(raw)
 		heads[ev.GetSerial()] = h[:]
-		lines = append(lines, importLine{line: n, env: env})
+		lines = append(lines, importLine{line: n, env: env, undated: undated})
 	}
-	if err := sc.Err(); err != nil {
+	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
+		return fmt.Errorf("%s line %d: longer than 1 MiB; a line holds one event (nothing was submitted)", path, n+1)
+	} else if err != nil {
 		return err
 	}
 	var bar *progressbar.ProgressBar
@@ -185,7 +209,7 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 			switch {
 			case r.GetError() != nil:
 				rejected++
-				fmt.Fprintf(c.errOut, "%s line %d: rejected: %s: %s\n", path, part[j].line, r.GetError().GetReason(), r.GetError().GetMessage())
+				fmt.Fprintf(c.errOut, "%s line %d: rejected: %s: %s\n", path, part[j].line, r.GetError().GetReason(), importAdvice(r.GetError(), part[j].undated))
 			case r.GetReceipt().GetDuplicate():
 				dups++
 			default:
