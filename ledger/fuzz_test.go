@@ -58,10 +58,10 @@ func FuzzApply(f *testing.F) {
 		if len(ops) > 200 {
 			return
 		}
-		cfg := ledger.DefaultConfig(t.TempDir())
+		cfg := ledger.DefaultConfig("")
 		cfg.Genesis, cfg.NodeSigner = testConsortium.Genesis, testConsortium.NodeSigner
 		cfg.Logger = slog.New(slog.DiscardHandler)
-		cfg.SyncWrites = false
+		cfg.SyncWrites, cfg.InMemory, cfg.MaxBatchBytes = false, true, 2<<20
 		l, err := ledger.Open(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -31,8 +31,12 @@ const (
 
 // Config configures a Ledger.
 type Config struct {
-	// Dir is the badger directory. Required.
+	// Dir is the badger directory. Required unless InMemory.
 	Dir string
+	// InMemory keeps the store in memory only, with a 16 MiB memtable, so
+	// MaxBatchBytes must be at most 2 MiB: for tests and fuzzing, where
+	// opening a store per input must be cheap.
+	InMemory bool
 	// Genesis is the genesis file's bytes (protojson gpuledger.v1.Genesis).
 	// Required when the store is new; when the store exists it must be empty
 	// or equal to the stored genesis.
@@ -79,8 +83,11 @@ func DefaultConfig(dir string) Config {
 
 // Validate reports what is wrong with c.
 func (c Config) Validate() error {
-	if c.Dir == "" {
+	if c.Dir == "" && !c.InMemory {
 		return errors.New("ledger config: Dir is required")
+	}
+	if c.InMemory && c.MaxBatchBytes > 2<<20 {
+		return errors.New("ledger config: an InMemory store takes batches of at most 2 MiB (MaxBatchBytes)")
 	}
 	if c.MaxEnvelopeBytes <= 0 || c.MaxBatchEnvelopes <= 0 || c.MaxBatchBytes <= 0 {
 		return errors.New("ledger config: MaxEnvelopeBytes, MaxBatchEnvelopes and MaxBatchBytes must be positive")
@@ -189,6 +196,10 @@ func badgerOptions(cfg Config) badger.Options {
 	// the memtable: 128 MiB gives room for MaxBatchBytes of envelopes plus the
 	// hashes and indexes written beside them.
 	o.MemTableSize = memTableBytes
+	if cfg.InMemory {
+		o = o.WithInMemory(true).WithDir("").WithValueDir("").WithMemTableSize(16 << 20).WithValueThreshold(1 << 20).
+			WithBlockCacheSize(1 << 20).WithIndexCacheSize(1 << 20).WithNumMemtables(1).WithNumLevelZeroTables(1).WithNumLevelZeroTablesStall(2)
+	}
 	return o
 }
 
