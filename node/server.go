@@ -25,7 +25,7 @@ const MaxRecvMsgBytes = ledger.DefaultMaxBatchBytes + 1<<20
 // raised its alarm and mark reads with the applied size and staleness.
 // Callers add their own (TLS, more interceptors).
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRecvMsgBytes), grpc.MaxSendMsgSize(64 << 20),
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRecvMsgBytes), grpc.MaxSendMsgSize(64 << 20), grpc.ForceServerCodecV2(newCanonicalCodec()),
 		grpc.ChainUnaryInterceptor(guardUnary), grpc.ChainStreamInterceptor(guardStream)}
 }
 
