@@ -374,7 +374,7 @@ func TestOwnConsortium(t *testing.T) {
 	}
 	d := startDaemon(t, dir, "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-a.key"))
 	d.cli(t, "submit", "manufacture", "--key", p("fab-one.key"), "--serial", "OWN-1", "--model", "B200")
-	if out := d.cli(t, "verify", "--genesis", p("genesis.json"), "OWN-1"); !strings.HasPrefix(out, "OK OWN-1: chain intact; 1 entries verified against checkpoint size 1 signed by [node-a]") {
+	if out := d.cli(t, "verify", "--genesis", p("genesis.json"), "OWN-1"); !strings.HasPrefix(out, "OK OWN-1: chain intact; 1 entry verified against checkpoint size 1 signed by [node-a]") {
 		t.Fatalf("verify:\n%s", out)
 	}
 	// A key readable by others is refused before anything is sent.

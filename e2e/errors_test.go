@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestErrorMessages: each mistake a new user made on the tour gets a message
@@ -111,5 +117,46 @@ func TestImportSampleAndBadLines(t *testing.T) {
 	_, errOut, _ := run(t, bin.cli, "--node", d.addr, "import", undated, "--keys", keys, "-q")
 	if !strings.Contains(errOut, "this line has no occurredAt, so it was dated now and signed anew") {
 		t.Fatalf("an undated stale line:\n%s", errOut)
+	}
+}
+
+// TestGapsOutput: gaps --watch -o json writes JSON Lines as findings arise;
+// gaps --limit says when more findings match than it shows.
+func TestGapsOutput(t *testing.T) {
+	d := startDev(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	watch := exec.CommandContext(ctx, bin.cli, "--node", d.addr, "gaps", "--watch", "-o", "json")
+	stdout, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchErr := new(syncBuffer)
+	watch.Stderr = watchErr
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { watch.Process.Kill(); watch.Wait() }()
+	for !strings.Contains(watchErr.String(), "watching") && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, sn := range []string{"W-1", "W-2"} {
+		d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", sn, "--model", "H100", "--at", "2026-11-01T00:00:00Z")
+		d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", sn, "--to", "eu-dist", "--at", "2026-11-01T01:00:00Z")
+		d.cli(t, "submit", "receive", "--key", d.key("us-dist"), "--serial", sn, "--at", fmt.Sprintf("2026-11-0%dT00:00:00Z", i+3))
+	}
+	sc := bufio.NewScanner(stdout)
+	for _, want := range []string{"W-1", "W-2"} {
+		if !sc.Scan() {
+			t.Fatalf("gaps --watch -o json ended: %v\n%s", sc.Err(), watchErr.String())
+		}
+		var f finding
+		if err := json.Unmarshal(sc.Bytes(), &f); err != nil || f.Serial != want || f.Kind != "FINDING_KIND_RECEIVER_MISMATCH" {
+			t.Fatalf("line %q: %v; want one JSON finding of %s per line", sc.Text(), err, want)
+		}
+	}
+	_, errOut, code := run(t, bin.cli, "--node", d.addr, "gaps", "--limit", "1", "--kind", "receiver_mismatch")
+	if code != 0 || !strings.Contains(errOut, "1 finding shown; more match (raise --limit") {
+		t.Fatalf("gaps --limit 1: exit %d\n%s", code, errOut)
 	}
 }

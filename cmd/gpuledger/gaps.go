@@ -11,6 +11,9 @@ import (
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -83,11 +86,12 @@ example --kind silent --kind handoff_unconfirmed --min-severity high.`,
 					break
 				}
 			}
+			more := req.PageToken != "" || len(all) > limit
 			if len(all) > limit {
 				all = all[:limit]
 			}
 			if c.json() {
-				return c.printJSON(&pb.ListFindingsResponse{Findings: all})
+				return c.printJSON(&pb.ListFindingsResponse{Findings: all, NextPageToken: req.GetPageToken()})
 			}
 			w := c.table()
 			fmt.Fprintln(w, "ID\tKIND\tSEVERITY\tSERIAL\tWHEN\tCOUNTRY\tSUMMARY")
@@ -97,7 +101,11 @@ example --kind silent --kind handoff_unconfirmed --min-severity high.`,
 			if err := w.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.errOut, "%d findings\n", len(all))
+			if more {
+				fmt.Fprintf(c.errOut, "%s shown; more match (raise --limit, or narrow with --kind, --serial, --country)\n", plural(len(all), "finding"))
+			} else {
+				fmt.Fprintf(c.errOut, "%s\n", plural(len(all), "finding"))
+			}
 			return nil
 		},
 	}
@@ -147,12 +155,17 @@ func (c *cli) watchGaps(ctx context.Context, kinds []pb.FindingKind, sev pb.Seve
 			if ctx.Err() != nil {
 				return nil
 			}
+			if status.Code(err) == codes.Unavailable {
+				return fmt.Errorf("the node at %s closed the stream (it stopped or restarted); run gaps --watch again to resume", c.node)
+			}
 			return err
 		}
-		if c.json() {
-			if err := c.printJSON(r.GetFinding()); err != nil {
+		if c.json() { // JSON Lines: one finding a line
+			b, err := protojson.Marshal(r.GetFinding())
+			if err != nil {
 				return err
 			}
+			fmt.Fprintf(c.out, "%s\n", b)
 			continue
 		}
 		printFinding(c.out, r.GetFinding())

@@ -359,10 +359,13 @@ func interactive(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// plural is "1 thing" or "n things".
+// plural is "1 thing" or "n things" ("entry", "entries").
 func plural(n int, thing string) string {
 	if n == 1 {
 		return "1 " + thing
+	}
+	if strings.HasSuffix(thing, "y") && !strings.HasSuffix(thing, "ey") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(thing, "y"))
 	}
 	return fmt.Sprintf("%d %ss", n, thing)
 }

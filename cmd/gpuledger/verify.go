@@ -104,8 +104,8 @@ and prints the custody story.`,
 				return err
 			}
 			open := rep.OpenFindings(time.Now())
-			fmt.Fprintf(c.out, "OK %s: chain intact; %d entries verified against checkpoint size %d signed by %v; %s\n",
-				rep.Serial, len(rep.Entries), rep.Checkpoint.Size, rep.Checkpoint.Signers, plural(len(open), "open finding"))
+			fmt.Fprintf(c.out, "OK %s: chain intact; %s verified against checkpoint size %d signed by %v; %s\n",
+				rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers, plural(len(open), "open finding"))
 			for _, f := range open {
 				fmt.Fprintf(c.out, "  finding %s %s: %s\n", trimEnum(f.GetSeverity().String(), "SEVERITY_"), gaps.Name(f.GetKind()), f.GetSummary())
 			}
@@ -220,7 +220,7 @@ func (c *cli) verifyPassport(file, genesis string, minSigners int) error {
 		fmt.Fprintf(c.out, "FAILED %s: %v\n", file, err)
 		return errSilent
 	}
-	fmt.Fprintf(c.out, "OK passport of %s: %d entries verified offline against checkpoint size %d signed by %v\n", rep.Serial, len(rep.Entries), rep.Checkpoint.Size, rep.Checkpoint.Signers)
+	fmt.Fprintf(c.out, "OK passport of %s: %s verified offline against checkpoint size %d signed by %v\n", rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers)
 	if pinned == nil {
 		fmt.Fprintf(c.out, "  (the passport's own genesis was trusted; pin yours with --genesis)\n")
 	}
