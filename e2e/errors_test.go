@@ -47,6 +47,8 @@ func TestErrorMessages(t *testing.T) {
 		{"a node given as a URL", []string{"--node", "http://" + d.addr, "serial", "GPU-1"}, "give host:port (for example 127.0.0.1:7600), not a URL"},
 		{"a flag another event takes", append(node, "submit", "receive", "--key", d.key("eu-dist"), "--serial", "GPU-1", "--model", "H100"),
 			"unknown flag: --model"},
+		{"a network flag on an offline command", []string{"--node", d.addr, "keygen", "--participant", "x-co", "--out", filepath.Join(dir, "x.key")},
+			"gpuledger keygen works on files alone and talks to no node: drop --node"},
 		{"no node at the address", []string{"--node", "127.0.0.1:1", "serial", "GPU-1"}, "no node answers at 127.0.0.1:1: start one (make run), or give its host:port with --node"},
 	}
 	for _, tc := range tests {

@@ -24,8 +24,11 @@ func TestRegistryCLI(t *testing.T) {
 			t.Fatalf("gpuledger %s: exit %d, want %d with %q\n%s%s", strings.Join(args, " "), code, wantCode, want, out, errOut)
 		}
 	}
-	d.cli(t, "keygen", "--participant", "sg-trader", "--out", p("sg1.key"))
-	d.cli(t, "keygen", "--participant", "sg-trader", "--out", p("sg2.key"))
+	for _, k := range []string{"sg1.key", "sg2.key"} {
+		if out, errOut, code := run(t, bin.cli, "keygen", "--participant", "sg-trader", "--out", p(k)); code != 0 {
+			t.Fatalf("keygen: exit %d\n%s%s", code, out, errOut)
+		}
+	}
 
 	// A dry run changes nothing.
 	out, errOut, code := run(t, bin.cli, "--node", d.addr, "registry", "add-participant", "--key", reg, "--id", "sg-trader", "--role", "distributor",

@@ -106,6 +106,10 @@ else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
 		participantsCmd(c), policyCmd(c), serialsCmd(c))
 	for _, cmd := range root.Commands() {
 		groupOnly(cmd)
+		switch cmd.Name() {
+		case "keygen", "nodekey", "genesis":
+			offline(cmd)
+		}
 	}
 	root.SetArgs(args)
 	root.SetOut(out)
@@ -142,6 +146,31 @@ func groupOnly(cmd *cobra.Command) {
 	cmd.FParseErrWhitelist.UnknownFlags = true
 	for _, sub := range cmd.Commands() {
 		groupOnly(sub)
+	}
+}
+
+// networkFlags are the root's flags that only commands talking to a node use.
+var networkFlags = []string{"node", "timeout", "min-index"}
+
+// offline marks a command that works on files alone: its help does not show
+// the network flags, and giving one is an error rather than silently unused.
+func offline(cmd *cobra.Command) {
+	help := cmd.HelpFunc()
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		for _, n := range networkFlags {
+			if f := c.Root().PersistentFlags().Lookup(n); f != nil {
+				f.Hidden = true
+			}
+		}
+		help(c, args)
+	})
+	cmd.PersistentPreRunE = func(c *cobra.Command, args []string) error {
+		for _, n := range networkFlags {
+			if f := c.Root().PersistentFlags().Lookup(n); f != nil && f.Changed {
+				return fmt.Errorf("%s works on files alone and talks to no node: drop --%s", c.CommandPath(), n)
+			}
+		}
+		return nil
 	}
 }
 
