@@ -461,6 +461,17 @@ func TestSimulateCLI(t *testing.T) {
 	if !strings.Contains(got, "clean serials with findings: 0 of 285") || !strings.Contains(got, "IMPOSSIBLE_TRAVEL") {
 		t.Fatalf("simulate --check:\n%s", got)
 	}
+	var js struct {
+		OK    bool `json:"ok"`
+		Kinds []struct {
+			Kind   string  `json:"kind"`
+			Recall float64 `json:"recall"`
+		} `json:"kinds"`
+		CleanSerials int `json:"cleanSerials"`
+	}
+	if err := json.Unmarshal([]byte(d.cli(t, "simulate", "--check", "--out", out, "-o", "json")), &js); err != nil || !js.OK || js.CleanSerials != 285 || len(js.Kinds) < 10 {
+		t.Fatalf("simulate --check -o json: %+v, %v", js, err)
+	}
 	// A second run with another seed reuses the registered participants' keys.
 	d.cli(t, "simulate", "--keys", filepath.Join(d.dir, "keys"), "--serials", "50", "--seed", "6", "--out", out)
 	if got := d.cli(t, "simulate", "--check", "--out", out); !strings.Contains(got, "clean serials with findings: 0 of") {

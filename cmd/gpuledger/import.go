@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -226,8 +227,17 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 	if bar != nil {
 		bar.Finish()
 	}
-	fmt.Fprintf(c.out, "imported %s: %d accepted (%d flagged), %d already present, %d rejected, in %v\n",
-		path, accepted, flagged, dups, rejected, time.Since(start).Round(time.Millisecond))
+	if c.json() {
+		b, err := json.MarshalIndent(map[string]any{"file": path, "accepted": accepted, "flagged": flagged, "alreadyPresent": dups,
+			"rejected": rejected, "seconds": time.Since(start).Seconds()}, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "%s\n", b)
+	} else {
+		fmt.Fprintf(c.out, "imported %s: %d accepted (%d flagged), %d already present, %d rejected, in %v\n",
+			path, accepted, flagged, dups, rejected, time.Since(start).Round(time.Millisecond))
+	}
 	if rejected > 0 {
 		return errSilent
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -60,6 +61,23 @@ when every planted finding is found and nothing else.`,
 				rep, err := simulate.Check(cmd.Context(), conn, truth)
 				if err != nil {
 					return err
+				}
+				if c.json() {
+					b, err := json.MarshalIndent(struct {
+						OK                bool                 `json:"ok"`
+						Kinds             []simulate.KindScore `json:"kinds"`
+						CleanSerials      int                  `json:"cleanSerials"`
+						CleanWithFindings map[string][]string  `json:"cleanWithFindings"`
+						Findings          int                  `json:"findings"`
+					}{rep.OK(), rep.Kinds, len(truth.Clean), rep.CleanWithFindings, rep.Findings}, "", "  ")
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c.out, "%s\n", b)
+					if !rep.OK() {
+						return errSilent
+					}
+					return nil
 				}
 				w := c.table()
 				fmt.Fprintln(w, "KIND\tPLANTED\tFOUND\tFALSE\tPRECISION\tRECALL")

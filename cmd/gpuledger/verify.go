@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/encoding/protojson"
 	"io"
 	"os"
 	"time"
@@ -98,22 +100,33 @@ and prints the custody story.`,
 				var f *verify.Failure
 				var fork *verify.ForkError
 				if errors.As(err, &f) || errors.As(err, &fork) {
-					fmt.Fprintf(c.out, "FAILED %s: %v\n", args[0], err)
-					return errSilent
+					return c.verdict(verdict{Serial: args[0], Error: err.Error()}, func() { fmt.Fprintf(c.out, "FAILED %s: %v\n", args[0], err) })
 				}
 				return err
 			}
 			open := rep.OpenFindings(time.Now())
-			fmt.Fprintf(c.out, "OK %s: chain intact; %s verified against checkpoint size %d signed by %v; %s\n",
-				rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers, plural(len(open), "open finding"))
-			for _, f := range open {
-				fmt.Fprintf(c.out, "  finding %s %s: %s\n", trimEnum(f.GetSeverity().String(), "SEVERITY_"), gaps.Name(f.GetKind()), f.GetSummary())
-			}
 			defer func() {
 				if failOnFindings && len(open) > 0 && err == nil {
 					err = exitCode(3)
 				}
 			}()
+			if c.json() {
+				vd := verdict{OK: true, Serial: rep.Serial, Entries: uint64(len(rep.Entries)), CheckpointSize: rep.Checkpoint.Size,
+					Signers: rep.Checkpoint.Signers, Story: rep.Story()}
+				if rep.Trusted != nil {
+					vd.ConsistentWithSize = &rep.Trusted.Size
+				}
+				for _, f := range open {
+					b, _ := protojson.Marshal(f)
+					vd.OpenFindings = append(vd.OpenFindings, b)
+				}
+				return c.verdict(vd, nil)
+			}
+			fmt.Fprintf(c.out, "OK %s: chain intact; %s verified against checkpoint size %d signed by %v; %s\n",
+				rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers, plural(len(open), "open finding"))
+			for _, f := range open {
+				fmt.Fprintf(c.out, "  finding %s %s: %s\n", trimEnum(f.GetSeverity().String(), "SEVERITY_"), gaps.Name(f.GetKind()), f.GetSummary())
+			}
 			if rep.Trusted != nil {
 				fmt.Fprintf(c.out, "  the checkpoint extends the one verified before (size %d): consistency proved\n", rep.Trusted.Size)
 			} else {
@@ -179,21 +192,67 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 	}
 	bar.Finish()
 	elapsed := time.Since(start)
+	vd := verdict{Entries: rep.Entries, Serials: rep.Serials, RegistryChanges: rep.Registry, CheckpointSize: cp.Size, Signers: cp.Signers,
+		Seconds: elapsed.Seconds(), EntriesPerSecond: float64(rep.Entries) / elapsed.Seconds()}
+	if trusted != nil {
+		vd.ConsistentWithSize = &trusted.Size
+	}
 	switch {
 	case !rep.OK():
-		fmt.Fprintf(c.out, "FAILED: entry %d: %s (%d problems)\n", rep.First(), rep.FirstProblem(), len(rep.Failures))
-		return errSilent
+		vd.Error = fmt.Sprintf("entry %d: %s (%d problems)", rep.First(), rep.FirstProblem(), len(rep.Failures))
 	case rep.Entries != cp.Size:
-		fmt.Fprintf(c.out, "FAILED: the node streamed %d entries; its checkpoint commits to %d\n", rep.Entries, cp.Size)
-		return errSilent
+		vd.Error = fmt.Sprintf("the node streamed %d entries; its checkpoint commits to %d", rep.Entries, cp.Size)
 	case rep.Root != cp.Root:
-		fmt.Fprintf(c.out, "FAILED: the entries hash to root %x; the signed checkpoint says %x\n", rep.Root[:], cp.Root[:])
-		return errSilent
+		vd.Error = fmt.Sprintf("the entries hash to root %x; the signed checkpoint says %x", rep.Root[:], cp.Root[:])
+	default:
+		vd.OK = true
 	}
-	fmt.Fprintf(c.out, "OK: %d entries (%d serials, %d registry changes) verified against checkpoint size %d signed by %v in %v (%.0f entries/s)\n",
-		rep.Entries, rep.Serials, rep.Registry, cp.Size, cp.Signers, elapsed.Round(time.Millisecond), float64(rep.Entries)/elapsed.Seconds())
-	if trusted != nil {
-		fmt.Fprintf(c.out, "  the checkpoint extends the one verified before (size %d): consistency proved\n", trusted.Size)
+	return c.verdict(vd, func() {
+		if !vd.OK {
+			fmt.Fprintf(c.out, "FAILED: %s\n", vd.Error)
+			return
+		}
+		fmt.Fprintf(c.out, "OK: %s (%s, %s) verified against checkpoint size %d signed by %v in %v (%.0f entries/s)\n",
+			plural(int(rep.Entries), "entry"), plural(rep.Serials, "serial"), plural(rep.Registry, "registry change"), cp.Size, cp.Signers,
+			elapsed.Round(time.Millisecond), vd.EntriesPerSecond)
+		if trusted != nil {
+			fmt.Fprintf(c.out, "  the checkpoint extends the one verified before (size %d): consistency proved\n", trusted.Size)
+		}
+	})
+}
+
+// verdict is what verify prints with -o json: one object, ok or not.
+type verdict struct {
+	OK                 bool              `json:"ok"`
+	Serial             string            `json:"serial,omitempty"`
+	Passport           string            `json:"passport,omitempty"`
+	Error              string            `json:"error,omitempty"`
+	Entries            uint64            `json:"entries"`
+	Serials            int               `json:"serials,omitempty"`
+	RegistryChanges    int               `json:"registryChanges,omitempty"`
+	CheckpointSize     uint64            `json:"checkpointSize,omitempty"`
+	Signers            []string          `json:"signers,omitempty"`
+	ConsistentWithSize *uint64           `json:"consistentWithSize,omitempty"`
+	OpenFindings       []json.RawMessage `json:"openFindings,omitempty"`
+	Story              []string          `json:"story,omitempty"`
+	Seconds            float64           `json:"seconds,omitempty"`
+	EntriesPerSecond   float64           `json:"entriesPerSecond,omitempty"`
+}
+
+// verdict prints v as JSON (-o json) or runs text, and returns errSilent
+// when the verdict is a failure.
+func (c *cli) verdict(v verdict, text func()) error {
+	if c.json() {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "%s\n", b)
+	} else if text != nil {
+		text()
+	}
+	if !v.OK {
+		return errSilent
 	}
 	return nil
 }
@@ -211,21 +270,21 @@ func (c *cli) verifyPassport(file, genesis string, minSigners int) error {
 		}
 	}
 	p, err := verify.ParsePassport(b)
-	if err != nil {
-		fmt.Fprintf(c.out, "FAILED %s: %v\n", file, err)
-		return errSilent
+	if err == nil {
+		var rep *verify.SerialReport
+		if rep, err = verify.Passport(p, pinned, minSigners); err == nil {
+			vd := verdict{OK: true, Passport: file, Serial: rep.Serial, Entries: uint64(len(rep.Entries)), CheckpointSize: rep.Checkpoint.Size,
+				Signers: rep.Checkpoint.Signers, Story: rep.Story()}
+			return c.verdict(vd, func() {
+				fmt.Fprintf(c.out, "OK passport of %s: %s verified offline against checkpoint size %d signed by %v\n", rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers)
+				if pinned == nil {
+					fmt.Fprintf(c.out, "  (the passport's own genesis was trusted; pin yours with --genesis)\n")
+				}
+				for _, line := range rep.Story() {
+					fmt.Fprintln(c.out, "  "+line)
+				}
+			})
+		}
 	}
-	rep, err := verify.Passport(p, pinned, minSigners)
-	if err != nil {
-		fmt.Fprintf(c.out, "FAILED %s: %v\n", file, err)
-		return errSilent
-	}
-	fmt.Fprintf(c.out, "OK passport of %s: %s verified offline against checkpoint size %d signed by %v\n", rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers)
-	if pinned == nil {
-		fmt.Fprintf(c.out, "  (the passport's own genesis was trusted; pin yours with --genesis)\n")
-	}
-	for _, line := range rep.Story() {
-		fmt.Fprintln(c.out, "  "+line)
-	}
-	return nil
+	return c.verdict(verdict{Passport: file, Error: err.Error()}, func() { fmt.Fprintf(c.out, "FAILED %s: %v\n", file, err) })
 }

@@ -409,9 +409,12 @@ func (s *sim) submit(ctx context.Context) error {
 
 // KindScore is precision and recall of one finding kind.
 type KindScore struct {
-	Kind                  string
-	Planted, Found, False int
-	Precision, Recall     float64
+	Kind      string  `json:"kind"`
+	Planted   int     `json:"planted"`
+	Found     int     `json:"found"`
+	False     int     `json:"false"`
+	Precision float64 `json:"precision"`
+	Recall    float64 `json:"recall"`
 }
 
 // Report compares the node's findings with the ground truth.
