@@ -26,6 +26,22 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// peerProblem says in words why a peer did not cosign, without nesting
+// gRPC's "rpc error: code = ... desc = ..." text in the message a client gets.
+func peerProblem(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	switch st.Code() {
+	case codes.DeadlineExceeded:
+		return "did not answer in time"
+	case codes.Unavailable:
+		return "unreachable or not serving (" + st.Message() + ")"
+	}
+	return strings.ToLower(st.Code().String()) + ": " + st.Message()
+}
+
 // Metadata keys.
 const (
 	// mdForwarded marks a write a follower forwarded to the leader; the
@@ -259,7 +275,7 @@ func (n *Node) cosigned(ctx context.Context, k int) (*pb.Checkpoint, error) {
 	for ; asked > 0 && len(orgs) < k; asked-- {
 		a := <-answers
 		if a.err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", a.name, a.err))
+			problems = append(problems, fmt.Sprintf("%s: %s", a.name, peerProblem(a.err)))
 			continue
 		}
 		org := operatorOf(reg, a.name)

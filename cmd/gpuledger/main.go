@@ -327,10 +327,14 @@ func (c *cli) table() *tabwriter.Writer { return tabwriter.NewWriter(c.out, 0, 4
 // describe turns an error into one line: for gRPC errors the code, the
 // ErrorInfo reason and the server's message.
 func describe(err error) string {
-	st, ok := status.FromError(err)
-	if !ok {
+	// A gRPC error wrapped in context ("lines 3 to 9: ...") keeps the
+	// context and is rendered once, not as gRPC's "rpc error: code = ...".
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
 		return err.Error()
 	}
+	prefix := strings.TrimSuffix(err.Error(), se.(error).Error())
+	st := se.GRPCStatus()
 	reason := ""
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
@@ -339,9 +343,9 @@ func describe(err error) string {
 	}
 	msg := st.Message()
 	if reason != "" {
-		return fmt.Sprintf("%s (%s): %s", st.Code(), reason, msg)
+		return fmt.Sprintf("%s%s (%s): %s", prefix, st.Code(), reason, msg)
 	}
-	return fmt.Sprintf("%s: %s", st.Code(), msg)
+	return fmt.Sprintf("%s%s: %s", prefix, st.Code(), msg)
 }
 
 // retryable reports whether a failed append may be sent again: the node
