@@ -14,7 +14,8 @@ BENCHTIME ?=
 .PHONY: help build run cluster test test-simulate test-short fuzz bench lint generate checkgenerate tools clean
 
 help: ## show this help
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}' | \
+	  sed -e 's|$$(LISTEN)|$(LISTEN)|g' -e 's|$$(DATA)|$(DATA)|g' -e 's|$$(FUZZTIME)|$(FUZZTIME)|g' -e 's|FUZZTIME (default 10s)|FUZZTIME ($(FUZZTIME))|g'
 
 tools: $(TOOL_BINS) ## build the pinned tools (buf, protoc plugins, grpcurl) into ./bin
 
@@ -36,8 +37,8 @@ build: ## build gpuledgerd and gpuledger into ./bin
 run: build ## run a development node (embedded badger, dev consortium) on $(LISTEN)
 	$(BIN)/gpuledgerd dev --data $(DATA) --listen $(LISTEN)
 
-cluster: build ## run three nodes of a development consortium on 127.0.0.1:7601-7603
-	BIN=bin scripts/cluster.sh .gpuledger-cluster
+cluster: build ## run three nodes of a development consortium on 127.0.0.1:7601-7603 (Ctrl-C stops them)
+	@BIN=bin scripts/cluster.sh .gpuledger-cluster || [ $$? -eq 130 ]
 
 test: tools ## run every test with the race detector, then a short fuzz run
 	GPULEDGER_GRPCURL=$(BIN)/grpcurl $(GO) test -race -count=1 ./...

@@ -623,10 +623,33 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	w.seen[key] = &repeat{last: now}
 	w.mu.Unlock()
+	level, msg := hclogLevel(msg)
 	if again > 0 {
-		w.l.Warn(msg, "component", "raft", "repeated", again)
+		w.l.Log(context.Background(), level, msg, "component", "raft", "repeated", again)
 	} else {
-		w.l.Warn(msg, "component", "raft")
+		w.l.Log(context.Background(), level, msg, "component", "raft")
 	}
 	return len(p), nil
+}
+
+var hclogPrefix = regexp.MustCompile(`^(?:\S+ )?\[(ERROR|WARN|INFO|DEBUG|TRACE)\] *`)
+
+// hclogLevel reads the level hclog wrote into a line ("[WARN]  raft: ...",
+// maybe after a timestamp) and returns it with the line less that prefix;
+// a line without one is a warning.
+func hclogLevel(line string) (slog.Level, string) {
+	m := hclogPrefix.FindStringSubmatch(line)
+	if m == nil {
+		return slog.LevelWarn, line
+	}
+	rest := line[len(m[0]):]
+	switch m[1] {
+	case "ERROR":
+		return slog.LevelError, rest
+	case "INFO":
+		return slog.LevelInfo, rest
+	case "DEBUG", "TRACE":
+		return slog.LevelDebug, rest
+	}
+	return slog.LevelWarn, rest
 }

@@ -8,7 +8,9 @@ dir=${1:-.gpuledger-cluster}
 bin=${BIN:-bin}
 # Create the consortium (once) and read the three nodes' serve commands.
 mapfile -t cmds < <("$bin/gpuledgerd" dev --data "$dir" --nodes 3 | tee /dev/stderr | grep '^gpuledgerd serve')
-trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
+stop() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
+trap stop EXIT
+trap 'echo; echo "stopping the cluster"; exit 0' INT TERM
 for i in "${!cmds[@]}"; do
   # shellcheck disable=SC2086 # the printed command is split into its words
   "$bin/"${cmds[$i]} --log-level warn 2>>"$dir/node-$((i + 1)).log" &
