@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/verify"
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 )
 
@@ -41,7 +44,7 @@ DIR is the node's --data directory (for a development node, its DIR/node).`,
 					return fmt.Errorf("no ledger in %s (give the node's --data directory)", data)
 				}
 			}
-			return runCheck(cmd.Context(), dir, cmd.OutOrStdout())
+			return runCheck(cmd.Context(), dir, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", "gpuledger-data", "the node's data directory")
@@ -50,7 +53,7 @@ DIR is the node's --data directory (for a development node, its DIR/node).`,
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func runCheck(ctx context.Context, dir string, out interface{ Write([]byte) (int, error) }) error {
+func runCheck(ctx context.Context, dir string, out, errOut io.Writer) error {
 	cfg := ledger.DefaultConfig(dir)
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	l, err := ledger.Open(ctx, cfg)
@@ -65,7 +68,7 @@ func runCheck(ctx context.Context, dir string, out interface{ Write([]byte) (int
 		return err
 	}
 	defer l.Close()
-	if err := l.CheckStore(ctx, nil); err != nil {
+	if err := l.CheckStore(ctx, progress(errOut, "1/2 checking the store", l.Size())); err != nil {
 		var ce *ledger.CorruptError
 		if errors.As(err, &ce) {
 			fmt.Fprintf(out, "FAILED: %v\n", err)
@@ -98,7 +101,7 @@ func runCheck(ctx context.Context, dir string, out interface{ Write([]byte) (int
 			return nil, nil
 		}
 		return e, nil
-	}, nil)
+	}, progress(errOut, "2/2 verifying signatures and chains", l.Size()))
 	if err != nil {
 		return err
 	}
@@ -115,8 +118,45 @@ func runCheck(ctx context.Context, dir string, out interface{ Write([]byte) (int
 		fmt.Fprintf(out, "FAILED: the entries hash to root %x; the store's tree to %x\n", rep.Root[:], root[:])
 		return errFailed
 	}
-	fmt.Fprintf(out, "OK: %d entries, %d serials, %d registry changes; root %x\n", rep.Entries, rep.Serials, rep.Registry, root[:])
+	fmt.Fprintf(out, "OK: %s, %s, %s; root %x\n", count(int(rep.Entries), "entry", "entries"), count(rep.Serials, "serial", "serials"),
+		count(rep.Registry, "registry change", "registry changes"), root[:])
 	return nil
 }
 
 var errFailed = errors.New("the store check failed")
+
+// count is "1 entry" or "n entries".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// progress reports a phase's progress on w: a progress bar on a terminal,
+// else a line at each quarter.
+func progress(w io.Writer, phase string, total uint64) func(uint64) {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			bar := progressbar.NewOptions64(int64(total), progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(phase),
+				progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("entries"),
+				progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+			return func(n uint64) {
+				bar.Set64(int64(n))
+				if n >= total {
+					bar.Finish()
+				}
+			}
+		}
+	}
+	next := uint64(0)
+	return func(n uint64) {
+		if total == 0 || n*4 < next*total {
+			return
+		}
+		for n*4 >= next*total && next <= 4 {
+			next++
+		}
+		fmt.Fprintf(w, "%s: %d of %d entries\n", phase, n, total)
+	}
+}
