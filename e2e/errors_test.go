@@ -202,3 +202,16 @@ func TestJSONOutput(t *testing.T) {
 		t.Fatalf("verify --passport -o json: %+v, %v", v, err)
 	}
 }
+
+// TestSafeOutput: text a participant wrote is printed with control
+// characters escaped, so a model that carries terminal escapes cannot clear
+// the screen or print in colour what the ledger never said.
+func TestSafeOutput(t *testing.T) {
+	d := startDev(t, t.TempDir())
+	evil := "H100\x1b[2J\x1b[31mSEIZED BY CUSTOMS\x1b[0m"
+	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", "ESC-1", "--model", evil, "--eccn", "3A090\r")
+	out := d.cli(t, "serial", "ESC-1")
+	if strings.ContainsAny(out, "\x1b\r") || !strings.Contains(out, `H100\x1b[2J\x1b[31mSEIZED BY CUSTOMS\x1b[0m`) || !strings.Contains(out, `3A090\x0d`) {
+		t.Fatalf("gpuledger serial printed a participant's control characters:\n%q", out)
+	}
+}
