@@ -329,19 +329,7 @@ func TestAdversaryCLI(t *testing.T) {
 // TestGenesisUnknownCountryRefused: a genesis naming a participant in ZZ
 // founds no ledger; the daemon says which country.
 func TestGenesisUnknownCountryRefused(t *testing.T) {
-	dir := t.TempDir()
-	p := func(name string) string { return filepath.Join(dir, name) }
-	cli := func(args ...string) {
-		t.Helper()
-		if out, errOut, code := run(t, bin.cli, args...); code != 0 {
-			t.Fatalf("gpuledger %v: exit %d\n%s%s", args, code, out, errOut)
-		}
-	}
-	cli("keygen", "--participant", "authority", "--out", p("authority.key"))
-	cli("nodekey", "--name", "node-a", "--out", p("node-a.key"))
-	cli("genesis", "create", "--out", p("genesis.json"), "--name", "zz-consortium")
-	cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "authority", "--role", "regulator", "--country", "US", "--pub", p("authority.key.pub"))
-	cli("genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
+	p := oneNodeGenesis(t)
 	// The CLI refuses it where it is written.
 	if _, errOut, code := run(t, bin.cli, "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "zz-front", "--role", "distributor",
 		"--country", "ZZ", "--pub", p("authority.key.pub")); code == 0 || !strings.Contains(errOut, `--country "ZZ" is not an ISO 3166-1 alpha-2 country code`) {

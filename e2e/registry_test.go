@@ -140,26 +140,14 @@ func TestRegistryCLI(t *testing.T) {
 // not list refuses to start, naming the key and the nodes it knows, instead
 // of serving checkpoints no verifier would accept.
 func TestForeignNodeKeyRefused(t *testing.T) {
-	dir := t.TempDir()
-	p := func(name string) string { return filepath.Join(dir, name) }
-	cli := func(args ...string) {
-		t.Helper()
-		if out, errOut, code := run(t, bin.cli, args...); code != 0 {
-			t.Fatalf("gpuledger %v: exit %d\n%s%s", args, code, out, errOut)
-		}
-	}
-	cli("keygen", "--participant", "authority", "--out", p("authority.key"))
-	cli("nodekey", "--name", "node-a", "--out", p("node-a.key"))
-	cli("nodekey", "--name", "node-b", "--out", p("node-b.key"))
-	cli("genesis", "create", "--out", p("genesis.json"), "--name", "one-node")
-	cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "authority", "--role", "regulator", "--country", "US", "--pub", p("authority.key.pub"))
-	cli("genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
+	p := oneNodeGenesis(t)
+	mustRun(t, bin.cli, "nodekey", "--name", "node-b", "--out", p("node-b.key"))
 	out, errOut, code := run(t, bin.daemon, "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-b.key"), "--listen", "127.0.0.1:0")
 	if code == 0 || !strings.Contains(errOut, "the node key node-b+") || !strings.Contains(errOut, "whose nodes are node-a (authority)") {
 		t.Fatalf("serve with a foreign node key: exit %d\n%s%s", code, out, errOut)
 	}
 	// The genesis's own key serves.
-	d := startDaemon(t, dir, "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-a.key"))
+	d := startDaemon(t, p(""), "serve", "--data", p("data"), "--genesis", p("genesis.json"), "--node-key", p("node-a.key"))
 	d.cli(t, "checkpoint")
 }
 
@@ -170,14 +158,7 @@ func TestForeignNodeKeyRefused(t *testing.T) {
 func TestGenesisChecks(t *testing.T) {
 	dir := t.TempDir()
 	p := func(name string) string { return filepath.Join(dir, name) }
-	cli := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := run(t, bin.cli, args...)
-		if code != 0 {
-			t.Fatalf("gpuledger %v: exit %d\n%s%s", args, code, out, errOut)
-		}
-		return out
-	}
+	cli := func(args ...string) string { t.Helper(); return mustRun(t, bin.cli, args...) }
 	refused := func(want string, args ...string) {
 		t.Helper()
 		before, _ := os.ReadFile(p("genesis.json"))
@@ -217,4 +198,30 @@ func TestGenesisChecks(t *testing.T) {
 	if out := cli("genesis", "remove-participant", "--genesis", p("genesis.json"), "--id", "fab-one"); !strings.Contains(out, "now 1 participant and 0 nodes") {
 		t.Fatalf("remove-participant says:\n%s", out)
 	}
+}
+
+// mustRun runs a binary and fails the test unless it exits 0; it returns
+// stdout.
+func mustRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, errOut, code := run(t, name, args...)
+	if code != 0 {
+		t.Fatalf("%s %s: exit %d\n%s%s", filepath.Base(name), strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// oneNodeGenesis makes, with the CLI in a temporary directory, a regulator
+// "authority" (authority.key), a node key "node-a" (node-a.key) and a genesis
+// (genesis.json) naming both; it returns the directory's path maker.
+func oneNodeGenesis(t *testing.T) func(string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	mustRun(t, bin.cli, "keygen", "--participant", "authority", "--out", p("authority.key"))
+	mustRun(t, bin.cli, "nodekey", "--name", "node-a", "--out", p("node-a.key"))
+	mustRun(t, bin.cli, "genesis", "create", "--out", p("genesis.json"), "--name", "one-node")
+	mustRun(t, bin.cli, "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "authority", "--role", "regulator", "--country", "US", "--pub", p("authority.key.pub"))
+	mustRun(t, bin.cli, "genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
+	return p
 }
