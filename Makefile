@@ -40,7 +40,7 @@ run: build ## run a development node (embedded badger, dev consortium) on $(LIST
 cluster: build ## run three nodes of a development consortium on 127.0.0.1:7601-7603 (Ctrl-C stops them)
 	@BIN=bin scripts/cluster.sh .gpuledger-cluster || [ $$? -eq 130 ]
 
-test: tools ## run every test with the race detector, then a short fuzz run
+test: $(BIN)/grpcurl ## run every test with the race detector, then a short fuzz run
 	GPULEDGER_GRPCURL=$(BIN)/grpcurl $(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
 
