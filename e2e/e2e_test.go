@@ -365,7 +365,7 @@ func TestOwnConsortium(t *testing.T) {
 	cli("genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "authority", "--role", "regulator",
 		"--country", "US", "--pub", p("authority.key.pub"), "--hybrid")
 	cli("genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
-	if out := cli("genesis", "check", p("genesis.json")); !strings.Contains(out, "2 participants, 1 nodes") {
+	if out := cli("genesis", "check", p("genesis.json")); !strings.Contains(out, "2 participants, 1 node;") {
 		t.Fatalf("genesis check: %s", out)
 	}
 	// A bad role is refused with a message that says what to use.

@@ -215,3 +215,30 @@ func TestSafeOutput(t *testing.T) {
 		t.Fatalf("gpuledger serial printed a participant's control characters:\n%q", out)
 	}
 }
+
+// TestOfflineJSON: the offline commands print their result as JSON too.
+func TestOfflineJSON(t *testing.T) {
+	p := oneNodeGenesis(t)
+	var g struct {
+		Participants int    `json:"participants"`
+		Nodes        int    `json:"nodes"`
+		LedgerID     string `json:"ledgerId"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, bin.cli, "genesis", "check", p("genesis.json"), "-o", "json")), &g); err != nil || g.Participants != 1 || g.Nodes != 1 || len(g.LedgerID) != 64 {
+		t.Fatalf("genesis check -o json: %+v, %v", g, err)
+	}
+	var k struct {
+		Participant string `json:"participant"`
+		Keys        []struct {
+			Scheme string `json:"scheme"`
+			KeyID  string `json:"keyId"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, bin.cli, "keygen", "--participant", "hy-co", "--scheme", "hybrid", "--out", p("hy.key"), "-o", "json")), &k); err != nil ||
+		k.Participant != "hy-co" || len(k.Keys) != 2 || k.Keys[1].Scheme != "ML-DSA-65" || len(k.Keys[0].KeyID) != 32 {
+		t.Fatalf("keygen -o json: %+v, %v", k, err)
+	}
+	if _, errOut, code := run(t, bin.cli, "nodekey", "--out", p("n.key")); code == 0 || !strings.Contains(errOut, "--name is required") {
+		t.Fatalf("nodekey without --name: exit %d\n%s", code, errOut)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -112,8 +113,9 @@ must start from the same bytes.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.out, "%s: %d participants, %d nodes; ledger id %x\n", args[0], len(g.GetParticipants()), len(g.GetNodes()), sha256Sum(b))
-			return nil
+			id := sha256Sum(b)
+			return c.result(fmt.Sprintf("%s: %s, %s; ledger id %x\n", args[0], plural(len(g.GetParticipants()), "participant"), plural(len(g.GetNodes()), "node"), id),
+				map[string]any{"file": args[0], "participants": len(g.GetParticipants()), "nodes": len(g.GetNodes()), "ledgerId": hex.EncodeToString(id[:])})
 		},
 	}
 	var removeID string
@@ -180,11 +182,12 @@ func (c *cli) writeCheckedGenesis(path string, g *pb.Genesis, what string) error
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.out, "%s in %s: now %s and %s\n", what, path, plural(len(g.GetParticipants()), "participant"), plural(len(g.GetNodes()), "node"))
+	text := fmt.Sprintf("%s in %s: now %s and %s\n", what, path, plural(len(g.GetParticipants()), "participant"), plural(len(g.GetNodes()), "node"))
 	if noRegulator {
-		fmt.Fprintln(c.out, "  no REGULATOR yet: add one before a node can start from this genesis")
+		text += "  no REGULATOR yet: add one before a node can start from this genesis\n"
 	}
-	return nil
+	return c.result(text, map[string]any{"changed": what, "file": path, "participants": len(g.GetParticipants()), "nodes": len(g.GetNodes()),
+		"regulator": !noRegulator})
 }
 
 func readGenesis(path string) (*pb.Genesis, error) {

@@ -49,11 +49,14 @@ ML-DSA-65 key and signs with both.`,
 			if err := os.WriteFile(out+".pub", []byte(strings.Join(pubs, "\n")+"\n"), 0o644); err != nil {
 				return err
 			}
+			var text strings.Builder
+			var keyIDs []map[string]string
 			for _, s := range ks.Signers() {
-				fmt.Fprintf(c.out, "%s key %s\n", s.Scheme(), s.KeyID())
+				fmt.Fprintf(&text, "%s key %s\n", s.Scheme(), s.KeyID())
+				keyIDs = append(keyIDs, map[string]string{"scheme": s.Scheme().Name(), "keyId": s.KeyID()})
 			}
-			fmt.Fprintf(c.out, "private key: %s (mode 0600)\npublic keys: %s.pub\n", out, out)
-			return nil
+			fmt.Fprintf(&text, "private key: %s (mode 0600)\npublic keys: %s.pub\n", out, out)
+			return c.result(text.String(), map[string]any{"participant": ks.Participant, "keys": keyIDs, "privateKeyFile": out, "publicKeyFile": out + ".pub"})
 		},
 	}
 	cmd.Flags().StringVar(&participant, "participant", "", "participant id the keys belong to (recorded in the key file)")
@@ -73,7 +76,7 @@ verifier key to FILE.pub (gpuledger genesis add-node --verifier-key FILE.pub).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name == "" || out == "" {
-				return fmt.Errorf("--name and --out are required")
+				return fmt.Errorf("%s required", missing(map[string]string{"--name": name, "--out": out}, "--name", "--out"))
 			}
 			skey, vkey, err := note.GenerateKey(nil, name)
 			if err != nil {
@@ -93,8 +96,8 @@ verifier key to FILE.pub (gpuledger genesis add-node --verifier-key FILE.pub).`,
 			if err := os.WriteFile(out+".pub", []byte(vkey+"\n"), 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.out, "node key %s: %s (mode 0600)\nverifier key: %s.pub\n", name, out, out)
-			return nil
+			return c.result(fmt.Sprintf("node key %s: %s (mode 0600)\nverifier key: %s.pub\n", name, out, out),
+				map[string]any{"name": name, "privateKeyFile": out, "verifierKeyFile": out + ".pub", "verifierKey": vkey})
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "node name (letters, digits, - and .)")

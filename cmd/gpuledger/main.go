@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -390,6 +391,21 @@ func interactive(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// result prints a command's result: fields as one JSON object with -o json,
+// else text.
+func (c *cli) result(text string, fields map[string]any) error {
+	if !c.json() {
+		_, err := fmt.Fprint(c.out, text)
+		return err
+	}
+	b, err := json.MarshalIndent(fields, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.out, "%s\n", b)
+	return err
 }
 
 // plural is "1 thing" or "n things" ("entry", "entries").

@@ -44,9 +44,11 @@ gpuledger verify --passport FILE [--genesis FILE] [--min-signers K].`,
 			if err := os.WriteFile(file, b, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.out, "passport of %s: %d entries, %d registry entries, checkpoint size %d, %d bytes: %s\n", args[0],
-				len(r.GetPassport().GetEntries()), len(r.GetPassport().GetRegistryEntries()), r.GetPassport().GetCheckpoint().GetSize(), len(b), file)
-			return nil
+			pp := r.GetPassport()
+			return c.result(fmt.Sprintf("passport of %s: %s, %s, checkpoint size %d, %d bytes: %s\n", args[0],
+				plural(len(pp.GetEntries()), "entry"), plural(len(pp.GetRegistryEntries()), "registry entry"), pp.GetCheckpoint().GetSize(), len(b), file),
+				map[string]any{"serial": args[0], "entries": len(pp.GetEntries()), "registryEntries": len(pp.GetRegistryEntries()),
+					"checkpointSize": pp.GetCheckpoint().GetSize(), "bytes": len(b), "file": file})
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "the passport file to write")

@@ -142,9 +142,10 @@ when every planted finding is found and nothing else.`,
 			if err := os.WriteFile(truthFile, b, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.out, "simulated %d serials (%d with planted diversions) in %v; ground truth: %s\nnext: gpuledger simulate --check --out %s\n",
-				len(truth.Clean)+len(truth.Expected), len(truth.Expected), time.Since(start).Round(time.Millisecond), truthFile, out)
-			return nil
+			return c.result(fmt.Sprintf("simulated %d serials (%d with planted diversions) in %v; ground truth: %s\nnext: gpuledger simulate --check --out %s\n",
+				len(truth.Clean)+len(truth.Expected), len(truth.Expected), time.Since(start).Round(time.Millisecond), truthFile, out),
+				map[string]any{"serials": len(truth.Clean) + len(truth.Expected), "planted": len(truth.Expected), "truthFile": truthFile,
+					"seconds": time.Since(start).Seconds()})
 		},
 	}
 	f := cmd.Flags()
