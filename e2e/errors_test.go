@@ -65,7 +65,6 @@ func TestErrorMessages(t *testing.T) {
 			t.Fatalf("gpuledgerd check on a running node: exit %d\n%s", code, errOut)
 		}
 	})
-	_ = os.Remove(pub)
 }
 
 // TestVersion: both binaries say which build they are.

@@ -29,8 +29,9 @@ func gapsCmd(c *cli) *cobra.Command {
 the wrong party (RECEIVER_MISMATCH), custody breaks, silent GPUs (SILENT),
 restricted destinations, missing licences, unregistered consignees, impossible
 travel, activity after destruction, reported losses, attestations from the
-wrong place, short stops in transshipment hubs (TRANSSHIPMENT_HUB) and rapid
-resale (RAPID_RESALE).
+wrong place, short stops in transshipment hubs (TRANSSHIPMENT_HUB), rapid
+resale (RAPID_RESALE) and datacentres selling on what they never installed
+(DATACENTRE_RESALE).
 
 --as-of T shows the findings as they stood at T (default now), by event
 time: a finding is listed when it arose at or before T and nothing at or

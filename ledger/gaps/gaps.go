@@ -135,7 +135,7 @@ func Handoff(st *pb.SerialState, sh *pb.Shipment, w Windows, policyVersion uint6
 		EvidenceIndexes: evidence, PolicyVersion: policyVersion, Time: &timestamppb.Timestamp{Seconds: HandoffDue(sh, w) + 1},
 		Country: sh.GetDestinationCountry(),
 		Summary: fmt.Sprintf("%s: shipped by %s to %s on %s, not received by %s within %s%s", serial, sh.GetShipper(), sh.GetConsignee(),
-			sh.GetShippedAt().AsTime().UTC().Format(time.RFC3339), sh.GetConsignee(), days(w.Handoff), claims),
+			sh.GetShippedAt().AsTime().UTC().Format(time.RFC3339), sh.GetConsignee(), Days(w.Handoff), claims),
 	}
 }
 
@@ -166,7 +166,7 @@ func Silent(st *pb.SerialState, class byte, w Windows, policyVersion uint64) *pb
 		Time:    &timestamppb.Timestamp{Seconds: SilenceDue(st.GetCustodyAt().GetSeconds(), class, w) + 1},
 		Country: st.GetLocation().GetCountry(),
 		Summary: fmt.Sprintf("%s: %s since %s (entry %d), over %s%s", st.GetSerial(), who,
-			last.UTC().Format(time.RFC3339), st.GetCustodyIndex(), days(w.Window(class)), others),
+			last.UTC().Format(time.RFC3339), st.GetCustodyIndex(), Days(w.Window(class)), others),
 	}
 }
 
@@ -182,14 +182,16 @@ func AsOf(f *pb.Finding, asOf int64) *pb.Finding {
 	if f.GetTime().GetSeconds() > asOf {
 		return nil
 	}
-	if f.GetResolved() && f.GetResolvedAt().GetSeconds() > asOf {
+	if OpenAt(f, asOf) && f.GetResolved() { // resolved only later
 		f.Resolved, f.ResolvedByIndex, f.ResolvedAt = false, 0, nil
 	}
 	return f
 }
 
-func days(d time.Duration) string {
-	if d%(24*time.Hour) == 0 {
+// Days renders a window in whole days when it is one ("21 days"), else as a
+// duration.
+func Days(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
 		return fmt.Sprintf("%d days", d/(24*time.Hour))
 	}
 	return d.String()
