@@ -333,7 +333,7 @@ func (l *Ledger) authorizeAt(reg *Registry, d *decoded, index uint64) *custody.E
 	p := reg.Participant(d.actor)
 	if p == nil {
 		return custody.Reject(custody.Unauthenticated, custody.ReasonUnknownParticipant,
-			"%q is not a registered participant", d.actor)
+			"%s is not a registered participant", custody.Quote(d.actor))
 	}
 	var ed, ml bool
 	pae := []byte(nil)
@@ -588,7 +588,7 @@ func (l *Ledger) decodeWith(d *decoded, raw []byte, reg *Registry, bound bool) {
 			return
 		}
 		if !custody.ValidParticipantID(ch.GetActor()) {
-			d.err = custody.Reject(custody.Malformed, custody.ReasonInvalidField, "registry change actor %q is not a participant id", ch.GetActor())
+			d.err = custody.Reject(custody.Malformed, custody.ReasonInvalidField, "registry change actor %s is not a participant id", custody.Quote(ch.GetActor()))
 			return
 		}
 		if err := ch.GetOccurredAt().CheckValid(); err != nil {
@@ -598,7 +598,7 @@ func (l *Ledger) decodeWith(d *decoded, raw []byte, reg *Registry, bound bool) {
 		d.change, d.actor, d.at = ch, ch.GetActor(), ch.GetOccurredAt()
 	default:
 		d.err = custody.Reject(custody.Malformed, custody.ReasonPayloadType,
-			"payload_type %q: want %s or %s", env.GetPayloadType(), dsse.CustodyEventType, dsse.RegistryChangeType)
+			"payload_type %s: want %s or %s", custody.Quote(env.GetPayloadType()), dsse.CustodyEventType, dsse.RegistryChangeType)
 		return
 	}
 	d.sig = make([]int8, len(env.GetSignatures()))

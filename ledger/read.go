@@ -10,6 +10,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/crypto/dsse"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -338,7 +339,7 @@ func UnmarshalPayload(env *pb.Envelope, m proto.Message) error {
 		want = dsse.RegistryChangeType
 	}
 	if env.GetPayloadType() != want {
-		return fmt.Errorf("payload type %q, want %q", env.GetPayloadType(), want)
+		return fmt.Errorf("payload type %s, want %q", custody.Quote(env.GetPayloadType()), want)
 	}
 	if rej := decodeCanonical(env.GetPayload(), m, "payload"); rej != nil {
 		return rej

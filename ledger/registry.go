@@ -135,7 +135,7 @@ func (r *Registry) mutable(id string) *pb.Participant {
 
 func (r *Registry) addParticipant(p *pb.Participant, activeFrom uint64) *custody.Error {
 	if !custody.ValidParticipantID(p.GetId()) {
-		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant id %q: want [a-z0-9][a-z0-9-]{1,62}", p.GetId())
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant id %s: want [a-z0-9][a-z0-9-]{1,62}", custody.Quote(p.GetId()))
 	}
 	if _, dup := r.participants[p.GetId()]; dup {
 		return custody.Reject(custody.Exists, custody.ReasonParticipantExists, "participant %q already exists", p.GetId())
@@ -152,7 +152,7 @@ func (r *Registry) addParticipant(p *pb.Participant, activeFrom uint64) *custody
 			return err
 		}
 		if seen[s.GetId()] {
-			return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: site %q listed twice", p.GetId(), s.GetId())
+			return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: site %s listed twice", p.GetId(), custody.Quote(s.GetId()))
 		}
 		seen[s.GetId()] = true
 	}
@@ -201,7 +201,7 @@ func (r *Registry) checkNewKey(owner string, k *pb.PublicKey) *custody.Error {
 	}
 	id := keys.KeyID(s, k.GetPublicKey())
 	if k.GetKeyId() != "" && k.GetKeyId() != id {
-		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: key_id %q does not match its key (want %s)", owner, k.GetKeyId(), id)
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "participant %q: key_id %s does not match its key (want %s)", owner, custody.Quote(k.GetKeyId()), id)
 	}
 	k.KeyId = id
 	if _, dup := r.keys[id]; dup {
@@ -231,17 +231,17 @@ func ProtoScheme(s keys.Scheme) pb.KeyScheme {
 func (r *Registry) addNode(n *pb.Node) *custody.Error {
 	v, err := note.NewVerifier(n.GetVerifierKey())
 	if err != nil {
-		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "node %q: verifier key: %v", n.GetName(), err)
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "node %s: verifier key: %v", custody.Quote(n.GetName()), err)
 	}
 	if v.Name() != n.GetName() {
-		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "node %q: verifier key is named %q", n.GetName(), v.Name())
+		return custody.Reject(custody.Malformed, custody.ReasonInvalidField, "node %s: verifier key is named %s", custody.Quote(n.GetName()), custody.Quote(v.Name()))
 	}
 	if r.participants[n.GetParticipantId()] == nil {
-		return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "node %q: participant %q is not registered", n.GetName(), n.GetParticipantId())
+		return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "node %s: participant %s is not registered", custody.Quote(n.GetName()), custody.Quote(n.GetParticipantId()))
 	}
 	for _, o := range r.nodes {
 		if o.GetName() == n.GetName() {
-			return custody.Reject(custody.Exists, custody.ReasonNodeExists, "node %q already exists", n.GetName())
+			return custody.Reject(custody.Exists, custody.ReasonNodeExists, "node %s already exists", custody.Quote(n.GetName()))
 		}
 	}
 	r.nodes = append(r.nodes, n)
@@ -258,7 +258,7 @@ func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Err
 	case *pb.RegistryChange_AddKey:
 		id := c.AddKey.GetParticipantId()
 		if r.participants[id] == nil {
-			return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "add key: participant %q is not registered", id)
+			return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "add key: participant %s is not registered", custody.Quote(id))
 		}
 		k := proto.Clone(c.AddKey.GetKey()).(*pb.PublicKey)
 		if err := r.checkNewKey(id, k); err != nil {
@@ -272,7 +272,7 @@ func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Err
 		id, kid := c.RevokeKey.GetParticipantId(), c.RevokeKey.GetKeyId()
 		k, owner := r.Key(kid)
 		if k == nil || owner != id {
-			return custody.Reject(custody.NotFound, custody.ReasonUnknownKey, "revoke key: %q holds no key %q", id, kid)
+			return custody.Reject(custody.NotFound, custody.ReasonUnknownKey, "revoke key: %s holds no key %s", custody.Quote(id), custody.Quote(kid))
 		}
 		if k.GetRevokedAtIndex() != 0 {
 			return custody.Reject(custody.Exists, custody.ReasonKeyRevoked, "revoke key: key %s was already revoked at index %d", kid, k.GetRevokedAtIndex())
@@ -285,10 +285,10 @@ func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Err
 	case *pb.RegistryChange_SuspendParticipant:
 		id := c.SuspendParticipant.GetParticipantId()
 		if r.participants[id] == nil {
-			return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "suspend: participant %q is not registered", id)
+			return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "suspend: participant %s is not registered", custody.Quote(id))
 		}
 		if r.participants[id].GetSuspendedAtIndex() != 0 {
-			return custody.Reject(custody.Exists, custody.ReasonSuspended, "suspend: participant %q is already suspended", id)
+			return custody.Reject(custody.Exists, custody.ReasonSuspended, "suspend: participant %s is already suspended", custody.Quote(id))
 		}
 		r.mutable(id).SuspendedAtIndex = from
 	case *pb.RegistryChange_AddNode:

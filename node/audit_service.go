@@ -89,7 +89,7 @@ func (s *auditService) GetConsistencyProof(ctx context.Context, req *pb.GetConsi
 // and the stored state's head.
 func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialRequest) (*pb.VerifySerialResponse, error) {
 	if !custody.ValidSerial(req.GetSerial()) {
-		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
+		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
 	l := s.n.ledger
 	cp, err := l.Checkpoint(ctx)
@@ -187,7 +187,7 @@ func sameFlags(a, b []*pb.Flag) bool {
 // verification.
 func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustodyPassportRequest) (*pb.GetCustodyPassportResponse, error) {
 	if !custody.ValidSerial(req.GetSerial()) {
-		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
+		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
 	l := s.n.ledger
 	cp, err := s.checkpoint(ctx, req.GetMinCosigners())

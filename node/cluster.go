@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/hashicorp/raft"
@@ -189,7 +190,7 @@ func (n *Node) guard(ctx context.Context, method string) error {
 		v := in.Get(MDMinIndex)[0]
 		min, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			return invalid(fmt.Sprintf("header %s %q: want a log size (a whole number)", MDMinIndex, v))
+			return invalid(fmt.Sprintf("header %s %s: want a log size (a whole number)", MDMinIndex, custody.Quote(v)))
 		}
 		if err := n.waitSize(ctx, min); err != nil {
 			return toStatus(ctx, n.log, err)
@@ -211,6 +212,9 @@ func (s *registryService) node() *Node { return s.n }
 func (s *clusterService) node() *Node  { return s.n }
 
 func guardUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := undecodable(req); err != nil {
+		return nil, err
+	}
 	if s, ok := info.Server.(nodeOf); ok {
 		if err := s.node().guard(ctx, info.FullMethod); err != nil {
 			return nil, err
@@ -225,7 +229,18 @@ func guardStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h g
 			return err
 		}
 	}
-	return h(srv, ss)
+	return h(srv, decodedStream{ss})
+}
+
+// decodedStream answers a request message the codec could not decode with
+// INVALID_ARGUMENT (see undecodable).
+type decodedStream struct{ grpc.ServerStream }
+
+func (s decodedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return undecodable(m)
 }
 
 // cosigned returns this node's checkpoint with the signatures of other nodes
@@ -399,11 +414,11 @@ func (n *Node) openJoin(signed string) (name, addr string, err error) {
 		return "", "", fmt.Errorf("the join request's text must be four lines: %q, origin, address, Unix time", joinTag)
 	}
 	if lines[1] != n.ledger.Origin() {
-		return "", "", fmt.Errorf("the join request is for ledger %q, this is %q", lines[1], n.ledger.Origin())
+		return "", "", fmt.Errorf("the join request is for ledger %s, this is %q", custody.Quote(lines[1]), n.ledger.Origin())
 	}
 	at, err := strconv.ParseInt(lines[3], 10, 64)
 	if err != nil || time.Since(time.Unix(at, 0)).Abs() > joinMaxAge {
-		return "", "", fmt.Errorf("the join request's time %q is not within %s of now", lines[3], joinMaxAge)
+		return "", "", fmt.Errorf("the join request's time %s is not within %s of now", custody.Quote(lines[3]), joinMaxAge)
 	}
 	return m.Sigs[0].Name, lines[2], nil
 }

@@ -2,9 +2,12 @@ package node
 
 import (
 	"bytes"
+	"fmt"
 
 	"github.com/gpuledger/gpuledger/crypto/dsse"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -29,18 +32,32 @@ func newCanonicalCodec() canonicalCodec {
 // were not canonical: field 2047, varint 1. No gpuledger message uses it.
 var notCanonicalMark = protowire.AppendVarint(protowire.AppendTag(nil, 2047, protowire.VarintType), 1)
 
+// undecodableMark is the unknown field (2046, bytes: the parse error) that
+// marks a request the codec could not decode. gRPC answers a codec error with
+// INTERNAL, as if the server had failed; the request is at fault, so the codec
+// hands on an empty message so marked and the interceptors (undecodable)
+// answer INVALID_ARGUMENT with an ErrorInfo instead.
+const undecodableField = 2046
+
 func (c canonicalCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
 	switch v.(type) {
 	case *pb.AppendRequest, *pb.AppendBatchRequest:
 	default:
-		return c.CodecV2.Unmarshal(data, v)
+		if err := c.CodecV2.Unmarshal(data, v); err != nil {
+			markUndecodable(m, err)
+		}
+		return nil
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	raw := buf.ReadOnlyData()
-	m := v.(proto.Message)
 	if err := proto.Unmarshal(raw, m); err != nil {
-		return err
+		markUndecodable(m, err)
+		return nil
 	}
 	var envs []*pb.Envelope
 	switch r := v.(type) {
@@ -92,4 +109,30 @@ func envelopeBytes(raw []byte) [][]byte {
 func canonicalEnvelope(env *pb.Envelope, sent []byte) bool {
 	b, err := dsse.Marshal(env)
 	return err == nil && bytes.Equal(b, sent)
+}
+
+// markUndecodable empties m and marks it with the reason it did not decode.
+func markUndecodable(m proto.Message, err error) {
+	proto.Reset(m)
+	m.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, undecodableField, protowire.BytesType), []byte(err.Error())))
+}
+
+// undecodable returns the INVALID_ARGUMENT error for a request the codec
+// marked, or nil.
+func undecodable(req any) error {
+	m, ok := req.(proto.Message)
+	if !ok {
+		return nil
+	}
+	u := m.ProtoReflect().GetUnknown()
+	num, typ, n := protowire.ConsumeTag(u)
+	if n < 0 || num != undecodableField || typ != protowire.BytesType {
+		return nil
+	}
+	why, k := protowire.ConsumeBytes(u[n:])
+	if k < 0 {
+		return nil
+	}
+	return withInfo(codes.InvalidArgument, ReasonMalformedRequest,
+		fmt.Sprintf("the request is not a valid %s message (%s); send protobuf of the method's request type", m.ProtoReflect().Descriptor().FullName(), custody.Quote(string(why))), nil)
 }

@@ -3,7 +3,10 @@ package node_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
@@ -13,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // rawCodec sends pre-encoded request bytes as they are, and decodes
@@ -101,5 +105,70 @@ func TestNonCanonicalEnvelope(t *testing.T) {
 	}
 	if h := sha256.Sum256(canonical); !bytes.Equal(ok.GetReceipt().GetEntryHash(), h[:]) {
 		t.Fatalf("receipt entry hash %x; want SHA-256 of the bytes sent, %x", ok.GetReceipt().GetEntryHash(), h)
+	}
+}
+
+// TestUndecodableRequest: bytes that are not the method's protobuf message
+// are the client's fault: INVALID_ARGUMENT with reason MALFORMED_REQUEST,
+// for unary and streaming methods alike, and nothing is stored.
+func TestUndecodableRequest(t *testing.T) {
+	tn := startNode(t, t.TempDir())
+	junk := [][]byte{
+		{0xff, 0xff, 0xff},             // a field tag that never ends
+		{0x0a, 0x80},                   // field 1, a length that never ends
+		{0x0a, 0x05, 0x01},             // field 1, 5 bytes promised, 1 sent
+		{0x0a, 0x03, 0xff, 0xfe, 0xfd}, // field 1 (a string or message in each): neither UTF-8 nor a message
+	}
+	unary := []string{
+		"/gpuledger.v1.LedgerService/Append",
+		"/gpuledger.v1.LedgerService/AppendBatch",
+		"/gpuledger.v1.LedgerService/GetSerial",
+		"/gpuledger.v1.AuditService/VerifySerial",
+		"/gpuledger.v1.RegistryService/GetParticipant",
+	}
+	for _, m := range unary {
+		for _, b := range junk {
+			err := tn.conn.Invoke(t.Context(), m, b, new(emptypb.Empty), grpc.ForceCodecV2(rawCodec{}))
+			if status.Code(err) != codes.InvalidArgument || reasonOf(err) != "MALFORMED_REQUEST" {
+				t.Errorf("%s %x: %v (reason %q), want INVALID_ARGUMENT MALFORMED_REQUEST", m, b, err, reasonOf(err))
+			}
+		}
+	}
+	for _, m := range []string{"/gpuledger.v1.LedgerService/StreamEntries", "/gpuledger.v1.AuditService/WatchFindings"} {
+		s, err := tn.conn.NewStream(t.Context(), &grpc.StreamDesc{ServerStreams: true}, m, grpc.ForceCodecV2(rawCodec{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SendMsg(junk[0]); err != nil {
+			t.Fatal(err)
+		}
+		s.CloseSend()
+		err = s.RecvMsg(new(pb.StreamEntriesResponse))
+		if status.Code(err) != codes.InvalidArgument || reasonOf(err) != "MALFORMED_REQUEST" {
+			t.Errorf("%s: %v (reason %q), want INVALID_ARGUMENT MALFORMED_REQUEST", m, err, reasonOf(err))
+		}
+	}
+	if got := tn.n.Size(); got != 0 {
+		t.Errorf("the log has %d entries after undecodable requests, want 0", got)
+	}
+}
+
+// TestErrorsQuoteAPrefix: an error quotes at most a short prefix of the
+// client's input, escaped once: a 4 MiB serial of control bytes gives a
+// message of a few hundred bytes, which the client receives.
+func TestErrorsQuoteAPrefix(t *testing.T) {
+	tn := startNode(t, t.TempDir())
+	for _, serial := range []string{strings.Repeat("\x01", 4<<20), strings.Repeat("é", 3<<20), strings.Repeat("A", 65)} {
+		_, err := tn.lc.GetSerial(t.Context(), &pb.GetSerialRequest{Serial: serial})
+		st := status.Convert(err)
+		if st.Code() != codes.InvalidArgument {
+			t.Fatalf("GetSerial of %d bytes: %v, want INVALID_ARGUMENT", len(serial), err)
+		}
+		if len(st.Message()) > 400 || !strings.Contains(st.Message(), fmt.Sprintf("(%d bytes)", len(serial))) {
+			t.Errorf("message of %d bytes for a serial of %d: %.200q", len(st.Message()), len(serial), st.Message())
+		}
+		if !utf8.ValidString(st.Message()) || strings.ContainsRune(st.Message(), 1) {
+			t.Errorf("message is not printable UTF-8: %.200q", st.Message())
+		}
 	}
 }

@@ -28,6 +28,9 @@ const (
 	ReasonStale       = "STALE_READ"
 	ReasonInternal    = "INTERNAL"
 	ReasonUnsupported = "UNSUPPORTED"
+	// ReasonMalformedRequest: the request bytes are not the method's
+	// protobuf message.
+	ReasonMalformedRequest = "MALFORMED_REQUEST"
 )
 
 var codeOf = map[custody.Code]codes.Code{

@@ -31,7 +31,7 @@ func (s *auditService) ListFindings(ctx context.Context, req *pb.ListFindingsReq
 		return nil, err
 	}
 	if c := req.GetCountry(); c != "" && !custody.ValidCountry(c) {
-		return nil, invalid(fmt.Sprintf("country %q: want an ISO 3166-1 alpha-2 code such as DE", c))
+		return nil, invalid(fmt.Sprintf("country %s: want an ISO 3166-1 alpha-2 code such as DE", custody.Quote(c)))
 	}
 	tok, err := parsePageToken("findings", req.GetPageToken())
 	if err != nil {

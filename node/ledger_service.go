@@ -122,7 +122,7 @@ func (n *Node) receipts(ctx context.Context, rs []ledger.Result) ([]*pb.Receipt,
 
 func (s *ledgerService) GetSerial(ctx context.Context, req *pb.GetSerialRequest) (*pb.GetSerialResponse, error) {
 	if !custody.ValidSerial(req.GetSerial()) {
-		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
+		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
 	if err := s.n.waitSize(ctx, req.GetMinIndex()); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
@@ -140,7 +140,7 @@ func (s *ledgerService) GetSerial(ctx context.Context, req *pb.GetSerialRequest)
 
 func (s *ledgerService) ListSerialEvents(ctx context.Context, req *pb.ListSerialEventsRequest) (*pb.ListSerialEventsResponse, error) {
 	if !custody.ValidSerial(req.GetSerial()) {
-		return nil, invalid(fmt.Sprintf("serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", req.GetSerial()))
+		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
 	limit, err := pageSize(req.GetPageSize())
 	if err != nil {
@@ -220,7 +220,7 @@ func (s *ledgerService) ListSerials(ctx context.Context, req *pb.ListSerialsRequ
 		return nil, err
 	}
 	if c := req.GetCountry(); c != "" && !custody.ValidCountry(c) {
-		return nil, invalid(fmt.Sprintf("country %q: want an ISO 3166-1 alpha-2 code such as DE", c))
+		return nil, invalid(fmt.Sprintf("country %s: want an ISO 3166-1 alpha-2 code such as DE", custody.Quote(c)))
 	}
 	sts, more, err := s.n.ledger.Serials(ctx, ledger.SerialFilter{
 		Custodian: req.GetCustodian(), State: req.GetState(), Country: req.GetCountry(), Model: req.GetModel(),

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 )
@@ -37,7 +38,7 @@ func (s *registryService) ListParticipants(ctx context.Context, req *pb.ListPart
 func (s *registryService) GetParticipant(ctx context.Context, req *pb.GetParticipantRequest) (*pb.GetParticipantResponse, error) {
 	p := s.n.ledger.Registry().Participant(req.GetId())
 	if p == nil {
-		return nil, toStatus(ctx, s.n.log, fmt.Errorf("participant %q: %w", req.GetId(), ledger.ErrNotFound))
+		return nil, toStatus(ctx, s.n.log, fmt.Errorf("participant %s: %w", custody.Quote(req.GetId()), ledger.ErrNotFound))
 	}
 	return &pb.GetParticipantResponse{Participant: p}, nil
 }

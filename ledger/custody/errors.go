@@ -1,6 +1,10 @@
 package custody
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
 
 // Code classifies a rejection so that a server can map it to a status code.
 type Code int
@@ -109,3 +113,22 @@ const (
 	ReasonUnknownSite         = "UNKNOWN_SITE"
 	ReasonCannotHold          = "ROLE_CANNOT_HOLD"
 )
+
+// MaxQuote is the most of a client's input an error message quotes.
+const MaxQuote = 64
+
+// Quote returns s for an error message: at most MaxQuote bytes of it, cut at
+// a character boundary, quoted once with Go escapes (so control bytes and
+// invalid UTF-8 arrive as printable text), and how long it was when cut. An
+// error never echoes a client's input whole: a 4 MiB serial would make a
+// 4 MiB message, escaped to four times that.
+func Quote(s string) string {
+	if len(s) <= MaxQuote {
+		return strconv.Quote(s)
+	}
+	cut := MaxQuote
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}

@@ -412,7 +412,7 @@ func shipFlags(st *pb.SerialState, s Step, consignee *pb.Participant, dest strin
 	on := []string{consigneeID}
 	if consignee == nil {
 		f.add(pb.FindingKind_FINDING_KIND_UNREGISTERED_CONSIGNEE, pb.Severity_SEVERITY_HIGH, dest, on, nil,
-			"shipped by %s to %q, which is not a registered participant, bound for %s", actor, consigneeID, orUnknown(dest))
+			"shipped by %s to %s, which is not a registered participant, bound for %s", actor, Quote(consigneeID), orUnknown(dest))
 	}
 	switch {
 	case dest != "" && pol.Class(dest) == pb.CountryClass_COUNTRY_CLASS_RESTRICTED:
@@ -581,7 +581,7 @@ func checkSite(ev *pb.CustodyEvent, actor *pb.Participant) *Error {
 	if len(ids) > 0 {
 		known = "its sites are " + fmt.Sprint(ids)
 	}
-	e := Reject(Malformed, ReasonUnknownSite, "location.site_id %q is not a site of %s (%s)", id, actor.GetId(), known)
+	e := Reject(Malformed, ReasonUnknownSite, "location.site_id %s is not a site of %s (%s)", Quote(id), actor.GetId(), known)
 	e.Field = "location.site_id"
 	return e
 }

@@ -61,7 +61,7 @@ func CheckCountry(field, code string) *Error {
 	if ValidCountry(code) {
 		return nil
 	}
-	e := Reject(Malformed, ReasonUnknownCountry, "%s %q is not an ISO 3166-1 alpha-2 country code; give one such as DE, US or SG", field, code)
+	e := Reject(Malformed, ReasonUnknownCountry, "%s %s is not an ISO 3166-1 alpha-2 country code; give one such as DE, US or SG", field, Quote(code))
 	e.Field = field
 	return e
 }
@@ -78,16 +78,16 @@ func invalid(format string, args ...any) *Error {
 func ValidateEvent(ev *gpuledgerv1.CustodyEvent) *Error {
 	if !ValidSerial(ev.GetSerial()) {
 		return Reject(Malformed, ReasonSerialFormat,
-			"serial %q: want 1 to %d characters of A-Z a-z 0-9 . _ : / -", ev.GetSerial(), MaxSerialLen)
+			"serial %s: want 1 to %d characters of A-Z a-z 0-9 . _ : / -", Quote(ev.GetSerial()), MaxSerialLen)
 	}
 	if _, ok := gpuledgerv1.EventType_name[int32(ev.GetType())]; !ok || ev.GetType() == gpuledgerv1.EventType_EVENT_TYPE_UNSPECIFIED {
 		return Reject(Malformed, ReasonEventType, "event type %d is not one of MANUFACTURED, SHIPPED, RECEIVED, INSTALLED, ATTESTED, DECOMMISSIONED, DESTROYED, REPORTED_LOST", int32(ev.GetType()))
 	}
 	if !ValidParticipantID(ev.GetActor()) {
-		return invalid("actor %q is not a participant id (%s)", ev.GetActor(), participantSpec)
+		return invalid("actor %s is not a participant id (%s)", Quote(ev.GetActor()), participantSpec)
 	}
 	if c := ev.GetCounterparty(); c != "" && !ValidParticipantID(c) {
-		return invalid("counterparty %q is not a participant id (%s)", c, participantSpec)
+		return invalid("counterparty %s is not a participant id (%s)", Quote(c), participantSpec)
 	}
 	if err := validateLocation(ev.GetLocation()); err != nil {
 		return err
@@ -120,7 +120,7 @@ func ValidateEvent(ev *gpuledgerv1.CustodyEvent) *Error {
 		}
 	}
 	if p := ev.GetParentSerial(); p != "" && !ValidSerial(p) {
-		return invalid("parent_serial %q is not a serial", p)
+		return invalid("parent_serial %s is not a serial", Quote(p))
 	}
 	if d := ev.GetDestinationCountry(); d != "" {
 		if err := CheckCountry("destination_country", d); err != nil {
@@ -146,7 +146,7 @@ func validateLocation(l *gpuledgerv1.Location) *Error {
 		return err
 	}
 	if s := l.GetSiteId(); s != "" && !ValidParticipantID(s) {
-		return invalid("location.site_id %q: want %s", s, participantSpec)
+		return invalid("location.site_id %s: want %s", Quote(s), participantSpec)
 	}
 	return validateCoordinates("location", l.LatitudeE6, l.LongitudeE6)
 }
@@ -167,7 +167,7 @@ func validateCoordinates(where string, lat, lng *int32) *Error {
 // ValidateSite checks a registered site.
 func ValidateSite(s *gpuledgerv1.Site) *Error {
 	if !ValidParticipantID(s.GetId()) {
-		return invalid("site id %q: want %s", s.GetId(), participantSpec)
+		return invalid("site id %s: want %s", Quote(s.GetId()), participantSpec)
 	}
 	if err := CheckCountry("site "+s.GetId()+" country", s.GetCountry()); err != nil {
 		return err
