@@ -95,12 +95,22 @@ func startDev(t *testing.T, dir string) *devNode {
 // until it serves.
 func startDaemon(t *testing.T, dir string, args ...string) *devNode {
 	t.Helper()
+	return startDaemonLimited(t, dir, 0, args...)
+}
+
+// startDaemonLimited is startDaemon with the open-file limit (ulimit -n) set
+// to nofile; 0 leaves it as it is.
+func startDaemonLimited(t *testing.T, dir string, nofile int, args ...string) *devNode {
+	t.Helper()
 	for _, f := range [][2]string{{"--listen", "127.0.0.1:0"}, {"--log-level", "warn"}} {
 		if !slices.Contains(args, f[0]) {
 			args = append(args, f[0], f[1])
 		}
 	}
 	cmd := exec.Command(bin.daemon, args...)
+	if nofile > 0 {
+		cmd = exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile), bin.daemon}, args...)...)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -58,6 +58,11 @@ type Config struct {
 	// ReadWait bounds how long a read with min_index waits for the node to
 	// catch up.
 	ReadWait time.Duration
+	// MaxConnections bounds the client (non-raft) connections the node's
+	// Listener holds open; past it a client is refused with an HTTP/2
+	// GOAWAY that says why. 0 means no limit. DefaultMaxConnections sets it
+	// from the open-file limit.
+	MaxConnections int
 
 	// Listener is the node's address. With it the node serves raft on it
 	// beside gRPC (serve gRPC on GRPCListener) and reaches its peers over
@@ -97,10 +102,22 @@ func DefaultConfig(name, dir string) Config {
 		MaxBatchEnvelopes: ledger.DefaultMaxBatchEnvelopes,
 		ApplyTimeout:      10 * time.Second,
 		ReadWait:          2 * time.Second,
+		MaxConnections:    DefaultMaxConnections(),
 		SnapshotInterval:  2 * time.Minute,
 		SnapshotThreshold: 8192,
 		TrailingLogs:      10240,
 	}
+}
+
+// DefaultMaxConnections is half the process's open-file limit, from 16 to
+// 4096: the other half is left for the stores' files, raft's connections and
+// the node's own dials. Without a known limit it is 4096.
+func DefaultMaxConnections() int {
+	n := openFileLimit()
+	if n == 0 {
+		return 4096
+	}
+	return int(min(max(n/2, 16), 4096))
 }
 
 // Validate reports what is wrong with c.
@@ -116,6 +133,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node config: node key is named %q, the node %q", c.NodeSigner.Name(), c.Name)
 	case c.MaxBatchEnvelopes <= 0 || c.MaxBatchEnvelopes > ledger.DefaultMaxBatchEnvelopes:
 		return fmt.Errorf("node config: MaxBatchEnvelopes must be 1 to %d", ledger.DefaultMaxBatchEnvelopes)
+	case c.MaxConnections < 0:
+		return errors.New("node config: MaxConnections must not be negative (0 for no limit)")
 	case c.BatchWindow < 0 || c.ApplyTimeout <= 0 || c.ReadWait < 0:
 		return errors.New("node config: BatchWindow, ApplyTimeout and ReadWait must not be negative")
 	case (len(c.Peers) > 0 || c.Join != "") && c.Listener == nil:
@@ -199,7 +218,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.applied.Store(&ch)
 	n.addr = cfg.Advertise
 	if cfg.Listener != nil {
-		n.mux = newMux(cfg.Listener, cfg.Logger)
+		n.mux = newMux(cfg.Listener, cfg.MaxConnections, cfg.Logger)
 		if n.addr == "" {
 			n.addr = cfg.Listener.Addr().String()
 		}

@@ -66,6 +66,7 @@ type common struct {
 	batchWindow            time.Duration
 	snapInterval           time.Duration
 	snapThreshold, trail   uint64
+	maxConns               int
 }
 
 func (c *common) flags(cmd *cobra.Command, dataDefault string) {
@@ -76,6 +77,7 @@ func (c *common) flags(cmd *cobra.Command, dataDefault string) {
 	cmd.Flags().DurationVar(&c.batchWindow, "batch-window", d.BatchWindow, "how long a write waits for others to share its raft command")
 	cmd.Flags().DurationVar(&c.snapInterval, "snapshot-interval", d.SnapshotInterval, "how often raft considers snapshotting the ledger and compacting its log")
 	cmd.Flags().Uint64Var(&c.snapThreshold, "snapshot-threshold", d.SnapshotThreshold, "raft commands applied since the last snapshot that make the next one due")
+	cmd.Flags().IntVar(&c.maxConns, "max-connections", d.MaxConnections, "client connections the node holds open at most (0: no limit); past it a client is refused with a GOAWAY saying why. The default is half the open-file limit (ulimit -n), from 16 to 4096")
 	cmd.Flags().Uint64Var(&c.trail, "trailing-logs", d.TrailingLogs, "raft commands kept after a snapshot, for followers a little behind (those further behind get the snapshot)")
 }
 
@@ -114,6 +116,7 @@ func readNodeKey(path string) (note.Signer, error) {
 func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, ready func(addr string)) error {
 	cfg.Logger, cfg.BatchWindow = log, c.batchWindow
 	cfg.SnapshotInterval, cfg.SnapshotThreshold, cfg.TrailingLogs = c.snapInterval, c.snapThreshold, c.trail
+	cfg.MaxConnections = c.maxConns
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another node running there? use --listen)", c.listen, err)
