@@ -468,26 +468,51 @@ func (l *Ledger) decodeAll(raws [][]byte, reg *Registry) (ds []decoded, ready []
 // (re-encode and compare) also rejects any field this ledger does not know.
 var strict = proto.UnmarshalOptions{DiscardUnknown: true}
 
+// Verdict is Preverify's judgement of one envelope.
+type Verdict struct {
+	// Err is a rejection that holds whatever the registry becomes: the
+	// envelope is malformed, over a size limit, unsigned, or carries a
+	// signature that does not verify under its (registered) key.
+	Err error
+	// UnknownKey is set when a signature is by a key the registry does not
+	// hold now: Apply rejects the envelope unless a registry change applied
+	// before it adds the key.
+	UnknownKey error
+	// Change is true for a registry change every signature of which
+	// verified under a registered key.
+	Change bool
+}
+
 // Preverify decodes envelopes and verifies their signatures in parallel, and
 // keeps the results for a later Apply of the same bytes, so that a caller can
-// verify the next batch while the current one commits. It returns, per
-// envelope, the rejection already certain (malformed, too large, a signature
-// that does not verify under a registered key), or nil. The results are pure
-// functions of the envelope bytes and the key bytes, so Apply's outcome is the
-// same with or without Preverify; authorisation (key active, signer is the
-// actor, custody rules) is always decided by Apply, in order.
-func (l *Ledger) Preverify(envs [][]byte) []error {
-	ds, ready, wait := l.decodeAll(envs, l.view.Load().reg)
+// verify the next batch while the current one commits, and refuse before
+// proposing it what Apply would refuse in any case. The verdicts are pure
+// functions of the envelope bytes and the key bytes, so Apply's outcome is
+// the same with or without Preverify; authorisation (key active, signer is
+// the actor, custody rules) is always decided by Apply, in order.
+func (l *Ledger) Preverify(envs [][]byte) []Verdict {
+	v := l.view.Load()
+	ds, ready, wait := l.decodeAll(envs, v.reg)
 	wait()
-	out := make([]error, len(ds))
+	out := make([]Verdict, len(ds))
 	for i := range ds {
 		<-ready[i]
-		if ds[i].err != nil {
-			out[i] = ds[i].err
-		} else if slices.Contains(ds[i].sig, -1) {
-			out[i] = custody.Reject(custody.Unauthenticated, custody.ReasonBadSignature, "a signature does not verify; sign PAE(payload_type, payload) with the named key")
+		d := &ds[i]
+		switch {
+		case d.err != nil:
+			out[i].Err = d.err
+		case slices.Contains(d.sig, -1):
+			out[i].Err = custody.Reject(custody.Unauthenticated, custody.ReasonBadSignature, "a signature does not verify; sign PAE(payload_type, payload) with the named key")
+		case slices.Contains(d.sig, 0):
+			// Apply's own words for it as the registry stands now
+			// (an unknown participant, or an unknown key).
+			if rej := l.authorizeAt(v.reg, d, v.size); rej != nil {
+				out[i].UnknownKey = rej
+			}
+		default:
+			out[i].Change = d.change != nil
 		}
-		l.pre.put(&ds[i])
+		l.pre.put(d)
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 )
 
 // request is one caller's envelopes waiting to be group-committed.
@@ -28,6 +29,10 @@ func (n *Node) submit(ctx context.Context, envs [][]byte) ([]ledger.Result, erro
 	size := 0
 	for _, e := range envs {
 		size += len(e)
+	}
+	if size > ledger.DefaultMaxBatchBytes {
+		return nil, custody.Reject(custody.TooLarge, custody.ReasonTooLarge,
+			"the envelopes come to %d bytes; at most %d a call: split them", size, ledger.DefaultMaxBatchBytes)
 	}
 	r := &request{envs: envs, bytes: size, done: make(chan response, 1)}
 	select {
@@ -91,38 +96,85 @@ func (n *Node) batcher() {
 	}
 }
 
-// propose verifies a group's envelopes, proposes them as one raft command and
-// hands each request its own results once the command is applied.
+// propose verifies a group's envelopes, proposes those that may be
+// accepted as one raft command, and hands each request its own results once
+// the command is applied. What Apply would refuse in any case (malformed,
+// over a limit, unsigned, a signature that does not verify, a key the
+// registry does not hold) is refused here and never reaches the raft log,
+// so a client that is not a participant cannot grow it. A key the registry
+// does not hold yet may be added by a registry change in flight (proposed,
+// not yet applied, or earlier in this group); while one is, such envelopes
+// are proposed and Apply decides.
 func (n *Node) propose(group []*request, count int) {
 	envs := make([][]byte, 0, count)
 	for _, r := range group {
 		envs = append(envs, r.envs...)
 	}
-	n.ledger.Preverify(envs)
-	f := n.raft.Apply(encodeBatch(time.Now(), *n.lastBatch.Load(), envs), n.cfg.ApplyTimeout)
-	go func() {
-		fail := func(err error) {
-			for _, r := range group {
-				r.done <- response{err: err}
+	verdicts := n.ledger.Preverify(envs)
+	early := make([]error, len(envs)) // the refusals made here
+	keep := envs[:0:0]
+	changes := n.changesInFlight.Load() > 0
+	changed := false
+	for i, v := range verdicts {
+		switch {
+		case v.Err != nil:
+			early[i] = v.Err
+		case v.UnknownKey != nil && !changes && !changed:
+			early[i] = v.UnknownKey
+		default:
+			keep = append(keep, envs[i])
+			changed = changed || v.Change
+		}
+	}
+	n.refusedEarly.Add(uint64(len(envs) - len(keep)))
+	deliver := func(results []ledger.Result, err error) {
+		i, k := 0, 0
+		for _, r := range group {
+			out := make([]ledger.Result, len(r.envs))
+			var rerr error
+			for j := range r.envs {
+				switch {
+				case early[i] != nil:
+					out[j] = ledger.Result{Err: early[i]}
+				case err != nil:
+					rerr = err
+				default:
+					out[j] = results[k]
+					k++
+				}
+				i++
+			}
+			if rerr != nil {
+				r.done <- response{err: rerr}
+			} else {
+				r.done <- response{results: out}
 			}
 		}
+	}
+	if len(keep) == 0 {
+		deliver(nil, nil)
+		return
+	}
+	if changed {
+		n.changesInFlight.Add(1)
+	}
+	f := n.raft.Apply(encodeBatch(time.Now(), *n.lastBatch.Load(), keep), n.cfg.ApplyTimeout)
+	go func() {
+		if changed {
+			defer n.changesInFlight.Add(-1)
+		}
 		if err := f.Error(); err != nil {
-			fail(err)
+			deliver(nil, err)
 			return
 		}
 		resp, ok := f.Response().(fsmResponse)
-		if !ok {
-			fail(fmt.Errorf("unexpected raft response %T", f.Response()))
-			return
-		}
-		if resp.err != nil {
-			fail(resp.err)
-			return
-		}
-		i := 0
-		for _, r := range group {
-			r.done <- response{results: resp.results[i : i+len(r.envs)]}
-			i += len(r.envs)
+		switch {
+		case !ok:
+			deliver(nil, fmt.Errorf("unexpected raft response %T", f.Response()))
+		case resp.err != nil:
+			deliver(nil, resp.err)
+		default:
+			deliver(resp.results, nil)
 		}
 	}()
 }

@@ -190,6 +190,11 @@ type Node struct {
 	stop    chan struct{}
 	stopped sync.WaitGroup
 
+	// changesInFlight counts proposed commands with a registry change not
+	// yet applied; refusedEarly counts envelopes refused before raft.
+	changesInFlight atomic.Int64
+	refusedEarly    atomic.Uint64
+
 	applied atomic.Pointer[chan struct{}] // closed and replaced after each applied batch
 	alarm   atomic.Pointer[string]
 }
@@ -397,6 +402,15 @@ func (n *Node) Size() uint64 {
 		return 0
 	}
 	return n.ledger.Size()
+}
+
+// RaftLastIndex returns the index of the last entry of this node's raft log
+// (0 when the node takes no part in raft).
+func (n *Node) RaftLastIndex() uint64 {
+	if n.raft == nil {
+		return 0
+	}
+	return n.raft.LastIndex()
 }
 
 // Cluster returns how many servers the raft configuration has (0 when the

@@ -489,3 +489,65 @@ func TestListFindings(t *testing.T) {
 		t.Fatalf("GetSerial open findings = %v, %v", s.GetSerial().GetOpenFindings(), err)
 	}
 }
+
+// TestNothingUnsignedReachesRaft: a client that is no participant cannot
+// grow the raft log. Twenty batches of 1,000 unsigned envelopes, batches
+// signed by a key the registry does not hold or with a signature that does
+// not verify, an envelope over the size limit and a call over the byte
+// limit are all refused before anything is proposed: the raft log's last
+// index does not move, nor does the ledger. A valid write then moves both.
+func TestNothingUnsignedReachesRaft(t *testing.T) {
+	tn := startNode(t, t.TempDir())
+	before := tn.n.RaftLastIndex()
+	junk := make([]*pb.Envelope, 1000)
+	for i := range junk {
+		junk[i] = &pb.Envelope{PayloadType: dsse.CustodyEventType, Payload: make([]byte, 8000)}
+		junk[i].Payload[0] = byte(i)
+	}
+	for range 20 {
+		r, err := tn.lc.AppendBatch(t.Context(), &pb.AppendBatchRequest{Envelopes: junk})
+		if err != nil {
+			t.Fatalf("AppendBatch of unsigned junk: %v", err)
+		}
+		for i, res := range r.GetResults() {
+			if res.GetError().GetReason() != "NO_SIGNATURE" {
+				t.Fatalf("junk %d: %v, want NO_SIGNATURE", i, res)
+			}
+		}
+	}
+	ghost, _ := keys.Generate("ghost-trading", nil, keys.Ed25519)
+	stranger := sign(event("GPU-X", pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil), ghost.Signers()...)
+	forged := sign(event("GPU-X", pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil))
+	forged.Signatures[0].Sig[0] ^= 1
+	big := sign(event("GPU-Y", pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil, func(e *pb.CustodyEvent) {
+		e.Evidence = []*pb.Evidence{{Type: "application/octet-stream", Data: make([]byte, 70<<10)}}
+	}))
+	for _, c := range []struct {
+		env    *pb.Envelope
+		reason string
+	}{{stranger, "UNKNOWN_KEY"}, {forged, "BAD_SIGNATURE"}, {big, "TOO_LARGE"}} {
+		_, err := tn.lc.Append(t.Context(), &pb.AppendRequest{Envelope: c.env})
+		if reasonOf(err) != c.reason {
+			t.Errorf("Append: %v, want %s", err, c.reason)
+		}
+	}
+	many := make([]*pb.Envelope, 140) // 140 × 60 KiB: over the 8 MiB a call, under gRPC's 9 MiB
+	for i := range many {
+		many[i] = sign(event(fmt.Sprintf("GPU-M%d", i), pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil, func(e *pb.CustodyEvent) {
+			e.Evidence = []*pb.Evidence{{Type: "application/octet-stream", Data: make([]byte, 60<<10)}}
+		}))
+	}
+	if _, err := tn.lc.AppendBatch(t.Context(), &pb.AppendBatchRequest{Envelopes: many}); status.Code(err) != codes.ResourceExhausted || reasonOf(err) != "TOO_LARGE" {
+		t.Errorf("AppendBatch of %d bytes: %v, want RESOURCE_EXHAUSTED TOO_LARGE", 140*60<<10, err)
+	}
+	if got := tn.n.RaftLastIndex(); got != before {
+		t.Fatalf("the raft log went from index %d to %d on refused writes", before, got)
+	}
+	if tn.n.Size() != 0 {
+		t.Fatalf("the ledger has %d entries", tn.n.Size())
+	}
+	tn.append(t, sign(event("GPU-OK", pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil)))
+	if got := tn.n.RaftLastIndex(); got != before+1 || tn.n.Size() != 1 {
+		t.Fatalf("after a valid write: raft index %d (want %d), %d entries", got, before+1, tn.n.Size())
+	}
+}
