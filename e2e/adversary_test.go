@@ -252,7 +252,7 @@ func TestAdversaryCLI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			env, err := dsse.SignMessage(dsse.CustodyEventType, &pb.CustodyEvent{Serial: sn, Type: pb.EventType_EVENT_TYPE_INSTALLED,
+			env, err := dsse.SignMessage(dsse.CustodyEventType, &pb.CustodyEvent{LedgerId: d.ledgerID(t), Serial: sn, Type: pb.EventType_EVENT_TYPE_INSTALLED,
 				Actor: "dc-virginia", Location: loc, OccurredAt: timestamppb.Now(), PrevEventHash: st.GetSerial().GetHeadHash()}, ks.Signers()...)
 			if err != nil {
 				t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/internal/consortium"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"golang.org/x/mod/sumdb/note"
@@ -534,7 +535,11 @@ func TestClusterNoQuorum(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := dsse.SignMessage(dsse.CustodyEventType, &pb.CustodyEvent{Serial: "GPU-Q-3", Type: pb.EventType_EVENT_TYPE_MANUFACTURED,
+	g, err := os.ReadFile(filepath.Join(c.dir, "genesis.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := dsse.SignMessage(dsse.CustodyEventType, &pb.CustodyEvent{LedgerId: consortium.LedgerID(g), Serial: "GPU-Q-3", Type: pb.EventType_EVENT_TYPE_MANUFACTURED,
 		Actor: "acme-gpu", Model: "H100", Location: &pb.Location{Country: "TW"}, OccurredAt: timestamppb.Now()}, ks.Signers()...)
 	if err != nil {
 		t.Fatal(err)

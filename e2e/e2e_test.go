@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/verify"
 )
 
@@ -224,6 +225,15 @@ func (d *devNode) grpcurl(t *testing.T, data string, args ...string) string {
 }
 
 func (d *devNode) key(id string) string { return filepath.Join(d.dir, "keys", id+".key") }
+
+// ledgerID is the id of the dev node's ledger: the SHA-256 of its genesis.
+func (d *devNode) ledgerID(t *testing.T) string {
+	b, err := os.ReadFile(filepath.Join(d.dir, "genesis.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return consortium.LedgerID(b)
+}
 
 func TestLifeOfAGPU(t *testing.T) {
 	d := startDev(t, t.TempDir())

@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,12 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpuledger/gpuledger/crypto/dsse"
+	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/custody"
 	"github.com/gpuledger/gpuledger/ledger/gaps"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // The tests in this file play the participants the ledger exists to catch:
@@ -517,5 +521,66 @@ func TestNoParticipantMovesAnothersGPU(t *testing.T) {
 		if !proto.Equal(got[i], want[i]) {
 			t.Fatalf("finding %d differs after replay:\n original %v\n replayed %v", i, want[i], got[i])
 		}
+	}
+}
+
+// TestCrossLedgerReplay: a second ledger registers the very same keys (the
+// same members, another genesis). Nothing signed for the first is valid in
+// the second: not its events, not its regulator's registry changes (a key
+// added to acme-gpu, a policy with no restricted countries). Each is
+// refused with WRONG_LEDGER on ledger_id, naming both ledgers, and the
+// second ledger is unchanged; an event without a ledger id is refused too.
+// The first ledger accepted all of them.
+func TestCrossLedgerReplay(t *testing.T) {
+	a := newFixture(t)
+	twin, err := consortium.Build(testSpecs(), consortium.Options{Rand: rand.NewChaCha8([32]byte{1}), LedgerName: "twin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if twin.LedgerID == a.c.LedgerID || !bytes.Equal(twin.Member("acme-gpu").Participant.GetKeys()[0].GetPublicKey(), a.member("acme-gpu").Participant.GetKeys()[0].GetPublicKey()) {
+		t.Fatal("the twin consortium must have the same keys and another ledger id")
+	}
+	cfg := ledger.DefaultConfig(t.TempDir())
+	cfg.Genesis, cfg.NodeSigner, cfg.Logger = twin.Genesis, twin.NodeSigner, slog.New(slog.DiscardHandler)
+	b, err := ledger.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	extra, _ := keys.Generate("acme-gpu", nil, keys.Ed25519)
+	pol := a.l.Registry().Policy().Proto()
+	pol.Version++
+	pol.Countries = nil
+	envs := [][]byte{
+		a.sign("acme-gpu", mfd, "GPU-R1"),
+		a.member("export-regulator").SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(a.now),
+			Change: &pb.RegistryChange_AddKey{AddKey: &pb.AddKey{ParticipantId: "acme-gpu", Key: consortium.PublicKeyProto(extra.PublicKeys()[0])}}}),
+		a.member("export-regulator").SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(a.now),
+			Change: &pb.RegistryChange_SetPolicy{SetPolicy: pol}}),
+	}
+	a.must(envs...)
+	rs, err := b.Apply(context.Background(), ledger.Batch{AcceptedAt: a.now.Add(time.Minute), Envelopes: envs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		var rej *custody.Error
+		if !errors.As(r.Err, &rej) || rej.Reason != custody.ReasonWrongLedger || rej.Field != "ledger_id" ||
+			!strings.Contains(rej.Msg, a.c.LedgerID) || !strings.Contains(rej.Msg, twin.LedgerID) {
+			t.Errorf("replayed envelope %d: %v, want WRONG_LEDGER on ledger_id naming both ledgers", i, r.Err)
+		}
+	}
+	ev := a.event("acme-gpu", mfd, "GPU-R2")
+	ev.LedgerId = ""
+	raw := consortium.SignEnvelope(dsse.CustodyEventType, ev, a.member("acme-gpu").Keys.Signers()...)
+	if r := a.apply(raw)[0]; r.Err == nil || !strings.Contains(r.Err.Error(), "names no ledger_id") {
+		t.Errorf("an event naming no ledger: %v, want WRONG_LEDGER", r.Err)
+	}
+	if b.Size() != 0 || len(b.Registry().Participant("acme-gpu").GetKeys()) != 1 || b.Registry().Policy().Proto().GetVersion() == pol.GetVersion() {
+		t.Errorf("the twin ledger changed: %d entries, acme-gpu has %d keys", b.Size(), len(b.Registry().Participant("acme-gpu").GetKeys()))
+	}
+	if len(a.l.Registry().Participant("acme-gpu").GetKeys()) != 2 {
+		t.Errorf("the first ledger did not take the key it was sent")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -389,10 +390,16 @@ func (l *Ledger) CheckEntry(e *pb.Entry, reg *Registry) error {
 }
 
 // Checker re-verifies entries outside a store, for auditors: canonical
-// envelope and payload, and every signature by an active key of the actor
-// under a registry. The zero value is ready; it caches parsed keys and is
-// safe for concurrent use.
+// envelope and payload for this ledger, and every signature by an active
+// key of the actor under a registry. It caches parsed keys and is safe for
+// concurrent use.
 type Checker Ledger
+
+// NewChecker returns a Checker for the ledger whose genesis file is genesis.
+func NewChecker(genesis []byte) *Checker {
+	id := sha256.Sum256(genesis)
+	return &Checker{ledgerID: id, idHex: hex.EncodeToString(id[:])}
+}
 
 // Check returns nil when the entry holds under reg (the registry as of the
 // entry's index, or a later one: keys carry the indexes they were active
@@ -605,6 +612,10 @@ func (l *Ledger) decodeWith(d *decoded, raw []byte, reg *Registry, bound bool) {
 			d.err = rej
 			return
 		}
+		if rej := l.forThisLedger(ev.GetLedgerId(), "event"); rej != nil {
+			d.err = rej
+			return
+		}
 		d.event, d.actor, d.at = ev, ev.GetActor(), ev.GetOccurredAt()
 	case dsse.RegistryChangeType:
 		ch := new(pb.RegistryChange)
@@ -618,6 +629,10 @@ func (l *Ledger) decodeWith(d *decoded, raw []byte, reg *Registry, bound bool) {
 		}
 		if err := ch.GetOccurredAt().CheckValid(); err != nil {
 			d.err = custody.Reject(custody.Malformed, custody.ReasonInvalidField, "registry change occurred_at: %v", err)
+			return
+		}
+		if rej := l.forThisLedger(ch.GetLedgerId(), "registry change"); rej != nil {
+			d.err = rej
 			return
 		}
 		d.change, d.actor, d.at = ch, ch.GetActor(), ch.GetOccurredAt()
@@ -641,6 +656,25 @@ func (l *Ledger) decodeWith(d *decoded, raw []byte, reg *Registry, bound bool) {
 			d.sig[i] = 1
 		}
 	}
+}
+
+// forThisLedger refuses a payload that names another ledger, or none: the
+// ledger id inside what is signed is what keeps one ledger's signed events
+// and registry changes out of every other that registers the same keys.
+func (l *Ledger) forThisLedger(id, what string) *custody.Error {
+	if id == l.idHex && id != "" {
+		return nil
+	}
+	var rej *custody.Error
+	if id == "" {
+		rej = custody.Reject(custody.Malformed, custody.ReasonWrongLedger,
+			"the %s names no ledger_id: set it to this ledger's id, %s (gpuledger checkpoint shows it, after gpuledger/)", what, l.idHex)
+	} else {
+		rej = custody.Reject(custody.Malformed, custody.ReasonWrongLedger,
+			"the %s was signed for ledger %s, not this one (%s): it belongs to another ledger and is not valid here", what, custody.Quote(id), l.idHex)
+	}
+	rej.Field = "ledger_id"
+	return rej
 }
 
 // DecodeEnvelope parses a stored envelope, insisting on canonical form: no

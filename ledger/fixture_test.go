@@ -87,7 +87,7 @@ func (f *fixture) event(actor string, typ pb.EventType, serial string, mods ...f
 			loc = &pb.Location{Country: s.GetCountry(), SiteId: s.GetId()}
 		}
 	}
-	ev := &pb.CustodyEvent{Serial: serial, Type: typ, Actor: actor, Location: loc, OccurredAt: timestamppb.New(f.now)}
+	ev := &pb.CustodyEvent{LedgerId: f.c.LedgerID, Serial: serial, Type: typ, Actor: actor, Location: loc, OccurredAt: timestamppb.New(f.now)}
 	if typ == pb.EventType_EVENT_TYPE_MANUFACTURED {
 		ev.Model, ev.Eccn = "H100-SXM5-80GB", "3A090.a"
 	} else if st, err := f.l.Serial(context.Background(), serial); err == nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -121,6 +122,7 @@ type Ledger struct {
 	db       *badger.DB
 	genesis  []byte
 	ledgerID [32]byte
+	idHex    string // hex of ledgerID: what signed payloads name
 	origin   string
 	keyCache keys.Cache
 
@@ -242,7 +244,8 @@ func (l *Ledger) load(ctx context.Context) error {
 	}
 	l.genesis = stored
 	l.ledgerID = sha256.Sum256(stored)
-	l.origin = "gpuledger/" + hex.EncodeToString(l.ledgerID[:])
+	l.idHex = hex.EncodeToString(l.ledgerID[:])
+	l.origin = "gpuledger/" + l.idHex
 	reg, err := newRegistry(g)
 	if err != nil {
 		return err
@@ -314,6 +317,20 @@ func (l *Ledger) Genesis() []byte { return bytes.Clone(l.genesis) }
 
 // LedgerID returns the SHA-256 of the genesis file.
 func (l *Ledger) LedgerID() [32]byte { return l.ledgerID }
+
+// IDFromOrigin returns the ledger id of a checkpoint origin
+// ("gpuledger/" and 64 lowercase hex digits).
+func IDFromOrigin(origin string) (string, error) {
+	id, ok := strings.CutPrefix(origin, "gpuledger/")
+	if _, err := hex.DecodeString(id); !ok || err != nil || len(id) != 64 || strings.ToLower(id) != id {
+		return "", fmt.Errorf("checkpoint origin %s is not gpuledger/ and a ledger id (64 lowercase hex digits)", custody.Quote(origin))
+	}
+	return id, nil
+}
+
+// ID returns the ledger id as signed payloads name it: lowercase hex of
+// the SHA-256 of the genesis file.
+func (l *Ledger) ID() string { return l.idHex }
 
 // Origin returns the checkpoint origin line.
 func (l *Ledger) Origin() string { return l.origin }

@@ -261,7 +261,7 @@ func TestRejections(t *testing.T) {
 			submit: func(f *fixture) []byte {
 				reg := f.member("export-regulator")
 				ed, ml := signerOf(reg, keys.Ed25519), signerOf(reg, keys.MLDSA65)
-				ch := &pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(f.now),
+				ch := &pb.RegistryChange{LedgerId: f.c.LedgerID, Actor: "export-regulator", OccurredAt: timestamppb.New(f.now),
 					Change: &pb.RegistryChange_SuspendParticipant{SuspendParticipant: &pb.SuspendParticipant{ParticipantId: "sg-dist"}}}
 				return envelopeWith(ch, dsse.RegistryChangeType, func(e *pb.Envelope) {
 					e.Signatures = []*pb.Signature{{Keyid: ed.KeyID(), Sig: e.Signatures[0].Sig}}

@@ -99,7 +99,7 @@ func member(id string) *consortium.Member { return dev.Member(id) }
 func event(serial string, typ pb.EventType, actor string, prev []byte, mods ...func(*pb.CustodyEvent)) *pb.CustodyEvent {
 	p := member(actor).Participant
 	s := p.GetSites()[0]
-	ev := &pb.CustodyEvent{Serial: serial, Type: typ, Actor: actor, Location: &pb.Location{Country: s.GetCountry(), SiteId: s.GetId()},
+	ev := &pb.CustodyEvent{LedgerId: dev.LedgerID, Serial: serial, Type: typ, Actor: actor, Location: &pb.Location{Country: s.GetCountry(), SiteId: s.GetId()},
 		OccurredAt: timestamppb.New(time.Now().Add(-time.Minute)), PrevEventHash: prev}
 	if typ == pb.EventType_EVENT_TYPE_MANUFACTURED {
 		ev.Model = "H100-SXM5-80GB"

@@ -56,7 +56,7 @@ type Verifier struct {
 
 	genesis  *pb.Genesis
 	origin   string
-	checker  ledger.Checker
+	checker  *ledger.Checker
 	registry *ledger.Registry
 }
 
@@ -71,7 +71,7 @@ func New(genesis []byte) (*Verifier, error) {
 		return nil, err
 	}
 	id := sha256.Sum256(genesis)
-	return &Verifier{genesis: g, origin: "gpuledger/" + hex.EncodeToString(id[:]), registry: reg}, nil
+	return &Verifier{genesis: g, origin: "gpuledger/" + hex.EncodeToString(id[:]), registry: reg, checker: ledger.NewChecker(genesis)}, nil
 }
 
 // Origin returns the checkpoint origin of the trusted ledger.

@@ -38,7 +38,8 @@ AppendBatch, with a progress bar on standard error.
 Keys: --key FILE signs every line (lines without an actor get the key's);
 --keys DIR signs each line with DIR/<actor>.key. A line without
 prev_event_hash chains to the previous line of the same serial, or to the
-serial's head on the node. Lines without occurred_at are dated now, lines
+serial's head on the node. Lines without ledger_id name the node's ledger
+(its checkpoint's origin). Lines without occurred_at are dated now, lines
 without a location are placed at the actor's first site. Re-importing a file
 whose lines all carry occurred_at and location makes byte-identical envelopes
 (both schemes sign deterministically here), which the ledger reports as
@@ -136,6 +137,11 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 		}
 		if ev.Actor == "" && fixed != nil {
 			ev.Actor = fixed.Participant
+		}
+		if ev.LedgerId == "" {
+			if ev.LedgerId, err = c.ledgerID(ctx); err != nil {
+				return err
+			}
 		}
 		ks, err := keyFor(ev.GetActor())
 		if err != nil {

@@ -22,6 +22,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/gpuledger/gpuledger/internal/version"
+	"github.com/gpuledger/gpuledger/ledger"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -70,6 +73,8 @@ type cli struct {
 	warned  bool // the stale-read warning was printed
 	// minIndex is sent with every call as the gpuledger-min-index header.
 	minIndex uint64
+	// ledger is the node's ledger id, once asked (ledgerID).
+	ledger string
 }
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -236,6 +241,28 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	}
 	c.conn = conn
 	return conn, nil
+}
+
+// ledgerID returns the id of the node's ledger, from its checkpoint's
+// origin, for the payloads the CLI signs: every signed event and registry
+// change names its ledger, so that no other ledger accepts it.
+func (c *cli) ledgerID(ctx context.Context) (string, error) {
+	if c.ledger != "" {
+		return c.ledger, nil
+	}
+	var r *pb.GetCheckpointResponse
+	if err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+		r, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
+		return err
+	}); err != nil {
+		return "", err
+	}
+	id, err := ledger.IDFromOrigin(r.GetCheckpoint().GetOrigin())
+	if err != nil {
+		return "", fmt.Errorf("the node's %w", err)
+	}
+	c.ledger = id
+	return id, nil
 }
 
 func (c *cli) ctx(parent context.Context) (context.Context, context.CancelFunc) {

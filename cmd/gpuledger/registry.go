@@ -67,8 +67,12 @@ func (c *cli) change(ctx context.Context, f *registryFlags, what string, changes
 		return nil
 	}
 	now := time.Now().UTC()
+	id, err := c.ledgerID(ctx)
+	if err != nil {
+		return err
+	}
 	for _, set := range changes {
-		ch := &pb.RegistryChange{Actor: ks.Participant, OccurredAt: timestamppb.New(now), Reason: f.reason}
+		ch := &pb.RegistryChange{LedgerId: id, Actor: ks.Participant, OccurredAt: timestamppb.New(now), Reason: f.reason}
 		set(ch)
 		env, err := dsse.SignMessage(dsse.RegistryChangeType, ch, ks.Signers()...)
 		if err != nil {

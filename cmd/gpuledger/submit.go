@@ -123,8 +123,12 @@ func (c *cli) submit(ctx context.Context, typ pb.EventType, f *submitFlags) erro
 	if err != nil {
 		return err
 	}
+	id, err := c.ledgerID(ctx)
+	if err != nil {
+		return err
+	}
 	ev := &pb.CustodyEvent{
-		Serial: f.serial, Type: typ, Actor: ks.Participant, Counterparty: f.to, Location: loc,
+		LedgerId: id, Serial: f.serial, Type: typ, Actor: ks.Participant, Counterparty: f.to, Location: loc,
 		OccurredAt: timestamppb.New(at), Model: f.model, Eccn: f.eccn, ParentSerial: f.parent,
 		Reference: f.reference, ExportLicense: f.license, DestinationCountry: strings.ToUpper(f.dest),
 	}

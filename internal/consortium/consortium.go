@@ -5,6 +5,8 @@ package consortium
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math"
@@ -36,6 +38,9 @@ type Spec struct {
 type Member struct {
 	Participant *pb.Participant
 	Keys        *keys.KeySet
+	// LedgerID is the consortium's ledger id, which SignEvent and
+	// SignChange put in a payload that names none.
+	LedgerID string
 }
 
 // Consortium is a set of members, a node key and their genesis.
@@ -43,6 +48,9 @@ type Consortium struct {
 	Members []*Member
 	// Genesis is the genesis file (protojson).
 	Genesis []byte
+	// LedgerID is the ledger id: lowercase hex of the SHA-256 of Genesis,
+	// what every signed payload names.
+	LedgerID string
 	// NodeName is the node's name; NodeKey its signed-note private key
 	// ("PRIVATE+KEY+..."), NodeVerifierKey the public one.
 	NodeName, NodeKey, NodeVerifierKey string
@@ -135,7 +143,17 @@ func Build(specs []Spec, o Options) (*Consortium, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.LedgerID = LedgerID(c.Genesis)
+	for _, m := range c.Members {
+		m.LedgerID = c.LedgerID
+	}
 	return c, nil
+}
+
+// LedgerID returns the id of the ledger whose genesis file is genesis.
+func LedgerID(genesis []byte) string {
+	h := sha256.Sum256(genesis)
+	return hex.EncodeToString(h[:])
 }
 
 // MarshalGenesis writes a genesis document as indented protojson.
@@ -169,11 +187,19 @@ func (c *Consortium) Member(id string) *Member {
 // SignEvent signs a custody event with all of the member's keys and returns
 // the envelope's stored bytes.
 func (m *Member) SignEvent(ev *pb.CustodyEvent) []byte {
+	if ev.GetLedgerId() == "" {
+		ev = proto.CloneOf(ev)
+		ev.LedgerId = m.LedgerID
+	}
 	return SignEnvelope(dsse.CustodyEventType, ev, m.Keys.Signers()...)
 }
 
 // SignChange signs a registry change with all of the member's keys.
 func (m *Member) SignChange(ch *pb.RegistryChange) []byte {
+	if ch.GetLedgerId() == "" {
+		ch = proto.CloneOf(ch)
+		ch.LedgerId = m.LedgerID
+	}
 	return SignEnvelope(dsse.RegistryChangeType, ch, m.Keys.Signers()...)
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"google.golang.org/grpc"
@@ -47,6 +48,9 @@ type Config struct {
 	Extra map[string]*keys.KeySet
 	// Progress, if set, is told how many records have been submitted.
 	Progress func(done, total int)
+	// LedgerID is the id of the node's ledger, which every signed payload
+	// names; Run asks the node for it when empty.
+	LedgerID string
 }
 
 // Truth is the ground truth of a run.
@@ -123,6 +127,15 @@ func Run(ctx context.Context, conn grpc.ClientConnInterface, cfg Config) (*Truth
 			return nil, fmt.Errorf("simulate: no key for %s (the development consortium's keys)", id)
 		}
 	}
+	if cfg.LedgerID == "" {
+		r, err := gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("simulate: the node's ledger id: %w", err)
+		}
+		if cfg.LedgerID, err = ledger.IDFromOrigin(r.GetCheckpoint().GetOrigin()); err != nil {
+			return nil, fmt.Errorf("simulate: the node's %w", err)
+		}
+	}
 	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x51a7)), lc: gpuledgerv1grpc.NewLedgerServiceClient(conn),
 		rc: gpuledgerv1grpc.NewRegistryServiceClient(conn), parts: map[string]*pb.Participant{}, heads: map[string][]byte{}}
 	if err := s.register(ctx); err != nil {
@@ -185,7 +198,7 @@ func (s *sim) register(ctx context.Context) error {
 		for _, pk := range ks.PublicKeys() {
 			p.Keys = append(p.Keys, consortium.PublicKeyProto(pk))
 		}
-		env, err := dsse.SignMessage(dsse.RegistryChangeType, &pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(s.cfg.Now.Add(-time.Minute)),
+		env, err := dsse.SignMessage(dsse.RegistryChangeType, &pb.RegistryChange{LedgerId: s.cfg.LedgerID, Actor: "export-regulator", OccurredAt: timestamppb.New(s.cfg.Now.Add(-time.Minute)),
 			Reason: "simulation: " + spec.Name, Change: &pb.RegistryChange_AddParticipant{AddParticipant: p}}, reg.Signers()...)
 		if err != nil {
 			return err
@@ -217,7 +230,7 @@ func (s *sim) where(id string) *pb.Location {
 
 // ev signs one event of a serial, chained to the serial's previous one.
 func (s *sim) ev(serial string, typ pb.EventType, actor, counterparty string, at time.Time, mods ...func(*pb.CustodyEvent)) {
-	e := &pb.CustodyEvent{Serial: serial, Type: typ, Actor: actor, Counterparty: counterparty, Location: s.where(actor),
+	e := &pb.CustodyEvent{LedgerId: s.cfg.LedgerID, Serial: serial, Type: typ, Actor: actor, Counterparty: counterparty, Location: s.where(actor),
 		OccurredAt: timestamppb.New(at), PrevEventHash: s.heads[serial]}
 	if typ == pb.EventType_EVENT_TYPE_MANUFACTURED {
 		e.Model, e.Eccn = "H100-SXM5-80GB", "3A090.a"

@@ -112,6 +112,7 @@ const (
 	ReasonUnknownCountry      = "UNKNOWN_COUNTRY"
 	ReasonUnknownSite         = "UNKNOWN_SITE"
 	ReasonCannotHold          = "ROLE_CANNOT_HOLD"
+	ReasonWrongLedger         = "WRONG_LEDGER"
 )
 
 // MaxQuote is the most of a client's input an error message quotes.

@@ -269,7 +269,13 @@ type CustodyEvent struct {
 	// Defaults to the consignee's registered country when empty.
 	DestinationCountry string `protobuf:"bytes,13,opt,name=destination_country,json=destinationCountry,proto3" json:"destination_country,omitempty"`
 	// Supporting evidence (attestation report, latency measurements, photos).
-	Evidence      []*Evidence `protobuf:"bytes,14,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	Evidence []*Evidence `protobuf:"bytes,14,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	// The id of the ledger the event is for: 64 lowercase hex digits, the
+	// SHA-256 of its genesis file (its checkpoints' origin is "gpuledger/" and
+	// this id). Required. It puts the ledger inside what is signed, so that an
+	// event cannot be replayed into another ledger that registers the same
+	// keys: every ledger refuses an event for another with WRONG_LEDGER.
+	LedgerId      string `protobuf:"bytes,15,opt,name=ledger_id,json=ledgerId,proto3" json:"ledger_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -402,6 +408,13 @@ func (x *CustodyEvent) GetEvidence() []*Evidence {
 	return nil
 }
 
+func (x *CustodyEvent) GetLedgerId() string {
+	if x != nil {
+		return x.LedgerId
+	}
+	return ""
+}
+
 var File_gpuledger_v1_custody_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_custody_proto_rawDesc = "" +
@@ -417,7 +430,7 @@ const file_gpuledger_v1_custody_proto_rawDesc = "" +
 	"\r_longitude_e6\"2\n" +
 	"\bEvidence\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x9f\x04\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xbc\x04\n" +
 	"\fCustodyEvent\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12+\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x17.gpuledger.v1.EventTypeR\x04type\x12\x14\n" +
@@ -434,7 +447,8 @@ const file_gpuledger_v1_custody_proto_rawDesc = "" +
 	"\treference\x18\v \x01(\tR\treference\x12%\n" +
 	"\x0eexport_license\x18\f \x01(\tR\rexportLicense\x12/\n" +
 	"\x13destination_country\x18\r \x01(\tR\x12destinationCountry\x122\n" +
-	"\bevidence\x18\x0e \x03(\v2\x16.gpuledger.v1.EvidenceR\bevidence*\xff\x01\n" +
+	"\bevidence\x18\x0e \x03(\v2\x16.gpuledger.v1.EvidenceR\bevidence\x12\x1b\n" +
+	"\tledger_id\x18\x0f \x01(\tR\bledgerId*\xff\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17EVENT_TYPE_MANUFACTURED\x10\x01\x12\x16\n" +

@@ -583,6 +583,9 @@ type RegistryChange struct {
 	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
 	// Why, for the record (a decision reference, a ticket).
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The id of the ledger the change is for (see CustodyEvent.ledger_id).
+	// Required: a change signed for one ledger is refused by every other.
+	LedgerId string `protobuf:"bytes,4,opt,name=ledger_id,json=ledgerId,proto3" json:"ledger_id,omitempty"`
 	// The change.
 	//
 	// Types that are valid to be assigned to Change:
@@ -645,6 +648,13 @@ func (x *RegistryChange) GetOccurredAt() *timestamppb.Timestamp {
 func (x *RegistryChange) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *RegistryChange) GetLedgerId() string {
+	if x != nil {
+		return x.LedgerId
 	}
 	return ""
 }
@@ -953,12 +963,13 @@ const file_gpuledger_v1_registry_proto_rawDesc = "" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12=\n" +
 	"\fparticipants\x18\x03 \x03(\v2\x19.gpuledger.v1.ParticipantR\fparticipants\x12(\n" +
 	"\x05nodes\x18\x04 \x03(\v2\x12.gpuledger.v1.NodeR\x05nodes\x12,\n" +
-	"\x06policy\x18\x05 \x01(\v2\x14.gpuledger.v1.PolicyR\x06policy\"\xf3\x03\n" +
+	"\x06policy\x18\x05 \x01(\v2\x14.gpuledger.v1.PolicyR\x06policy\"\x90\x04\n" +
 	"\x0eRegistryChange\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"occurredAt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12D\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tledger_id\x18\x04 \x01(\tR\bledgerId\x12D\n" +
 	"\x0fadd_participant\x18\n" +
 	" \x01(\v2\x19.gpuledger.v1.ParticipantH\x00R\x0eaddParticipant\x12/\n" +
 	"\aadd_key\x18\v \x01(\v2\x14.gpuledger.v1.AddKeyH\x00R\x06addKey\x128\n" +
