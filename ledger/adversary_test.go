@@ -584,3 +584,29 @@ func TestCrossLedgerReplay(t *testing.T) {
 		t.Errorf("the first ledger did not take the key it was sent")
 	}
 }
+
+// TestBatchTimeMonotonic: the ledger's time does not run backwards, on every
+// replica alike. A batch dated a little before the last one (a new leader's
+// clock a few seconds behind) is dated at the last batch's time; one dated
+// further back than the clock skew is refused whole and changes nothing.
+func TestBatchTimeMonotonic(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.sign("acme-gpu", mfd, "GPU-M1"))
+	last := f.l.LastAcceptedAt()
+	rs, err := f.l.Apply(context.Background(), ledger.Batch{AcceptedAt: last.Add(-time.Minute), Envelopes: [][]byte{f.sign("acme-gpu", mfd, "GPU-M2", at(last.Add(-2*time.Minute)))}})
+	if err != nil || rs[0].Err != nil {
+		t.Fatalf("a batch a minute behind: %v %v", err, rs)
+	}
+	if got := rs[0].Entry.GetAcceptedAt().AsTime(); !got.Equal(last) {
+		t.Errorf("a batch a minute behind was dated %s, want the last batch's %s", got, last)
+	}
+	size, root := f.l.Size(), f.l.Root()
+	_, err = f.l.Apply(context.Background(), ledger.Batch{AcceptedAt: last.Add(-time.Hour), Envelopes: [][]byte{f.sign("acme-gpu", mfd, "GPU-M3", at(last.Add(-2*time.Hour)))}})
+	var bt *ledger.BatchTimeError
+	if !errors.As(err, &bt) || !strings.Contains(err.Error(), "more than the clock skew") {
+		t.Fatalf("a batch an hour behind: %v, want a BatchTimeError", err)
+	}
+	if f.l.Size() != size || f.l.Root() != root {
+		t.Errorf("the refused batch changed the log")
+	}
+}

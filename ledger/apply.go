@@ -92,6 +92,16 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 		return nil, err
 	}
 	v := l.view.Load()
+	// The ledger's time never runs backwards. A proposer whose clock is a
+	// little behind the last batch's (a new leader) has its batch dated at
+	// the last batch's time; one further behind than the policy's clock
+	// skew is refused whole, on every replica alike.
+	if b.AcceptedAt.Before(v.at) {
+		if behind := v.at.Sub(b.AcceptedAt); behind > v.reg.Policy().ClockSkew() {
+			return nil, &BatchTimeError{At: b.AcceptedAt, Last: v.at, Skew: v.reg.Policy().ClockSkew()}
+		}
+		b.AcceptedAt = v.at
+	}
 	// Decoding and signature verification run on VerifyWorkers goroutines,
 	// in envelope order; the sequential phase below takes each envelope as
 	// soon as it is ready, so ordering work overlaps verification.
@@ -132,6 +142,9 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 			return nil, fmt.Errorf("apply batch: %w", err)
 		}
 	}
+	if err := txn.Set(metaKey("at"), be64(uint64(b.AcceptedAt.UnixNano()))); err != nil {
+		return nil, fmt.Errorf("apply batch: %w", err)
+	}
 	root := v.root
 	if a.size != v.size {
 		var err error
@@ -142,8 +155,20 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 	if err := txn.Commit(); err != nil {
 		return nil, fmt.Errorf("apply batch: commit: %w", err)
 	}
-	l.view.Store(&view{size: a.size, root: root, reg: a.reg, applied: applied})
+	l.view.Store(&view{size: a.size, root: root, reg: a.reg, applied: applied, at: b.AcceptedAt})
 	return results, nil
+}
+
+// BatchTimeError is Apply's refusal of a batch dated further before the last
+// batch than the clock skew allows: nothing of it is applied, on any replica.
+type BatchTimeError struct {
+	At, Last time.Time
+	Skew     time.Duration
+}
+
+func (e *BatchTimeError) Error() string {
+	return fmt.Sprintf("batch dated %s, %v before the last batch (%s), more than the clock skew of %v: the proposer's clock is wrong",
+		e.At.Format(time.RFC3339Nano), e.Last.Sub(e.At).Round(time.Millisecond), e.Last.Format(time.RFC3339Nano), e.Skew)
 }
 
 // applier carries one batch's sequential phase.

@@ -118,9 +118,8 @@ func TestSilent(t *testing.T) {
 		t.Fatalf("120 days and a second in custody: %v", ids(got))
 	}
 	// Destroyed GPUs are never silent.
-	f.now = attAt.Add(2 * time.Hour)
-	f.must(f.sign("dc-frankfurt", destr, "GPU-S", at(f.now)))
-	if got := f.findings(f.now.Add(1000*day), pb.FindingKind_FINDING_KIND_SILENT); len(got) != 1 {
+	f.must(f.sign("dc-frankfurt", destr, "GPU-S", at(attAt.Add(2*time.Hour))))
+	if got := f.findings(attAt.Add(1000*day), pb.FindingKind_FINDING_KIND_SILENT); len(got) != 1 {
 		t.Fatalf("destroyed: %v", ids(got))
 	}
 }

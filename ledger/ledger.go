@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/crypto/keys"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // Default limits.
@@ -141,6 +143,7 @@ type view struct {
 	root    tlog.Hash
 	reg     *Registry
 	applied uint64
+	at      time.Time // the last batch's acceptance time
 }
 
 // Open opens (creating if needed) the ledger in cfg.Dir.
@@ -208,6 +211,7 @@ func badgerOptions(cfg Config) badger.Options {
 func (l *Ledger) load(ctx context.Context) error {
 	var stored []byte
 	var size, applied uint64
+	var at time.Time
 	err := l.db.View(func(txn *badger.Txn) error {
 		var err error
 		if stored, err = getValue(txn, metaKey("genesis")); err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
@@ -218,6 +222,16 @@ func (l *Ledger) load(ctx context.Context) error {
 		}
 		if b, err := getValue(txn, metaKey("applied")); err == nil {
 			applied = binary.BigEndian.Uint64(b)
+		}
+		if b, err := getValue(txn, metaKey("at")); err == nil {
+			at = time.Unix(0, int64(binary.BigEndian.Uint64(b))).UTC()
+		} else if size > 0 { // a store from before the key: the last entry's time
+			b, err := getValue(txn, entryKey(size-1))
+			e := new(pb.Entry)
+			if err != nil || proto.Unmarshal(b, e) != nil {
+				return fmt.Errorf("read entry %d: %v", size-1, err)
+			}
+			at = e.GetAcceptedAt().AsTime()
 		}
 		return nil
 	})
@@ -270,9 +284,13 @@ func (l *Ledger) load(ctx context.Context) error {
 	} else {
 		root = sha256.Sum256(nil)
 	}
-	l.view.Store(&view{size: size, root: root, reg: reg, applied: applied})
+	l.view.Store(&view{size: size, root: root, reg: reg, applied: applied, at: at})
 	return nil
 }
+
+// LastAcceptedAt returns the acceptance time of the last batch applied (zero
+// before the first). A batch's time is never before it (see Apply).
+func (l *Ledger) LastAcceptedAt() time.Time { return l.view.Load().at }
 
 // ErrStoreInUse is returned by Open when another process (a running node)
 // holds the store: stop it first.

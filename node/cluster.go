@@ -467,7 +467,7 @@ type clusterService struct {
 
 func (s *clusterService) GetClusterStatus(ctx context.Context, req *pb.GetClusterStatusRequest) (*pb.GetClusterStatusResponse, error) {
 	n := s.n
-	out := &pb.GetClusterStatusResponse{Node: n.cfg.Name, Role: "stopped", Alarm: n.alarmText(), Stale: true}
+	out := &pb.GetClusterStatusResponse{Node: n.cfg.Name, Role: "stopped", Alarm: n.alarmText(), Stale: true, Warnings: n.warnings()}
 	if n.raft == nil {
 		return out, nil
 	}

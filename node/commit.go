@@ -158,7 +158,7 @@ func (n *Node) propose(group []*request, count int) {
 	if changed {
 		n.changesInFlight.Add(1)
 	}
-	f := n.raft.Apply(encodeBatch(time.Now(), *n.lastBatch.Load(), keep), n.cfg.ApplyTimeout)
+	f := n.raft.Apply(encodeBatch(n.batchDate(), *n.lastBatch.Load(), keep), n.cfg.ApplyTimeout)
 	go func() {
 		if changed {
 			defer n.changesInFlight.Add(-1)

@@ -86,6 +86,11 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+
+	// Clock, if set, dates the batches the node proposes when it leads, as
+	// they are (not clamped to the last batch's date as time.Now is). Tests
+	// set it to play a leader whose clock is wrong, or that lies.
+	Clock func() time.Time
 }
 
 // Peer is a member of the raft configuration.
@@ -194,6 +199,9 @@ type Node struct {
 	// yet applied; refusedEarly counts envelopes refused before raft.
 	changesInFlight atomic.Int64
 	refusedEarly    atomic.Uint64
+	// clock is what the node knows of the raft log's dates (clock.go).
+	clock clockState
+	raftp atomic.Pointer[raft.Raft] // n.raft, for raft's own goroutines
 
 	applied atomic.Pointer[chan struct{}] // closed and replaced after each applied batch
 	alarm   atomic.Pointer[string]
@@ -250,6 +258,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	n.lastBatch.Store(&batchState{index: l.AppliedIndex(), size: l.Size(), root: l.Root()})
+	n.clock.lastAt = l.LastAcceptedAt()
 	if err := n.startRaft(ctx); err != nil {
 		l.Close()
 		n.close()
@@ -311,6 +320,7 @@ func (n *Node) startRaft(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	store.check = n.checkLeaderTime
 	snaps, err := raft.NewFileSnapshotStore(filepath.Join(n.cfg.Dir, "raft"), 2, newSlogWriter(n.log))
 	if err != nil {
 		store.Close()
@@ -365,6 +375,7 @@ func (n *Node) startRaft(ctx context.Context) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft, n.store = r, store
+	n.raftp.Store(r)
 	if !existing && n.cfg.Join != "" {
 		n.stopped.Add(1)
 		go n.joinLoop()
@@ -520,6 +531,9 @@ func (f *fsm) Apply(lg *raft.Log) any {
 	if err != nil {
 		if rej := (*custody.Error)(nil); errors.As(err, &rej) && rej.Code == custody.TooLarge {
 			return fsmResponse{err: err} // over a limit: nothing applied on any node
+		}
+		if bt := (*ledger.BatchTimeError)(nil); errors.As(err, &bt) {
+			return fsmResponse{err: errUnavailable{err.Error()}} // refused on every node alike
 		}
 		n.raiseAlarm(fmt.Sprintf("raft entry %d: %v", lg.Index, err))
 		return fsmResponse{err: err}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -35,7 +36,41 @@ import (
 type raftAuth struct {
 	tls   *tls.Config
 	sign  func(role string, ekm []byte) ([]byte, error)
-	check func(role string, ekm, msg []byte) error
+	check func(role string, ekm, msg []byte) (peer string, err error)
+
+	mu    sync.Mutex
+	conns map[string]map[*peerConn]struct{} // open raft connections by peer
+}
+
+// peerConn is a raft connection to or from a named node.
+type peerConn struct {
+	net.Conn
+	peer string
+	auth *raftAuth
+	once sync.Once
+}
+
+func (c *peerConn) Close() error {
+	c.once.Do(func() {
+		c.auth.mu.Lock()
+		delete(c.auth.conns[c.peer], c)
+		c.auth.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// cut closes every raft connection to or from peer.
+func (a *raftAuth) cut(peer string) int {
+	a.mu.Lock()
+	var cs []*peerConn
+	for c := range a.conns[peer] {
+		cs = append(cs, c)
+	}
+	a.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+	return len(cs)
 }
 
 const (
@@ -47,7 +82,7 @@ const (
 
 // newRaftAuth makes the TLS configuration (a fresh Ed25519 certificate) for
 // a node that signs and checks hellos with sign and check.
-func newRaftAuth(sign func(string, []byte) ([]byte, error), check func(string, []byte, []byte) error) (*raftAuth, error) {
+func newRaftAuth(sign func(string, []byte) ([]byte, error), check func(string, []byte, []byte) (string, error)) (*raftAuth, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -63,7 +98,7 @@ func newRaftAuth(sign func(string, []byte) ([]byte, error), check func(string, [
 		// Peers are authenticated by their hellos, not by certificates.
 		InsecureSkipVerify: true,
 	}
-	return &raftAuth{tls: cfg, sign: sign, check: check}, nil
+	return &raftAuth{tls: cfg, sign: sign, check: check, conns: make(map[string]map[*peerConn]struct{})}, nil
 }
 
 // accept runs the accepting side of the handshake on c (after raftMagic).
@@ -96,6 +131,7 @@ func (a *raftAuth) handshake(tc *tls.Conn, mine, theirs string) (net.Conn, error
 		_, err = tc.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(h))), h...))
 		return err
 	}
+	var peer string
 	receive := func() error {
 		var n [2]byte
 		if _, err := io.ReadFull(tc, n[:]); err != nil {
@@ -109,7 +145,8 @@ func (a *raftAuth) handshake(tc *tls.Conn, mine, theirs string) (net.Conn, error
 		if _, err := io.ReadFull(tc, msg); err != nil {
 			return err
 		}
-		return a.check(theirs, ekm, msg)
+		peer, err = a.check(theirs, ekm, msg)
+		return err
 	}
 	steps := []func() error{send, receive}
 	if mine == roleAccept {
@@ -121,7 +158,14 @@ func (a *raftAuth) handshake(tc *tls.Conn, mine, theirs string) (net.Conn, error
 		}
 	}
 	tc.SetDeadline(time.Time{})
-	return tc, nil
+	pc := &peerConn{Conn: tc, peer: peer, auth: a}
+	a.mu.Lock()
+	if a.conns[peer] == nil {
+		a.conns[peer] = make(map[*peerConn]struct{})
+	}
+	a.conns[peer][pc] = struct{}{}
+	a.mu.Unlock()
+	return pc, nil
 }
 
 // helloText is the text a node signs for role on a session with export ekm.
@@ -134,14 +178,18 @@ func (n *Node) signHello(role string, ekm []byte) ([]byte, error) {
 	return note.Sign(&note.Note{Text: helloText(role, n.ledger.Origin(), ekm)}, n.cfg.NodeSigner)
 }
 
-func (n *Node) checkHello(role string, ekm, msg []byte) error {
+func (n *Node) checkHello(role string, ekm, msg []byte) (string, error) {
 	reg := n.ledger.Registry()
 	m, err := note.Open(msg, nodeVerifiers(reg))
 	if err != nil {
-		return fmt.Errorf("hello not signed by a node of the registry (%s): %w", nodeNames(reg), err)
+		return "", fmt.Errorf("hello not signed by a node of the registry (%s): %w", nodeNames(reg), err)
 	}
 	if m.Text != helloText(role, n.ledger.Origin(), ekm) {
-		return fmt.Errorf("hello of %s is not a %q hello for this ledger and this connection", m.Sigs[0].Name, role)
+		return "", fmt.Errorf("hello of %s is not a %q hello for this ledger and this connection", m.Sigs[0].Name, role)
 	}
-	return nil
+	peer := m.Sigs[0].Name
+	if why := n.distrusted(peer); why != "" {
+		return "", fmt.Errorf("node %s is distrusted: %s", peer, why)
+	}
+	return peer, nil
 }

@@ -20,7 +20,12 @@ import (
 //
 // Writes are synchronous: raft's log is the durable record of what was
 // committed, and the ledger's own writes may lag behind it.
-type raftStore struct{ db *badger.DB }
+type raftStore struct {
+	db *badger.DB
+	// check, if set, judges entries before they are stored; an error
+	// stores none of them (the leader's dates: clock.go).
+	check func([]*raft.Log) error
+}
 
 func openRaftStore(dir string, log *slog.Logger) (*raftStore, error) {
 	o := badger.DefaultOptions(dir)
@@ -79,6 +84,11 @@ func (s *raftStore) GetLog(index uint64, out *raft.Log) error {
 func (s *raftStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
 func (s *raftStore) StoreLogs(logs []*raft.Log) error {
+	if s.check != nil {
+		if err := s.check(logs); err != nil {
+			return err
+		}
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, l := range logs {

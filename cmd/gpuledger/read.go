@@ -203,7 +203,7 @@ func clusterCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "replication status"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "status",
-		Short: "show the node's raft role, leader, peers, applied size and index, staleness and alarm",
+		Short: "show the node's raft role, leader, peers, applied size and index, staleness, warnings and alarm",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r *pb.GetClusterStatusResponse
@@ -224,6 +224,9 @@ func clusterCmd(c *cli) *cobra.Command {
 			}
 			if r.GetStale() {
 				fmt.Fprintf(w, "STALE\treads from this node may be behind the cluster\n")
+			}
+			for _, warning := range r.GetWarnings() {
+				fmt.Fprintf(w, "WARNING\t%s\n", safeText(warning))
 			}
 			if r.GetAlarm() != "" {
 				fmt.Fprintf(w, "ALARM\t%s\n", r.GetAlarm())

@@ -146,7 +146,11 @@ type GetClusterStatusResponse struct {
 	LastLeaderContactMs int64 `protobuf:"varint,9,opt,name=last_leader_contact_ms,json=lastLeaderContactMs,proto3" json:"last_leader_contact_ms,omitempty"`
 	// Whether this node's reads may be behind the cluster: it is not the leader
 	// and has no leader, or has not heard from one recently.
-	Stale         bool `protobuf:"varint,10,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale bool `protobuf:"varint,10,opt,name=stale,proto3" json:"stale,omitempty"`
+	// What an operator should look at that does not stop the node: a leader
+	// distrusted for the dates it gave its batches, connections refused at the
+	// connection limit, writes refused for lack of disk space.
+	Warnings      []string `protobuf:"bytes,11,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +253,13 @@ func (x *GetClusterStatusResponse) GetStale() bool {
 		return x.Stale
 	}
 	return false
+}
+
+func (x *GetClusterStatusResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 // CosignCheckpointRequest asks a node to sign the checkpoint of a tree size
@@ -451,7 +462,7 @@ const file_gpuledger_v1_cluster_api_proto_rawDesc = "" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xd6\x02\n" +
+	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xf2\x02\n" +
 	"\x18GetClusterStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
@@ -463,7 +474,8 @@ const file_gpuledger_v1_cluster_api_proto_rawDesc = "" +
 	"\rapplied_index\x18\b \x01(\x04R\fappliedIndex\x123\n" +
 	"\x16last_leader_contact_ms\x18\t \x01(\x03R\x13lastLeaderContactMs\x12\x14\n" +
 	"\x05stale\x18\n" +
-	" \x01(\bR\x05stale\"-\n" +
+	" \x01(\bR\x05stale\x12\x1a\n" +
+	"\bwarnings\x18\v \x03(\tR\bwarnings\"-\n" +
 	"\x17CosignCheckpointRequest\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x04R\x04size\"T\n" +
 	"\x18CosignCheckpointResponse\x128\n" +
