@@ -225,3 +225,58 @@ func oneNodeGenesis(t *testing.T) func(string) string {
 	mustRun(t, bin.cli, "genesis", "add-node", "--genesis", p("genesis.json"), "--name", "node-a", "--participant", "authority", "--verifier-key", p("node-a.key.pub"))
 	return p
 }
+
+// TestRegistryQuorumCLI: a ledger whose genesis asks two regulators to sign
+// every registry change, through the real binaries. One regulator alone is
+// refused (QUORUM_NOT_MET); a change written by one (--out), cosigned by the
+// other and submitted is accepted, and a key added that way without the
+// participant's own signature is flagged KEY_ADDED_BY_REGULATOR; neither
+// regulator may be suspended (LAST_REGULATOR), while a participant can be
+// suspended and its suspension lifted.
+func TestRegistryQuorumCLI(t *testing.T) {
+	p := oneNodeGenesis(t)
+	mustRun(t, bin.cli, "keygen", "--participant", "second", "--out", p("second.key"))
+	mustRun(t, bin.cli, "keygen", "--participant", "fab", "--out", p("fab.key"))
+	mustRun(t, bin.cli, "keygen", "--participant", "fab", "--out", p("fab2.key"))
+	mustRun(t, bin.cli, "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "second", "--role", "regulator", "--country", "DE", "--pub", p("second.key.pub"))
+	mustRun(t, bin.cli, "genesis", "add-participant", "--genesis", p("genesis.json"), "--id", "fab", "--role", "manufacturer", "--country", "TW", "--pub", p("fab.key.pub"))
+	if _, errOut, code := run(t, bin.cli, "genesis", "set-quorum", "--genesis", p("genesis.json"), "--regulators", "3"); code == 0 || !strings.Contains(errOut, "registry_quorum 3, but only 2 REGULATOR") {
+		t.Fatalf("set-quorum 3 with 2 regulators: exit %d\n%s", code, errOut)
+	}
+	mustRun(t, bin.cli, "genesis", "set-quorum", "--genesis", p("genesis.json"), "--regulators", "2")
+	if out := mustRun(t, bin.cli, "genesis", "check", p("genesis.json")); !strings.Contains(out, "registry changes need 2 of 2 regulators") {
+		t.Fatalf("genesis check:\n%s", out)
+	}
+	d := startDaemon(t, t.TempDir(), "serve", "--data", filepath.Join(t.TempDir(), "data"), "--genesis", p("genesis.json"), "--node-key", p("node-a.key"))
+	cli := func(args ...string) (string, string, int) {
+		return run(t, bin.cli, append([]string{"--node", d.addr}, args...)...)
+	}
+	if out, errOut, code := cli("registry", "suspend", "--key", p("authority.key"), "--participant", "fab"); code == 0 || !strings.Contains(out+errOut, "QUORUM_NOT_MET") {
+		t.Fatalf("one regulator suspends: exit %d\n%s%s", code, out, errOut)
+	}
+	// Written by one, cosigned by the other, submitted.
+	change := p("add-key.jsonl")
+	if _, errOut, code := cli("registry", "add-key", "--key", p("authority.key"), "--participant", "fab", "--pub", p("fab2.key.pub"), "--out", change); code != 0 || !strings.Contains(errOut, "registry cosign") {
+		t.Fatalf("add-key --out: exit %d\n%s", code, errOut)
+	}
+	if _, errOut, code := run(t, bin.cli, "registry", "cosign", change, "--key", p("second.key")); code != 0 || !strings.Contains(errOut, "with 2 signatures") {
+		t.Fatalf("cosign: exit %d\n%s", code, errOut)
+	}
+	out, errOut, code := cli("registry", "submit", change)
+	if code != 0 || !strings.Contains(out, "accepted: entry") || !strings.Contains(out, "FLAG KEY_ADDED_BY_REGULATOR (HIGH)") {
+		t.Fatalf("submit: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, _, _ := cli("gaps", "--kind", "KEY_ADDED_BY_REGULATOR"); !strings.Contains(out, "fab") {
+		t.Errorf("gaps --kind KEY_ADDED_BY_REGULATOR:\n%s", out)
+	}
+	// Both at once: a suspension, lifted; no regulator may be suspended.
+	both := []string{"--key", p("authority.key"), "--key", p("second.key")}
+	for _, args := range [][]string{{"suspend", "--participant", "fab"}, {"unsuspend", "--participant", "fab"}} {
+		if out, errOut, code := cli(append(append([]string{"registry"}, args...), both...)...); code != 0 || !strings.Contains(out, "accepted: entry") {
+			t.Fatalf("registry %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+	if out, errOut, code := cli(append([]string{"registry", "suspend", "--participant", "second"}, both...)...); code == 0 || !strings.Contains(out+errOut, "LAST_REGULATOR") {
+		t.Fatalf("suspend a regulator of two with quorum 2: exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -610,3 +610,157 @@ func TestBatchTimeMonotonic(t *testing.T) {
 		t.Errorf("the refused batch changed the log")
 	}
 }
+
+// signChange signs a registry change by actor with the keys of every member
+// named, in order (the actor first).
+func signChange(c *consortium.Consortium, ch *pb.RegistryChange, by ...string) []byte {
+	if ch.LedgerId == "" {
+		ch.LedgerId = c.LedgerID
+	}
+	var signers []keys.Signer
+	for _, id := range by {
+		signers = append(signers, c.Member(id).Keys.Signers()...)
+	}
+	return consortium.SignEnvelope(dsse.RegistryChangeType, ch, signers...)
+}
+
+// TestRegulatorQuorum: one regulator's key is no master key. With a genesis
+// quorum of 2 of 3 regulators, a change one regulator signs is refused
+// (QUORUM_NOT_MET); two regulators may add a key to a participant, and the
+// entry is then flagged KEY_ADDED_BY_REGULATOR naming the participant and
+// both regulators, unless the participant co-signs it as its consent; a
+// participant's signature counts for no quorum and fits no other change
+// (SIGNER_NOT_REGULATOR). Regulators cannot suspend or strip of keys so
+// many regulators that fewer than the quorum could act (LAST_REGULATOR),
+// and a suspension can be lifted. Nothing refused changes the registry.
+func TestRegulatorQuorum(t *testing.T) {
+	specs := append(testSpecs(),
+		consortium.Spec{ID: "reg-b", Name: "Second Authority", Role: pb.Role_ROLE_REGULATOR, Country: "DE"},
+		consortium.Spec{ID: "reg-c", Name: "Third Authority", Role: pb.Role_ROLE_REGULATOR, Country: "JP"})
+	c, err := consortium.Build(specs, consortium.Options{Rand: rand.NewChaCha8([32]byte{12}), RegistryQuorum: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ledger.DefaultConfig(t.TempDir())
+	cfg.Genesis, cfg.NodeSigner, cfg.Logger = c.Genesis, c.NodeSigner, slog.New(slog.DiscardHandler)
+	l, err := ledger.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	now := t0
+	apply := func(env []byte) ledger.Result {
+		t.Helper()
+		now = now.Add(time.Minute)
+		rs, err := l.Apply(context.Background(), ledger.Batch{AcceptedAt: now, Envelopes: [][]byte{env}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs[0]
+	}
+	refused := func(name string, env []byte, reason string) {
+		t.Helper()
+		size := l.Size()
+		r := apply(env)
+		var rej *custody.Error
+		if !errors.As(r.Err, &rej) || rej.Reason != reason {
+			t.Errorf("%s: %v, want %s", name, r.Err, reason)
+		}
+		if l.Size() != size {
+			t.Errorf("%s: the log grew", name)
+		}
+	}
+	ch := func(c *pb.RegistryChange) *pb.RegistryChange {
+		c.Actor, c.OccurredAt = "export-regulator", timestamppb.New(now)
+		return c
+	}
+	newKey, _ := keys.Generate("acme-gpu", nil, keys.Ed25519)
+	addKey := func() *pb.RegistryChange {
+		return ch(&pb.RegistryChange{Change: &pb.RegistryChange_AddKey{AddKey: &pb.AddKey{ParticipantId: "acme-gpu", Key: consortium.PublicKeyProto(newKey.PublicKeys()[0])}}})
+	}
+	suspend := func(id string) *pb.RegistryChange {
+		return ch(&pb.RegistryChange{Change: &pb.RegistryChange_SuspendParticipant{SuspendParticipant: &pb.SuspendParticipant{ParticipantId: id}}})
+	}
+	unsuspend := func(id string) *pb.RegistryChange {
+		return ch(&pb.RegistryChange{Change: &pb.RegistryChange_UnsuspendParticipant{UnsuspendParticipant: &pb.UnsuspendParticipant{ParticipantId: id}}})
+	}
+
+	refused("one regulator adds a key", signChange(c, addKey(), "export-regulator"), custody.ReasonQuorum)
+	refused("a regulator and a distributor suspend", signChange(c, suspend("sg-dist"), "export-regulator", "eu-dist"), custody.ReasonChangeSigner)
+	refused("a regulator and the participant add its key", signChange(c, addKey(), "export-regulator", "acme-gpu"), custody.ReasonQuorum)
+	if n := len(l.Registry().Participant("acme-gpu").GetKeys()); n != 1 {
+		t.Fatalf("acme-gpu has %d keys after refused changes", n)
+	}
+
+	r := apply(signChange(c, addKey(), "export-regulator", "reg-b"))
+	if r.Err != nil {
+		t.Fatalf("two regulators add a key: %v", r.Err)
+	}
+	fl := r.Entry.GetFlags()
+	if len(fl) != 1 || fl[0].GetKind() != pb.FindingKind_FINDING_KIND_KEY_ADDED_BY_REGULATOR ||
+		!slices.Equal(fl[0].GetParticipants(), []string{"acme-gpu", "export-regulator", "reg-b"}) {
+		t.Errorf("a key added without its holder's signature: flags %v, want KEY_ADDED_BY_REGULATOR naming acme-gpu and both regulators", fl)
+	}
+	fs, _, err := l.Findings(context.Background(), ledger.FindingQuery{Filter: gaps.Filter{Kinds: []pb.FindingKind{pb.FindingKind_FINDING_KIND_KEY_ADDED_BY_REGULATOR}}, AsOf: now.Add(time.Hour), Limit: 10})
+	if err != nil || len(fs) != 1 || fs[0].GetEvidenceIndexes()[0] != r.Entry.GetIndex() {
+		t.Errorf("findings: %v %v, want the KEY_ADDED_BY_REGULATOR finding citing entry %d", fs, err, r.Entry.GetIndex())
+	}
+	consented, _ := keys.Generate("eu-dist", nil, keys.Ed25519)
+	add2 := ch(&pb.RegistryChange{Change: &pb.RegistryChange_AddKey{AddKey: &pb.AddKey{ParticipantId: "eu-dist", Key: consortium.PublicKeyProto(consented.PublicKeys()[0])}}})
+	if r := apply(signChange(c, add2, "export-regulator", "reg-c", "eu-dist")); r.Err != nil || len(r.Entry.GetFlags()) != 0 {
+		t.Errorf("a key added with its holder's signature: %v, flags %v; want accepted, unflagged", r.Err, r.Entry.GetFlags())
+	}
+
+	if r := apply(signChange(c, suspend("reg-c"), "export-regulator", "reg-b")); r.Err != nil {
+		t.Fatalf("suspend one regulator of three: %v", r.Err)
+	}
+	refused("suspend a second regulator (one would be left, the quorum is 2)", signChange(c, suspend("reg-b"), "export-regulator", "reg-b"), custody.ReasonLastRegulator)
+	regB := c.Member("reg-b").Participant.GetKeys()[0].GetKeyId()
+	revoke := ch(&pb.RegistryChange{Change: &pb.RegistryChange_RevokeKey{RevokeKey: &pb.RevokeKey{ParticipantId: "reg-b", KeyId: regB}}})
+	refused("revoke the only key of a second regulator", signChange(c, revoke, "export-regulator", "reg-b"), custody.ReasonLastRegulator)
+	refused("a suspended regulator co-signs", signChange(c, unsuspend("reg-c"), "export-regulator", "reg-c"), custody.ReasonSuspended)
+	if r := apply(signChange(c, unsuspend("reg-c"), "export-regulator", "reg-b")); r.Err != nil {
+		t.Fatalf("unsuspend: %v", r.Err)
+	}
+	if l.Registry().Participant("reg-c").GetSuspendedAtIndex() != 0 {
+		t.Error("reg-c is still suspended")
+	}
+	refused("unsuspend a participant that is not suspended", signChange(c, unsuspend("reg-c"), "export-regulator", "reg-b"), custody.ReasonNotSuspended)
+	other := suspend("export-regulator")
+	other.Actor = "reg-b"
+	if r := apply(signChange(c, other, "reg-b", "reg-c")); r.Err != nil {
+		t.Errorf("suspend one regulator after the unsuspension: %v", r.Err)
+	}
+
+	// The development default: one regulator. It can neither suspend
+	// itself nor revoke its only key: the registry would freeze for good.
+	f := newFixture(t)
+	reg := f.member("export-regulator")
+	selfSuspend := f.apply(reg.SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(f.now),
+		Change: &pb.RegistryChange_SuspendParticipant{SuspendParticipant: &pb.SuspendParticipant{ParticipantId: "export-regulator"}}}))[0]
+	if rej := (*custody.Error)(nil); !errors.As(selfSuspend.Err, &rej) || rej.Reason != custody.ReasonLastRegulator {
+		t.Errorf("the only regulator suspends itself: %v, want LAST_REGULATOR", selfSuspend.Err)
+	}
+	// It may revoke all of its keys but the last, signing with those left.
+	signers := reg.Keys.Signers()
+	for i, k := range reg.Participant.GetKeys() {
+		rev := &pb.RegistryChange{LedgerId: f.c.LedgerID, Actor: "export-regulator", OccurredAt: timestamppb.New(f.now),
+			Change: &pb.RegistryChange_RevokeKey{RevokeKey: &pb.RevokeKey{ParticipantId: "export-regulator", KeyId: k.GetKeyId()}}}
+		r := f.apply(consortium.SignEnvelope(dsse.RegistryChangeType, rev, signers[i:]...))[0]
+		last := i == len(signers)-1
+		if rej := (*custody.Error)(nil); last && (!errors.As(r.Err, &rej) || rej.Reason != custody.ReasonLastRegulator) {
+			t.Errorf("the only regulator revokes its last key %s: %v, want LAST_REGULATOR", k.GetKeyId(), r.Err)
+		} else if !last && r.Err != nil {
+			t.Errorf("the regulator revokes key %s, keeping another: %v", k.GetKeyId(), r.Err)
+		}
+	}
+
+	// A genesis whose quorum no set of regulators can meet founds nothing.
+	bad, err := consortium.Build(testSpecs(), consortium.Options{Rand: rand.NewChaCha8([32]byte{13}), RegistryQuorum: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledger.ParseGenesis(bad.Genesis); err == nil || !strings.Contains(err.Error(), "registry_quorum 2") {
+		t.Errorf("a genesis with quorum 2 and one regulator: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/ledger/custody"
+	"github.com/gpuledger/gpuledger/ledger/gaps"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
@@ -60,6 +62,10 @@ type decoded struct {
 	// of the batch, -1 when it did not, 0 when its key was not known then.
 	sig []int8
 	err *custody.Error
+	// For a registry change, set by authorizeChange: the regulators that
+	// signed it, and whether add_key's receiving participant signed too.
+	signers []string
+	consent bool
 }
 
 // Apply validates and appends a batch. Envelopes are applied in order, each
@@ -253,8 +259,41 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 		if err := a.txn.Set(regKey(index), nil); err != nil {
 			return Result{}, err
 		}
+		flags = changeFlags(reg, d)
+		if !a.l.cfg.NoDetectors {
+			for i, fl := range flags {
+				f := gaps.FromChangeFlag(fl, d.change, index, i, reg.Policy().Version())
+				b, err := proto.MarshalOptions{Deterministic: true}.Marshal(f)
+				if err != nil {
+					return Result{}, err
+				}
+				if err := a.txn.Set(findingKey(f, index, i), b); err != nil {
+					return Result{}, err
+				}
+			}
+		}
 	}
 	return a.append(d, index, flags)
+}
+
+// changeFlags flags a registry change: an add_key that the participant
+// receiving the key did not sign (KEY_ADDED_BY_REGULATOR). Regulators may
+// add a key to any participant, with their quorum; the finding makes it
+// visible that what is signed with that key from now on rests on the
+// regulators' word that the key is the participant's.
+func changeFlags(reg *Registry, d *decoded) []*pb.Flag {
+	ak := d.change.GetAddKey()
+	if ak == nil || d.consent {
+		return nil
+	}
+	target := ak.GetParticipantId()
+	return []*pb.Flag{{
+		Kind: pb.FindingKind_FINDING_KIND_KEY_ADDED_BY_REGULATOR, Severity: pb.Severity_SEVERITY_HIGH,
+		Detail: fmt.Sprintf("%s added key %s to %s without %s's signature on the change: whoever holds that key may sign as %s",
+			strings.Join(d.signers, " and "), ak.GetKey().GetKeyId(), target, target, target),
+		Participants: append([]string{target}, d.signers...),
+		Country:      reg.Participant(target).GetCountry(),
+	}}
 }
 
 // noDetectors is a policy with IMPOSSIBLE_TRAVEL, TRANSSHIPMENT_HUB and
@@ -356,6 +395,9 @@ func (a *applier) authorize(d *decoded, index uint64) *custody.Error {
 // authorizeAt is authorize against a given registry; signatures whose result
 // d.sig does not hold yet are verified here.
 func (l *Ledger) authorizeAt(reg *Registry, d *decoded, index uint64) *custody.Error {
+	if d.change != nil {
+		return l.authorizeChange(reg, d, index)
+	}
 	p := reg.Participant(d.actor)
 	if p == nil {
 		return custody.Reject(custody.Unauthenticated, custody.ReasonUnknownParticipant,
@@ -402,9 +444,88 @@ func (l *Ledger) authorizeAt(reg *Registry, d *decoded, index uint64) *custody.E
 		return custody.Reject(custody.Unauthenticated, custody.ReasonHybridRequired,
 			"%s requires hybrid signatures: sign with both its Ed25519 and its ML-DSA-65 key", d.actor)
 	}
-	if d.change != nil && p.GetRole() != pb.Role_ROLE_REGULATOR {
+	return nil
+}
+
+// authorizeChange checks a registry change's signatures: each by an active
+// key of a REGULATOR (or, on add_key, of the participant receiving the key,
+// as its consent), each signer's signatures verifying and meeting its own
+// hybrid requirement, the actor among the signers, no signer suspended, and
+// at least the registry's quorum of distinct regulators.
+func (l *Ledger) authorizeChange(reg *Registry, d *decoded, index uint64) *custody.Error {
+	p := reg.Participant(d.actor)
+	switch {
+	case p == nil:
+		return custody.Reject(custody.Unauthenticated, custody.ReasonUnknownParticipant,
+			"%s is not a registered participant", custody.Quote(d.actor))
+	case p.GetRole() != pb.Role_ROLE_REGULATOR:
 		return custody.Reject(custody.Forbidden, custody.ReasonNotRegulator,
 			"%s is not a REGULATOR; only a regulator may change the registry", d.actor)
+	}
+	target := d.change.GetAddKey().GetParticipantId()
+	type schemes struct{ ed, ml bool }
+	by := map[string]*schemes{}
+	var order []string
+	pae := []byte(nil)
+	for i, s := range d.env.GetSignatures() {
+		k, owner := reg.Key(s.GetKeyid())
+		if k == nil {
+			return custody.Reject(custody.Unauthenticated, custody.ReasonUnknownKey,
+				"signature by key %s, which is not registered", custody.Quote(s.GetKeyid()))
+		}
+		o := reg.Participant(owner)
+		if o.GetRole() != pb.Role_ROLE_REGULATOR && owner != target {
+			return custody.Reject(custody.Unauthenticated, custody.ReasonChangeSigner,
+				"signature by key %s of %s, which is not a REGULATOR (nor the participant whose key is added): only regulators sign registry changes", s.GetKeyid(), owner)
+		}
+		if !KeyActive(k, index) {
+			return custody.Reject(custody.Unauthenticated, custody.ReasonKeyRevoked,
+				"key %s of %s may not sign entry %d (active from %d, revoked at %d)", s.GetKeyid(), owner, index, k.GetActiveFromIndex(), k.GetRevokedAtIndex())
+		}
+		ok := i < len(d.sig) && d.sig[i] > 0
+		if i >= len(d.sig) || d.sig[i] == 0 {
+			if pae == nil {
+				pae = dsse.PAE(d.env.GetPayloadType(), d.env.GetPayload())
+			}
+			ok = l.verify(k, pae, s.GetSig())
+		}
+		if !ok {
+			return custody.Reject(custody.Unauthenticated, custody.ReasonBadSignature,
+				"the %s signature by key %s of %s does not verify; sign PAE(payload_type, payload) with that key", schemeName(k), s.GetKeyid(), owner)
+		}
+		if by[owner] == nil {
+			by[owner] = &schemes{}
+			order = append(order, owner)
+		}
+		by[owner].ed = by[owner].ed || k.GetScheme() == pb.KeyScheme_KEY_SCHEME_ED25519
+		by[owner].ml = by[owner].ml || k.GetScheme() == pb.KeyScheme_KEY_SCHEME_ML_DSA_65
+	}
+	if by[d.actor] == nil {
+		return custody.Reject(custody.Unauthenticated, custody.ReasonWrongSigner,
+			"the change's actor %s has not signed it", d.actor)
+	}
+	d.signers, d.consent = d.signers[:0], false
+	for _, owner := range order {
+		o := reg.Participant(owner)
+		if sa := o.GetSuspendedAtIndex(); sa != 0 && index >= sa {
+			return custody.Reject(custody.Forbidden, custody.ReasonSuspended,
+				"participant %s is suspended since entry %d", owner, sa)
+		}
+		if o.GetRequireHybrid() && !(by[owner].ed && by[owner].ml) {
+			return custody.Reject(custody.Unauthenticated, custody.ReasonHybridRequired,
+				"%s requires hybrid signatures: sign with both its Ed25519 and its ML-DSA-65 key", owner)
+		}
+		if o.GetRole() == pb.Role_ROLE_REGULATOR {
+			d.signers = append(d.signers, owner)
+		}
+		if owner == target {
+			d.consent = true
+		}
+	}
+	if len(d.signers) < reg.Quorum() {
+		return custody.Reject(custody.Forbidden, custody.ReasonQuorum,
+			"the registry change is signed by %d regulator(s) (%s); this ledger needs %d: have more regulators sign the same payload (gpuledger registry ... --out, then registry cosign)",
+			len(d.signers), strings.Join(d.signers, ", "), reg.Quorum())
 	}
 	return nil
 }

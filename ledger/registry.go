@@ -22,6 +22,7 @@ type Registry struct {
 	keys         map[string]keyRef // key id -> owner and key
 	nodes        []*pb.Node
 	policy       *policy.Policy
+	quorum       int // regulators that must sign a registry change
 }
 
 type keyRef struct {
@@ -64,7 +65,52 @@ func newRegistry(g *pb.Genesis) (*Registry, error) {
 	if regulators == 0 { // last, so that a draft without one is otherwise checked
 		return nil, fmt.Errorf("genesis: %w", ErrNoRegulator)
 	}
+	r.quorum = max(int(g.GetRegistryQuorum()), 1)
+	if r.quorum > regulators {
+		return nil, fmt.Errorf("genesis: registry_quorum %d, but only %d REGULATOR participants to sign: nobody could change the registry", r.quorum, regulators)
+	}
+	if able := r.ableRegulators(0, "", ""); able < r.quorum {
+		return nil, fmt.Errorf("genesis: registry_quorum %d, but only %d regulators have the keys to sign", r.quorum, able)
+	}
 	return r, nil
+}
+
+// Quorum returns how many distinct regulators must sign a registry change.
+func (r *Registry) Quorum() int { return r.quorum }
+
+// ableRegulators counts the regulators that could sign a registry change
+// taking effect at index from: not suspended, with an active Ed25519 key
+// (and an ML-DSA-65 one when they require hybrid signatures), as if
+// participant suspend were suspended and key revoke revoked at from.
+func (r *Registry) ableRegulators(from uint64, suspend, revoke string) int {
+	n := 0
+	for id, p := range r.participants {
+		if p.GetRole() != pb.Role_ROLE_REGULATOR || id == suspend || (p.GetSuspendedAtIndex() != 0 && p.GetSuspendedAtIndex() <= from) {
+			continue
+		}
+		var ed, ml bool
+		for _, k := range p.GetKeys() {
+			if k.GetKeyId() == revoke || !KeyActive(k, from) {
+				continue
+			}
+			ed = ed || k.GetScheme() == pb.KeyScheme_KEY_SCHEME_ED25519
+			ml = ml || k.GetScheme() == pb.KeyScheme_KEY_SCHEME_ML_DSA_65
+		}
+		if (ed || ml) && (!p.GetRequireHybrid() || (ed && ml)) {
+			n++
+		}
+	}
+	return n
+}
+
+// keepQuorum refuses a change that would leave fewer regulators able to
+// sign than the quorum: a registry nobody can change again.
+func (r *Registry) keepQuorum(from uint64, suspend, revoke, what string) *custody.Error {
+	if able := r.ableRegulators(from, suspend, revoke); able < r.quorum {
+		return custody.Reject(custody.Precondition, custody.ReasonLastRegulator,
+			"%s would leave %d regulators able to sign registry changes, fewer than the %d each change needs: the registry could never change again", what, able, r.quorum)
+	}
+	return nil
 }
 
 // Participant returns the participant with the given id, or nil.
@@ -111,6 +157,7 @@ func (r *Registry) clone() *Registry {
 		keys:         make(map[string]keyRef, len(r.keys)),
 		nodes:        slices.Clone(r.nodes),
 		policy:       r.policy,
+		quorum:       r.quorum,
 	}
 	for id, p := range r.participants {
 		c.participants[id] = p
@@ -277,6 +324,9 @@ func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Err
 		if k.GetRevokedAtIndex() != 0 {
 			return custody.Reject(custody.Exists, custody.ReasonKeyRevoked, "revoke key: key %s was already revoked at index %d", kid, k.GetRevokedAtIndex())
 		}
+		if rej := r.keepQuorum(from, "", kid, "revoking key "+kid+" of "+id); rej != nil {
+			return rej
+		}
 		for _, pk := range r.mutable(id).GetKeys() {
 			if pk.GetKeyId() == kid {
 				pk.RevokedAtIndex = from
@@ -290,7 +340,19 @@ func (r *Registry) applyChange(ch *pb.RegistryChange, index uint64) *custody.Err
 		if r.participants[id].GetSuspendedAtIndex() != 0 {
 			return custody.Reject(custody.Exists, custody.ReasonSuspended, "suspend: participant %s is already suspended", custody.Quote(id))
 		}
+		if rej := r.keepQuorum(from, id, "", "suspending "+id); rej != nil {
+			return rej
+		}
 		r.mutable(id).SuspendedAtIndex = from
+	case *pb.RegistryChange_UnsuspendParticipant:
+		id := c.UnsuspendParticipant.GetParticipantId()
+		if r.participants[id] == nil {
+			return custody.Reject(custody.NotFound, custody.ReasonUnknownParticipant, "unsuspend: participant %s is not registered", custody.Quote(id))
+		}
+		if r.participants[id].GetSuspendedAtIndex() == 0 {
+			return custody.Reject(custody.Precondition, custody.ReasonNotSuspended, "unsuspend: participant %s is not suspended", id)
+		}
+		r.mutable(id).SuspendedAtIndex = 0
 	case *pb.RegistryChange_AddNode:
 		return r.addNode(proto.Clone(c.AddNode).(*pb.Node))
 	case *pb.RegistryChange_SetPolicy:

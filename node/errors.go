@@ -43,6 +43,7 @@ var codeOf = map[custody.Code]codes.Code{
 	custody.Exists:          codes.AlreadyExists,
 	custody.NotFound:        codes.NotFound,
 	custody.TooLarge:        codes.ResourceExhausted,
+	custody.Precondition:    codes.FailedPrecondition,
 }
 
 // errUnavailable is returned while the node cannot sequence writes.

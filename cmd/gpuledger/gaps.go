@@ -30,8 +30,10 @@ the wrong party (RECEIVER_MISMATCH), custody breaks, silent GPUs (SILENT),
 restricted destinations, missing licences, unregistered consignees, impossible
 travel, activity after destruction, reported losses, attestations from the
 wrong place, short stops in transshipment hubs (TRANSSHIPMENT_HUB), rapid
-resale (RAPID_RESALE) and datacentres selling on what they never installed
-(DATACENTRE_RESALE).
+resale (RAPID_RESALE), datacentres selling on what they never installed
+(DATACENTRE_RESALE), and keys that regulators added to a participant without
+its signature (KEY_ADDED_BY_REGULATOR, a finding about participants, not a
+serial).
 
 --as-of T shows the findings as they stood at T (default now), by event
 time: a finding is listed when it arose at or before T and nothing at or

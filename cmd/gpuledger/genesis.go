@@ -114,10 +114,43 @@ must start from the same bytes.`,
 				return err
 			}
 			id := sha256Sum(b)
-			return c.result(fmt.Sprintf("%s: %s, %s; ledger id %x\n", args[0], plural(len(g.GetParticipants()), "participant"), plural(len(g.GetNodes()), "node"), id),
-				map[string]any{"file": args[0], "participants": len(g.GetParticipants()), "nodes": len(g.GetNodes()), "ledgerId": hex.EncodeToString(id[:])})
+			regulators := 0
+			for _, p := range g.GetParticipants() {
+				if p.GetRole() == pb.Role_ROLE_REGULATOR {
+					regulators++
+				}
+			}
+			k := max(g.GetRegistryQuorum(), 1)
+			return c.result(fmt.Sprintf("%s: %s, %s; registry changes need %d of %d regulators; ledger id %x\n", args[0], plural(len(g.GetParticipants()), "participant"), plural(len(g.GetNodes()), "node"), k, regulators, id),
+				map[string]any{"file": args[0], "participants": len(g.GetParticipants()), "nodes": len(g.GetNodes()), "ledgerId": hex.EncodeToString(id[:]),
+					"registryQuorum": k, "regulators": regulators})
 		},
 	}
+	var quorum uint32
+	setQuorum := &cobra.Command{
+		Use:   "set-quorum --genesis FILE --regulators K",
+		Short: "require K distinct regulators' signatures on every registry change",
+		Long: `set-quorum sets how many distinct REGULATOR participants must sign every
+registry change of the ledger (k of its n regulators; 1 by default). With
+k > 1 no single regulator's key can add a key to a participant, suspend one
+or change the policy alone. K may not exceed the regulators in the genesis,
+and no later change may leave fewer than K regulators able to sign.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if quorum < 1 {
+				return fmt.Errorf("--regulators %d: want 1 or more", quorum)
+			}
+			g, err := readGenesis(file)
+			if err != nil {
+				return err
+			}
+			g.RegistryQuorum = quorum
+			return c.writeCheckedGenesis(file, g, fmt.Sprintf("registry quorum set to %d", quorum))
+		},
+	}
+	setQuorum.Flags().StringVar(&file, "genesis", "genesis.json", "genesis file to edit")
+	setQuorum.Flags().Uint32Var(&quorum, "regulators", 1, "how many regulators must sign each registry change")
+
 	var removeID string
 	removeParticipant := &cobra.Command{
 		Use:   "remove-participant --genesis FILE --id ID",
@@ -162,7 +195,7 @@ must start from the same bytes.`,
 	}
 	removeNode.Flags().StringVar(&file, "genesis", "genesis.json", "genesis file to edit")
 	removeNode.Flags().StringVar(&removeID, "name", "", "the node to remove")
-	cmd.AddCommand(create, add, addNode, removeParticipant, removeNode, check)
+	cmd.AddCommand(create, add, addNode, setQuorum, removeParticipant, removeNode, check)
 	return cmd
 }
 

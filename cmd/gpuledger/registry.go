@@ -4,31 +4,37 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/internal/consortium"
+	"github.com/gpuledger/gpuledger/ledger/custody"
 	"github.com/gpuledger/gpuledger/ledger/policy"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // registryFlags are the flags every registry change takes.
 type registryFlags struct {
-	key, reason string
+	keys        []string
+	reason, out string
 	dryRun      bool
 }
 
 func (f *registryFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.key, "key", "", "a REGULATOR's private key file (required)")
+	cmd.Flags().StringArrayVar(&f.keys, "key", nil, "a REGULATOR's private key file (required); repeat it for each regulator that signs (the first is the change's actor), and for add-key give the receiving participant's key too, as its consent")
 	cmd.Flags().StringVar(&f.reason, "reason", "", "why, for the record (a decision reference, a ticket)")
 	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "show the change and submit nothing")
+	cmd.Flags().StringVar(&f.out, "out", "", "write the signed change to FILE (JSON Lines of envelopes) instead of submitting it, for other regulators to cosign (registry cosign) and then submit (registry submit)")
 }
 
 func registryCmd(c *cli) *cobra.Command {
@@ -41,43 +47,160 @@ policy, or a checkpoint-signing node. Each change takes effect from the entry
 after its own and is verifiable like any other entry. Every subcommand prints
 what it will change first; --dry-run stops there.
 
+Where the genesis sets a registry quorum of k regulators, every change needs
+the signatures of k of them. Give --key once for each regulator at hand, or
+write the change signed by one (--out FILE), have the others add their
+signatures ("gpuledger registry cosign FILE --key THEIRS.key") and submit it
+("gpuledger registry submit FILE"). A key added to a participant without that
+participant's own signature on the change (its key as another --key, or a
+cosign) is flagged KEY_ADDED_BY_REGULATOR. No change may leave fewer
+regulators able to sign than the quorum.
+
 Read the registry with "gpuledger participants" and "gpuledger policy".`,
 	}
 	cmd.AddCommand(registryAddParticipantCmd(c), registryAddKeyCmd(c), registryRevokeKeyCmd(c),
-		registrySuspendCmd(c), registrySetPolicyCmd(c), registryAddNodeCmd(c))
+		registrySuspendCmd(c), registryUnsuspendCmd(c), registrySetPolicyCmd(c), registryAddNodeCmd(c),
+		registryCosignCmd(c), registrySubmitCmd(c))
 	return cmd
 }
 
-// change says what it will do, then (unless --dry-run) signs the changes
-// with the regulator's key, submits them in order and prints the receipts.
-func (c *cli) change(ctx context.Context, f *registryFlags, what string, changes ...func(*pb.RegistryChange)) error {
-	if f.key == "" {
-		return fmt.Errorf("--key is required: a REGULATOR's private key file")
+// readKeySets reads each key file; the first must name a participant (the
+// change's actor).
+func readKeySets(files []string) ([]*keys.KeySet, error) {
+	if len(files) == 0 {
+		return nil, fmt.Errorf("--key is required: a REGULATOR's private key file")
 	}
-	ks, err := keys.ReadFile(f.key)
+	var out []*keys.KeySet
+	for _, f := range files {
+		ks, err := keys.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if ks.Participant == "" {
+			return nil, fmt.Errorf("key file %s names no participant; make keys with gpuledger keygen --participant ID", f)
+		}
+		out = append(out, ks)
+	}
+	return out, nil
+}
+
+// readEnvelopes reads a JSON Lines file of envelopes (registry change --out).
+func readEnvelopes(path string) ([]*pb.Envelope, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	verb := "will"
-	if f.dryRun {
-		verb = "would"
+	var out []*pb.Envelope
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		env := new(pb.Envelope)
+		if err := protojson.Unmarshal([]byte(line), env); err != nil {
+			return nil, fmt.Errorf("%s line %d: not an envelope in JSON: %v", path, i+1, err)
+		}
+		if env.GetPayloadType() != dsse.RegistryChangeType {
+			return nil, fmt.Errorf("%s line %d: payload type %s is not a registry change", path, i+1, custody.Quote(env.GetPayloadType()))
+		}
+		out = append(out, env)
 	}
-	fmt.Fprintf(c.errOut, "%s %s %s\n", ks.Participant, verb, what)
-	if f.dryRun {
-		return nil
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no envelope", path)
 	}
-	now := time.Now().UTC()
-	id, err := c.ledgerID(ctx)
-	if err != nil {
-		return err
-	}
-	for _, set := range changes {
-		ch := &pb.RegistryChange{LedgerId: id, Actor: ks.Participant, OccurredAt: timestamppb.New(now), Reason: f.reason}
-		set(ch)
-		env, err := dsse.SignMessage(dsse.RegistryChangeType, ch, ks.Signers()...)
+	return out, nil
+}
+
+func writeEnvelopes(path string, envs []*pb.Envelope) error {
+	var b []byte
+	for _, env := range envs {
+		line, err := protojson.Marshal(env)
 		if err != nil {
 			return err
 		}
+		b = append(append(b, line...), '\n')
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// describeChange says what a signed registry change does, and who signed it.
+func describeChange(env *pb.Envelope) (string, error) {
+	ch := new(pb.RegistryChange)
+	if err := proto.Unmarshal(env.GetPayload(), ch); err != nil {
+		return "", fmt.Errorf("the envelope's payload is not a registry change: %v", err)
+	}
+	what, _ := protojson.Marshal(ch)
+	return fmt.Sprintf("%s, now with %s", what, plural(len(env.GetSignatures()), "signature")), nil
+}
+
+func registryCosignCmd(c *cli) *cobra.Command {
+	var keyFiles []string
+	var out string
+	cmd := &cobra.Command{
+		Use:   "cosign FILE --key REGULATOR.key [--out FILE]",
+		Short: "add your signatures to registry changes another regulator wrote with --out",
+		Long: `cosign reads the signed registry changes in FILE (written by a registry
+subcommand's --out), shows what each does and who has signed it, adds the
+signatures of every --key to each (the same payload, signed again) and writes
+them back to FILE, or to --out. It does not contact the node: submit with
+"gpuledger registry submit FILE" once enough regulators have signed.`,
+		Args: needArgs("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sets, err := readKeySets(keyFiles)
+			if err != nil {
+				return err
+			}
+			envs, err := readEnvelopes(args[0])
+			if err != nil {
+				return err
+			}
+			for _, env := range envs {
+				pae := dsse.PAE(env.GetPayloadType(), env.GetPayload())
+				for _, ks := range sets {
+					for _, s := range ks.Signers() {
+						for _, have := range env.GetSignatures() {
+							if have.GetKeyid() == s.KeyID() {
+								return fmt.Errorf("%s: key %s of %s has signed this change already", args[0], s.KeyID(), ks.Participant)
+							}
+						}
+						env.Signatures = append(env.Signatures, &pb.Signature{Keyid: s.KeyID(), Sig: s.Sign(pae)})
+					}
+				}
+				what, err := describeChange(env)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.errOut, "cosigned %s\n", what)
+			}
+			if out == "" {
+				out = args[0]
+			}
+			return writeEnvelopes(out, envs)
+		},
+	}
+	cmd.Flags().StringArrayVar(&keyFiles, "key", nil, "your private key file (repeatable)")
+	cmd.Flags().StringVar(&out, "out", "", "write here instead of back to FILE")
+	return cmd
+}
+
+func registrySubmitCmd(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "submit FILE",
+		Short: "submit signed registry changes (written with --out, cosigned with cosign)",
+		Args:  needArgs("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			envs, err := readEnvelopes(args[0])
+			if err != nil {
+				return err
+			}
+			return c.submitChanges(cmd.Context(), envs)
+		},
+	}
+}
+
+// submitChanges appends signed registry changes in order and prints each
+// receipt.
+func (c *cli) submitChanges(ctx context.Context, envs []*pb.Envelope) error {
+	for _, env := range envs {
 		var r *pb.AppendResponse
 		if err := c.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
 			r, err = gpuledgerv1grpc.NewLedgerServiceClient(conn).Append(ctx, &pb.AppendRequest{Envelope: env})
@@ -90,6 +213,56 @@ func (c *cli) change(ctx context.Context, f *registryFlags, what string, changes
 		}
 	}
 	return nil
+}
+
+// change says what it will do, then (unless --dry-run) signs the changes
+// with the regulator's key, submits them in order and prints the receipts.
+func (c *cli) change(ctx context.Context, f *registryFlags, what string, changes ...func(*pb.RegistryChange)) error {
+	sets, err := readKeySets(f.keys)
+	if err != nil {
+		return err
+	}
+	ks := sets[0]
+	var signers []keys.Signer
+	var names []string
+	for _, s := range sets {
+		signers = append(signers, s.Signers()...)
+		if !slices.Contains(names, s.Participant) {
+			names = append(names, s.Participant)
+		}
+	}
+	verb := "will"
+	if f.dryRun {
+		verb = "would"
+	}
+	fmt.Fprintf(c.errOut, "%s %s %s\n", strings.Join(names, " and "), verb, what)
+	if f.dryRun {
+		return nil
+	}
+	now := time.Now().UTC()
+	id, err := c.ledgerID(ctx)
+	if err != nil {
+		return err
+	}
+	var envs []*pb.Envelope
+	for _, set := range changes {
+		ch := &pb.RegistryChange{LedgerId: id, Actor: ks.Participant, OccurredAt: timestamppb.New(now), Reason: f.reason}
+		set(ch)
+		env, err := dsse.SignMessage(dsse.RegistryChangeType, ch, signers...)
+		if err != nil {
+			return err
+		}
+		envs = append(envs, env)
+	}
+	if f.out != "" {
+		if err := writeEnvelopes(f.out, envs); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.errOut, "wrote %s to %s, signed by %s: other regulators add theirs with \"gpuledger registry cosign %s --key THEIRS.key\", then \"gpuledger registry submit %s\"\n",
+			plural(len(envs), "signed change"), f.out, strings.Join(names, " and "), f.out, f.out)
+		return nil
+	}
+	return c.submitChanges(ctx, envs)
 }
 
 func registryAddParticipantCmd(c *cli) *cobra.Command {
@@ -201,6 +374,27 @@ func registrySuspendCmd(c *cli) *cobra.Command {
 	}
 	rf.add(cmd)
 	cmd.Flags().StringVar(&id, "participant", "", "the participant to suspend")
+	return cmd
+}
+
+func registryUnsuspendCmd(c *cli) *cobra.Command {
+	var rf registryFlags
+	var id string
+	cmd := &cobra.Command{
+		Use:   "unsuspend --key REGULATOR.key --participant ID",
+		Short: "lift a participant's suspension: it may sign again from the next entry on",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if id == "" {
+				return fmt.Errorf("--participant is required")
+			}
+			return c.change(cmd.Context(), &rf, "lift the suspension of "+id, func(ch *pb.RegistryChange) {
+				ch.Change = &pb.RegistryChange_UnsuspendParticipant{UnsuspendParticipant: &pb.UnsuspendParticipant{ParticipantId: id}}
+			})
+		},
+	}
+	rf.add(cmd)
+	cmd.Flags().StringVar(&id, "participant", "", "the suspended participant")
 	return cmd
 }
 

@@ -82,6 +82,8 @@ type Options struct {
 	Policy *pb.Policy
 	// MoreNodes adds nodes beyond the first, each with a name and operator.
 	MoreNodes []NodeSpec
+	// RegistryQuorum is the genesis's registry_quorum (0: one regulator).
+	RegistryQuorum uint32
 }
 
 // NodeSpec names a node and the participant that operates it.
@@ -108,7 +110,7 @@ func Build(specs []Spec, o Options) (*Consortium, error) {
 		o.NodeOperator = specs[0].ID
 	}
 	c := &Consortium{NodeName: o.NodeName}
-	g := &pb.Genesis{LedgerName: o.LedgerName, CreatedAt: timestamppb.New(o.CreatedAt), Policy: o.Policy}
+	g := &pb.Genesis{LedgerName: o.LedgerName, CreatedAt: timestamppb.New(o.CreatedAt), Policy: o.Policy, RegistryQuorum: o.RegistryQuorum}
 	for _, s := range specs {
 		schemes := s.Schemes
 		if len(schemes) == 0 {

@@ -25,6 +25,9 @@ const (
 	NotFound
 	// A size or count limit was exceeded: RESOURCE_EXHAUSTED.
 	TooLarge
+	// The state does not allow it (the last regulators able to act, a
+	// participant that is not suspended): FAILED_PRECONDITION.
+	Precondition
 )
 
 func (c Code) String() string {
@@ -37,6 +40,8 @@ func (c Code) String() string {
 		return "forbidden"
 	case StaleHead:
 		return "stale head"
+	case Precondition:
+		return "failed precondition"
 	case Exists:
 		return "exists"
 	case NotFound:
@@ -113,6 +118,10 @@ const (
 	ReasonUnknownSite         = "UNKNOWN_SITE"
 	ReasonCannotHold          = "ROLE_CANNOT_HOLD"
 	ReasonWrongLedger         = "WRONG_LEDGER"
+	ReasonQuorum              = "QUORUM_NOT_MET"
+	ReasonLastRegulator       = "LAST_REGULATOR"
+	ReasonNotSuspended        = "NOT_SUSPENDED"
+	ReasonChangeSigner        = "SIGNER_NOT_REGULATOR"
 )
 
 // MaxQuote is the most of a client's input an error message quotes.

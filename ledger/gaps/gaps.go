@@ -102,6 +102,20 @@ func FromFlag(f *pb.Flag, ev *pb.CustodyEvent, index uint64, ordinal int, policy
 	}
 }
 
+// FromChangeFlag makes the finding of a flag on a registry change at index:
+// about participants, not a serial.
+func FromChangeFlag(f *pb.Flag, ch *pb.RegistryChange, index uint64, ordinal int, policyVersion uint64) *pb.Finding {
+	id := fmt.Sprintf("%s/%d", Name(f.GetKind()), index)
+	if ordinal > 0 {
+		id = fmt.Sprintf("%s.%d", id, ordinal)
+	}
+	return &pb.Finding{
+		Id: id, Kind: f.GetKind(), Severity: f.GetSeverity(), Participants: slices.Clone(f.GetParticipants()),
+		EvidenceIndexes: []uint64{index}, PolicyVersion: policyVersion, Time: ch.GetOccurredAt(),
+		Summary: "registry: " + f.GetDetail(), Country: f.GetCountry(),
+	}
+}
+
 // HandoffDue is the last second at which a shipment's receipt is on time;
 // its HANDOFF_UNCONFIRMED arises the second after.
 func HandoffDue(sh *pb.Shipment, w Windows) int64 {

@@ -65,6 +65,11 @@ const (
 	// user acting as a reseller (BIS's red flags for advanced-computing ICs
 	// include data centres that cannot show the infrastructure to use them).
 	FindingKind_FINDING_KIND_DATACENTRE_RESALE FindingKind = 14
+	// Registry: regulators added a key to a participant without that
+	// participant's signature on the change. Whoever holds the key can sign
+	// as the participant from then on; its events rest on the regulators'
+	// word that the key is the participant's. HIGH.
+	FindingKind_FINDING_KIND_KEY_ADDED_BY_REGULATOR FindingKind = 15
 )
 
 // Enum value maps for FindingKind.
@@ -85,6 +90,7 @@ var (
 		12: "FINDING_KIND_TRANSSHIPMENT_HUB",
 		13: "FINDING_KIND_RAPID_RESALE",
 		14: "FINDING_KIND_DATACENTRE_RESALE",
+		15: "FINDING_KIND_KEY_ADDED_BY_REGULATOR",
 	}
 	FindingKind_value = map[string]int32{
 		"FINDING_KIND_UNSPECIFIED":             0,
@@ -102,6 +108,7 @@ var (
 		"FINDING_KIND_TRANSSHIPMENT_HUB":       12,
 		"FINDING_KIND_RAPID_RESALE":            13,
 		"FINDING_KIND_DATACENTRE_RESALE":       14,
+		"FINDING_KIND_KEY_ADDED_BY_REGULATOR":  15,
 	}
 )
 
@@ -480,7 +487,7 @@ const file_gpuledger_v1_finding_proto_rawDesc = "" +
 	"\x11resolved_by_index\x18\v \x01(\x04R\x0fresolvedByIndex\x12\x18\n" +
 	"\acountry\x18\f \x01(\tR\acountry\x12;\n" +
 	"\vresolved_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"resolvedAt*\x9b\x04\n" +
+	"resolvedAt*\xc4\x04\n" +
 	"\vFindingKind\x12\x1c\n" +
 	"\x18FINDING_KIND_UNSPECIFIED\x10\x00\x12$\n" +
 	" FINDING_KIND_HANDOFF_UNCONFIRMED\x10\x01\x12\"\n" +
@@ -497,7 +504,8 @@ const file_gpuledger_v1_finding_proto_rawDesc = "" +
 	"\x1eFINDING_KIND_LOCATION_MISMATCH\x10\v\x12\"\n" +
 	"\x1eFINDING_KIND_TRANSSHIPMENT_HUB\x10\f\x12\x1d\n" +
 	"\x19FINDING_KIND_RAPID_RESALE\x10\r\x12\"\n" +
-	"\x1eFINDING_KIND_DATACENTRE_RESALE\x10\x0e*u\n" +
+	"\x1eFINDING_KIND_DATACENTRE_RESALE\x10\x0e\x12'\n" +
+	"#FINDING_KIND_KEY_ADDED_BY_REGULATOR\x10\x0f*u\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSEVERITY_LOW\x10\x01\x12\x13\n" +

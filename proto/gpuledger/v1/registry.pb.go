@@ -502,9 +502,14 @@ type Genesis struct {
 	// The nodes whose checkpoint signatures count.
 	Nodes []*Node `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// The policy in force from the start; the embedded default when absent.
-	Policy        *Policy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Policy *Policy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	// How many distinct REGULATORs must sign every registry change (k of the
+	// n regulators): 0 and 1 mean one. At most the number of regulators. A
+	// change that would leave fewer than this many regulators able to sign
+	// (suspended, or without an active key) is refused.
+	RegistryQuorum uint32 `protobuf:"varint,6,opt,name=registry_quorum,json=registryQuorum,proto3" json:"registry_quorum,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Genesis) Reset() {
@@ -572,9 +577,21 @@ func (x *Genesis) GetPolicy() *Policy {
 	return nil
 }
 
+func (x *Genesis) GetRegistryQuorum() uint32 {
+	if x != nil {
+		return x.RegistryQuorum
+	}
+	return 0
+}
+
 // RegistryChange changes the registry. It is the payload of an Envelope with
-// payload_type application/vnd.gpuledger.registry-change+proto, signed by an
-// active key of a REGULATOR, and takes effect from the entry after it.
+// payload_type application/vnd.gpuledger.registry-change+proto, and takes
+// effect from the entry after it. The envelope carries signatures by active
+// keys of the actor and of as many other REGULATORs as the genesis's
+// registry_quorum asks for (every signer's hybrid requirement holds for its
+// own signatures), and, for add_key, may carry the receiving participant's
+// own signature as its consent; an add_key without it is flagged
+// KEY_ADDED_BY_REGULATOR.
 type RegistryChange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The participant id of the regulator that signs the change.
@@ -596,6 +613,7 @@ type RegistryChange struct {
 	//	*RegistryChange_SuspendParticipant
 	//	*RegistryChange_AddNode
 	//	*RegistryChange_SetPolicy
+	//	*RegistryChange_UnsuspendParticipant
 	Change        isRegistryChange_Change `protobuf_oneof:"change"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -720,6 +738,15 @@ func (x *RegistryChange) GetSetPolicy() *Policy {
 	return nil
 }
 
+func (x *RegistryChange) GetUnsuspendParticipant() *UnsuspendParticipant {
+	if x != nil {
+		if x, ok := x.Change.(*RegistryChange_UnsuspendParticipant); ok {
+			return x.UnsuspendParticipant
+		}
+	}
+	return nil
+}
+
 type isRegistryChange_Change interface {
 	isRegistryChange_Change()
 }
@@ -754,6 +781,11 @@ type RegistryChange_SetPolicy struct {
 	SetPolicy *Policy `protobuf:"bytes,15,opt,name=set_policy,json=setPolicy,proto3,oneof"`
 }
 
+type RegistryChange_UnsuspendParticipant struct {
+	// Lifts a suspension; the participant may sign again from the entry after.
+	UnsuspendParticipant *UnsuspendParticipant `protobuf:"bytes,16,opt,name=unsuspend_participant,json=unsuspendParticipant,proto3,oneof"`
+}
+
 func (*RegistryChange_AddParticipant) isRegistryChange_Change() {}
 
 func (*RegistryChange_AddKey) isRegistryChange_Change() {}
@@ -765,6 +797,8 @@ func (*RegistryChange_SuspendParticipant) isRegistryChange_Change() {}
 func (*RegistryChange_AddNode) isRegistryChange_Change() {}
 
 func (*RegistryChange_SetPolicy) isRegistryChange_Change() {}
+
+func (*RegistryChange_UnsuspendParticipant) isRegistryChange_Change() {}
 
 // AddKey adds a verification key to a participant.
 type AddKey struct {
@@ -876,6 +910,52 @@ func (x *RevokeKey) GetKeyId() string {
 	return ""
 }
 
+// UnsuspendParticipant lifts a participant's suspension.
+type UnsuspendParticipant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The suspended participant.
+	ParticipantId string `protobuf:"bytes,1,opt,name=participant_id,json=participantId,proto3" json:"participant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsuspendParticipant) Reset() {
+	*x = UnsuspendParticipant{}
+	mi := &file_gpuledger_v1_registry_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsuspendParticipant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsuspendParticipant) ProtoMessage() {}
+
+func (x *UnsuspendParticipant) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_registry_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsuspendParticipant.ProtoReflect.Descriptor instead.
+func (*UnsuspendParticipant) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_registry_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UnsuspendParticipant) GetParticipantId() string {
+	if x != nil {
+		return x.ParticipantId
+	}
+	return ""
+}
+
 // SuspendParticipant suspends a participant.
 type SuspendParticipant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -887,7 +967,7 @@ type SuspendParticipant struct {
 
 func (x *SuspendParticipant) Reset() {
 	*x = SuspendParticipant{}
-	mi := &file_gpuledger_v1_registry_proto_msgTypes[8]
+	mi := &file_gpuledger_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +979,7 @@ func (x *SuspendParticipant) String() string {
 func (*SuspendParticipant) ProtoMessage() {}
 
 func (x *SuspendParticipant) ProtoReflect() protoreflect.Message {
-	mi := &file_gpuledger_v1_registry_proto_msgTypes[8]
+	mi := &file_gpuledger_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +992,7 @@ func (x *SuspendParticipant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendParticipant.ProtoReflect.Descriptor instead.
 func (*SuspendParticipant) Descriptor() ([]byte, []int) {
-	return file_gpuledger_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_gpuledger_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SuspendParticipant) GetParticipantId() string {
@@ -955,7 +1035,7 @@ const file_gpuledger_v1_registry_proto_rawDesc = "" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0eparticipant_id\x18\x02 \x01(\tR\rparticipantId\x12!\n" +
-	"\fverifier_key\x18\x03 \x01(\tR\vverifierKey\"\xfc\x01\n" +
+	"\fverifier_key\x18\x03 \x01(\tR\vverifierKey\"\xa5\x02\n" +
 	"\aGenesis\x12\x1f\n" +
 	"\vledger_name\x18\x01 \x01(\tR\n" +
 	"ledgerName\x129\n" +
@@ -963,7 +1043,8 @@ const file_gpuledger_v1_registry_proto_rawDesc = "" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12=\n" +
 	"\fparticipants\x18\x03 \x03(\v2\x19.gpuledger.v1.ParticipantR\fparticipants\x12(\n" +
 	"\x05nodes\x18\x04 \x03(\v2\x12.gpuledger.v1.NodeR\x05nodes\x12,\n" +
-	"\x06policy\x18\x05 \x01(\v2\x14.gpuledger.v1.PolicyR\x06policy\"\x90\x04\n" +
+	"\x06policy\x18\x05 \x01(\v2\x14.gpuledger.v1.PolicyR\x06policy\x12'\n" +
+	"\x0fregistry_quorum\x18\x06 \x01(\rR\x0eregistryQuorum\"\xeb\x04\n" +
 	"\x0eRegistryChange\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -978,14 +1059,17 @@ const file_gpuledger_v1_registry_proto_rawDesc = "" +
 	"\x13suspend_participant\x18\r \x01(\v2 .gpuledger.v1.SuspendParticipantH\x00R\x12suspendParticipant\x12/\n" +
 	"\badd_node\x18\x0e \x01(\v2\x12.gpuledger.v1.NodeH\x00R\aaddNode\x125\n" +
 	"\n" +
-	"set_policy\x18\x0f \x01(\v2\x14.gpuledger.v1.PolicyH\x00R\tsetPolicyB\b\n" +
+	"set_policy\x18\x0f \x01(\v2\x14.gpuledger.v1.PolicyH\x00R\tsetPolicy\x12Y\n" +
+	"\x15unsuspend_participant\x18\x10 \x01(\v2\".gpuledger.v1.UnsuspendParticipantH\x00R\x14unsuspendParticipantB\b\n" +
 	"\x06change\"Z\n" +
 	"\x06AddKey\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12)\n" +
 	"\x03key\x18\x02 \x01(\v2\x17.gpuledger.v1.PublicKeyR\x03key\"I\n" +
 	"\tRevokeKey\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId\";\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"=\n" +
+	"\x14UnsuspendParticipant\x12%\n" +
+	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\";\n" +
 	"\x12SuspendParticipant\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId*\x99\x01\n" +
 	"\x04Role\x12\x14\n" +
@@ -1014,7 +1098,7 @@ func file_gpuledger_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_gpuledger_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_gpuledger_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_gpuledger_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_gpuledger_v1_registry_proto_goTypes = []any{
 	(Role)(0),                     // 0: gpuledger.v1.Role
 	(KeyScheme)(0),                // 1: gpuledger.v1.KeyScheme
@@ -1026,32 +1110,34 @@ var file_gpuledger_v1_registry_proto_goTypes = []any{
 	(*RegistryChange)(nil),        // 7: gpuledger.v1.RegistryChange
 	(*AddKey)(nil),                // 8: gpuledger.v1.AddKey
 	(*RevokeKey)(nil),             // 9: gpuledger.v1.RevokeKey
-	(*SuspendParticipant)(nil),    // 10: gpuledger.v1.SuspendParticipant
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*Policy)(nil),                // 12: gpuledger.v1.Policy
+	(*UnsuspendParticipant)(nil),  // 10: gpuledger.v1.UnsuspendParticipant
+	(*SuspendParticipant)(nil),    // 11: gpuledger.v1.SuspendParticipant
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Policy)(nil),                // 13: gpuledger.v1.Policy
 }
 var file_gpuledger_v1_registry_proto_depIdxs = []int32{
 	1,  // 0: gpuledger.v1.PublicKey.scheme:type_name -> gpuledger.v1.KeyScheme
 	0,  // 1: gpuledger.v1.Participant.role:type_name -> gpuledger.v1.Role
 	3,  // 2: gpuledger.v1.Participant.sites:type_name -> gpuledger.v1.Site
 	2,  // 3: gpuledger.v1.Participant.keys:type_name -> gpuledger.v1.PublicKey
-	11, // 4: gpuledger.v1.Genesis.created_at:type_name -> google.protobuf.Timestamp
+	12, // 4: gpuledger.v1.Genesis.created_at:type_name -> google.protobuf.Timestamp
 	4,  // 5: gpuledger.v1.Genesis.participants:type_name -> gpuledger.v1.Participant
 	5,  // 6: gpuledger.v1.Genesis.nodes:type_name -> gpuledger.v1.Node
-	12, // 7: gpuledger.v1.Genesis.policy:type_name -> gpuledger.v1.Policy
-	11, // 8: gpuledger.v1.RegistryChange.occurred_at:type_name -> google.protobuf.Timestamp
+	13, // 7: gpuledger.v1.Genesis.policy:type_name -> gpuledger.v1.Policy
+	12, // 8: gpuledger.v1.RegistryChange.occurred_at:type_name -> google.protobuf.Timestamp
 	4,  // 9: gpuledger.v1.RegistryChange.add_participant:type_name -> gpuledger.v1.Participant
 	8,  // 10: gpuledger.v1.RegistryChange.add_key:type_name -> gpuledger.v1.AddKey
 	9,  // 11: gpuledger.v1.RegistryChange.revoke_key:type_name -> gpuledger.v1.RevokeKey
-	10, // 12: gpuledger.v1.RegistryChange.suspend_participant:type_name -> gpuledger.v1.SuspendParticipant
+	11, // 12: gpuledger.v1.RegistryChange.suspend_participant:type_name -> gpuledger.v1.SuspendParticipant
 	5,  // 13: gpuledger.v1.RegistryChange.add_node:type_name -> gpuledger.v1.Node
-	12, // 14: gpuledger.v1.RegistryChange.set_policy:type_name -> gpuledger.v1.Policy
-	2,  // 15: gpuledger.v1.AddKey.key:type_name -> gpuledger.v1.PublicKey
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	13, // 14: gpuledger.v1.RegistryChange.set_policy:type_name -> gpuledger.v1.Policy
+	10, // 15: gpuledger.v1.RegistryChange.unsuspend_participant:type_name -> gpuledger.v1.UnsuspendParticipant
+	2,  // 16: gpuledger.v1.AddKey.key:type_name -> gpuledger.v1.PublicKey
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_registry_proto_init() }
@@ -1068,6 +1154,7 @@ func file_gpuledger_v1_registry_proto_init() {
 		(*RegistryChange_SuspendParticipant)(nil),
 		(*RegistryChange_AddNode)(nil),
 		(*RegistryChange_SetPolicy)(nil),
+		(*RegistryChange_UnsuspendParticipant)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1075,7 +1162,7 @@ func file_gpuledger_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gpuledger_v1_registry_proto_rawDesc), len(file_gpuledger_v1_registry_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
