@@ -1,9 +1,16 @@
 package e2e
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,5 +120,128 @@ func waitCLI(t *testing.T, d *devNode, args ...string) string {
 			t.Fatalf("gpuledger %v still fails after the flood: exit %d\n%s%s\nnode log:\n%s", args, code, out, errOut, d.out.String())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// smallDisk mounts a tmpfs of size bytes for the test, or skips it where
+// the test may not mount one.
+func smallDisk(t *testing.T, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot mount a small file system here (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// fill writes a file of zeros into dir until at most leave bytes are free
+// (0: until the file system is full) and returns its path.
+func fill(t *testing.T, dir string, leave uint64) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		free := st.Bavail * uint64(st.Bsize)
+		if free <= leave {
+			return path
+		}
+		n := min(uint64(len(chunk)), free-leave)
+		if leave == 0 {
+			n = uint64(len(chunk))
+		}
+		if _, err := f.Write(chunk[:n]); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return path
+			}
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDiskFull: a full disk never crashes a node. On a 1.5 GiB file system
+// a node keeping 900 MiB free accepts writes; once the disk is filled to the
+// last byte it refuses them with RESOURCE_EXHAUSTED NO_SPACE, says so in
+// health (gpuledger.writes NOT_SERVING) and cluster status, and goes on
+// serving reads; when space is freed it accepts writes again. Restarted on
+// the full disk it starts read-only with the alarm up, serves reads, and
+// reopens for writing once space returns. Nothing written is lost.
+func TestDiskFull(t *testing.T) {
+	disk := smallDisk(t, 1536<<20)
+	d := startDaemon(t, disk, "dev", "--data", disk, "--min-free-space", "900MiB")
+	submit := func(serial string) (string, int) {
+		out, errOut, code := run(t, bin.cli, "--node", d.addr, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", serial, "--model", "H100-SXM5-80GB")
+		return out + errOut, code
+	}
+	until := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10 s; node log:\n%s", what, d.out.String())
+			}
+		}
+	}
+	health := func() string {
+		out, errOut, _ := run(t, bin.grpcurl, "-plaintext", "-d", `{"service":"gpuledger.writes"}`, d.addr, "grpc.health.v1.Health/Check")
+		return out + errOut
+	}
+	if out, code := submit("GPU-DISK-1"); code != 0 {
+		t.Fatalf("a write with room: exit %d\n%s", code, out)
+	}
+	filler := fill(t, disk, 0)
+	var out string
+	until("writes refused on the full disk", func() bool {
+		var code int
+		out, code = submit("GPU-DISK-2")
+		return code != 0 && strings.Contains(out, "NO_SPACE")
+	})
+	if !strings.Contains(out, "ResourceExhausted") || !strings.Contains(out, "less than its --min-free-space of 900 MiB") {
+		t.Errorf("the refusal does not say why:\n%s", out)
+	}
+	if h := health(); !strings.Contains(h, "NOT_SERVING") {
+		t.Errorf("health of gpuledger.writes on the full disk:\n%s", h)
+	}
+	if st := d.cli(t, "cluster", "status"); !regexp.MustCompile(`WARNING\s+NO_SPACE: node node-1 has`).MatchString(st) {
+		t.Errorf("cluster status on the full disk:\n%s", st)
+	}
+	if s := d.cli(t, "serial", "GPU-DISK-1"); !strings.Contains(s, "acme-gpu") {
+		t.Errorf("a read on the full disk:\n%s", s)
+	}
+	os.Remove(filler)
+	until("writes accepted once space is freed", func() bool { _, code := submit("GPU-DISK-2"); return code == 0 })
+	if h := health(); !strings.Contains(h, `"SERVING"`) {
+		t.Errorf("health of gpuledger.writes with room again:\n%s", h)
+	}
+
+	// Restarted on a full disk: read-only, alarm up, reads served.
+	d.stop()
+	filler = fill(t, disk, 0)
+	d = startDaemon(t, disk, "dev", "--data", disk, "--min-free-space", "900MiB")
+	until("the read-only start is reported", func() bool { return strings.Contains(d.out.String(), "starting read-only") })
+	if out, code := submit("GPU-DISK-3"); code == 0 || !strings.Contains(out, "NO_SPACE") || !strings.Contains(out, "started on it with its store read-only") {
+		t.Errorf("a write to a node started on a full disk: exit %d\n%s", code, out)
+	}
+	if st := d.cli(t, "cluster", "status"); !strings.Contains(st, "read-only") || !strings.Contains(st, "NO_SPACE") {
+		t.Errorf("cluster status of a read-only node:\n%s", st)
+	}
+	for _, sn := range []string{"GPU-DISK-1", "GPU-DISK-2"} {
+		if s := d.cli(t, "serial", sn); !strings.Contains(s, "acme-gpu") {
+			t.Errorf("read %s from the read-only node:\n%s", sn, s)
+		}
+	}
+	os.Remove(filler)
+	until("the node reopens for writing once space returns", func() bool { _, code := submit("GPU-DISK-3"); return code == 0 })
+	if out := d.cli(t, "verify", "--genesis", filepath.Join(disk, "genesis.json"), "GPU-DISK-3"); !strings.HasPrefix(out, "OK GPU-DISK-3") {
+		t.Errorf("verify after the disk filled twice:\n%s", out)
 	}
 }

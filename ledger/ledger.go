@@ -71,6 +71,10 @@ type Config struct {
 	// RAPID_RESALE), to measure what they cost. For benchmarks only: a store written without them is not the
 	// ledger's replicated state.
 	NoDetectors bool
+	// ReadOnly opens an existing store for reads only: nothing is written,
+	// not even badger's own files (a node on a full disk serves reads so).
+	// Apply fails.
+	ReadOnly bool
 }
 
 // DefaultConfig returns a Config for dir with durable writes and default limits.
@@ -165,6 +169,14 @@ func Open(ctx context.Context, cfg Config) (*Ledger, error) {
 		return nil, fmt.Errorf("open store %q: %w", cfg.Dir, err)
 	}
 	l := &Ledger{cfg: cfg, log: cfg.Logger, db: db}
+	if cfg.ReadOnly && cfg.Genesis != nil {
+		// load stores the genesis of a new store; a read-only one must
+		// have it already (load checks it matches).
+		if err := l.db.View(func(txn *badger.Txn) error { _, err := getValue(txn, metaKey("genesis")); return err }); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %q read-only: it holds no ledger yet (%v)", cfg.Dir, err)
+		}
+	}
 	if err := l.load(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -205,8 +217,26 @@ func badgerOptions(cfg Config) badger.Options {
 		o = o.WithInMemory(true).WithDir("").WithValueDir("").WithMemTableSize(16 << 20).WithValueThreshold(1 << 20).
 			WithBlockCacheSize(1 << 20).WithIndexCacheSize(1 << 20).WithNumMemtables(1).WithNumLevelZeroTables(1).WithNumLevelZeroTablesStall(2)
 	}
+	// Badger maps its files and sizes them ahead, sparsely: the active
+	// memtable's write-ahead log at twice MemTableSize and the active value
+	// log file at twice ValueLogFileSize. A write into a page of such a file
+	// that the disk has no room for kills the process with SIGBUS. Value log
+	// files of 128 MiB (not badger's 1 GiB) keep what is reserved and not yet
+	// written at 512 MiB at most for the ledger (the raft log's: 288 MiB), less
+	// than the free space a node keeps (--min-free-space, 1 GiB): the node
+	// stops writing before its stores could run out of disk (node/space.go).
+	o.ValueLogFileSize = ValueLogFileBytes
+	o.ReadOnly = cfg.ReadOnly
 	return o
 }
+
+// ValueLogFileBytes is the size of the ledger's (and the raft log's) value
+// log files.
+const ValueLogFileBytes = 128 << 20
+
+// SparseReserveBytes is the most the ledger's store holds reserved on disk
+// and not yet written: its active write-ahead log and value log file.
+const SparseReserveBytes = 2*memTableBytes + 2*ValueLogFileBytes
 
 func (l *Ledger) load(ctx context.Context) error {
 	var stored []byte

@@ -208,6 +208,9 @@ func (n *Node) distrusted(peer string) string {
 // node.
 func (n *Node) warnings() []string {
 	var out []string
+	if w := n.spaceWarning(); w != "" {
+		out = append(out, w)
+	}
 	if n.mux != nil {
 		if open, refused := n.mux.Connections(); refused > 0 {
 			out = append(out, fmt.Sprintf("refused %d client connections at the connection limit since the node started (limit %d, %d open now): raise --max-connections (and ulimit -n) if they are legitimate",

@@ -155,6 +155,9 @@ func (n *Node) forwarded(ctx context.Context, err error) error {
 
 // staleness says why this node's reads may be behind the cluster, or "".
 func (n *Node) staleness() string {
+	if n.raft == nil && n.readOnly {
+		return "this node serves its store read-only for lack of disk space and takes no part in the cluster; its reads may be behind"
+	}
 	if n.raft == nil {
 		return "this node is not part of the cluster: " + n.alarmText()
 	}
@@ -469,6 +472,9 @@ func (s *clusterService) GetClusterStatus(ctx context.Context, req *pb.GetCluste
 	n := s.n
 	out := &pb.GetClusterStatusResponse{Node: n.cfg.Name, Role: "stopped", Alarm: n.alarmText(), Stale: true, Warnings: n.warnings()}
 	if n.raft == nil {
+		if n.readOnly {
+			out.Role, out.AppliedSize, out.AppliedIndex = "read-only", n.ledger.Size(), n.ledger.AppliedIndex()
+		}
 		return out, nil
 	}
 	r := n.raft

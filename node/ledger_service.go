@@ -19,6 +19,9 @@ type ledgerService struct {
 }
 
 func (s *ledgerService) Append(ctx context.Context, req *pb.AppendRequest) (*pb.AppendResponse, error) {
+	if err := s.n.noSpace(); err != nil {
+		return nil, err
+	}
 	if c, err := s.n.leaderConn(ctx); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	} else if c != nil {
@@ -51,6 +54,9 @@ func (s *ledgerService) AppendBatch(ctx context.Context, req *pb.AppendBatchRequ
 	if len(envs) > s.n.cfg.MaxBatchEnvelopes {
 		return nil, toStatus(ctx, s.n.log, custody.Reject(custody.TooLarge, custody.ReasonTooLarge,
 			"batch of %d envelopes; at most %d: split it", len(envs), s.n.cfg.MaxBatchEnvelopes))
+	}
+	if err := s.n.noSpace(); err != nil {
+		return nil, err
 	}
 	if c, err := s.n.leaderConn(ctx); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)

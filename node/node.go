@@ -63,6 +63,10 @@ type Config struct {
 	// GOAWAY that says why. 0 means no limit. DefaultMaxConnections sets it
 	// from the open-file limit.
 	MaxConnections int
+	// MinFreeSpace is the free space in Dir below which the node accepts no
+	// writes (see space.go); 0 turns the guard off. At least the stores'
+	// sparse reservation (800 MiB) when set.
+	MinFreeSpace uint64
 
 	// Listener is the node's address. With it the node serves raft on it
 	// beside gRPC (serve gRPC on GRPCListener) and reaches its peers over
@@ -108,6 +112,7 @@ func DefaultConfig(name, dir string) Config {
 		ApplyTimeout:      10 * time.Second,
 		ReadWait:          2 * time.Second,
 		MaxConnections:    DefaultMaxConnections(),
+		MinFreeSpace:      DefaultMinFreeSpace,
 		SnapshotInterval:  2 * time.Minute,
 		SnapshotThreshold: 8192,
 		TrailingLogs:      10240,
@@ -138,6 +143,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node config: node key is named %q, the node %q", c.NodeSigner.Name(), c.Name)
 	case c.MaxBatchEnvelopes <= 0 || c.MaxBatchEnvelopes > ledger.DefaultMaxBatchEnvelopes:
 		return fmt.Errorf("node config: MaxBatchEnvelopes must be 1 to %d", ledger.DefaultMaxBatchEnvelopes)
+	case c.MinFreeSpace != 0 && c.MinFreeSpace < minFreeFloor:
+		return fmt.Errorf("node config: MinFreeSpace %d is less than the %d bytes the stores hold reserved on disk; give at least that, or 0 to turn the guard off", c.MinFreeSpace, uint64(minFreeFloor))
 	case c.MaxConnections < 0:
 		return errors.New("node config: MaxConnections must not be negative (0 for no limit)")
 	case c.BatchWindow < 0 || c.ApplyTimeout <= 0 || c.ReadWait < 0:
@@ -202,6 +209,13 @@ type Node struct {
 	// clock is what the node knows of the raft log's dates (clock.go).
 	clock clockState
 	raftp atomic.Pointer[raft.Raft] // n.raft, for raft's own goroutines
+	// space is the last reading of the free disk space (space.go);
+	// readOnly is set when the node opened its store read-only for lack of
+	// it, and spaceBack is closed when space returns.
+	space     atomic.Pointer[spaceState]
+	readOnly  bool
+	spaceBack chan struct{}
+	spaceOnce sync.Once
 
 	applied atomic.Pointer[chan struct{}] // closed and replaced after each applied batch
 	alarm   atomic.Pointer[string]
@@ -226,7 +240,15 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	// fsync each batch; Snapshot syncs it before raft may compact the log.
 	lcfg.SyncWrites = false
 	n := &Node{cfg: cfg, log: cfg.Logger, health: health.NewServer(),
-		in: make(chan *request, 4096), stop: make(chan struct{}), recent: make(map[uint64]batchState)}
+		in: make(chan *request, 4096), stop: make(chan struct{}), recent: make(map[uint64]batchState), spaceBack: make(chan struct{})}
+	n.space.Store(&spaceState{})
+	if n.checkSpace() {
+		// Too little room to write: open the store read-only, serve reads,
+		// take no part in raft (space.go).
+		n.readOnly, lcfg.ReadOnly = true, true
+		n.log.Error("starting read-only: too little free disk space to write; the node serves reads and takes no part in the cluster until space is freed",
+			"free", n.space.Load().free, "min_free_space", cfg.MinFreeSpace)
+	}
 	ch := make(chan struct{})
 	n.applied.Store(&ch)
 	n.addr = cfg.Advertise
@@ -238,6 +260,11 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.peers = newPeerConns()
 	l, err := ledger.Open(ctx, lcfg)
+	if err != nil && n.readOnly {
+		n.close()
+		return nil, fmt.Errorf("%s has %d bytes free, less than --min-free-space (%d), so the store was opened read-only, and: %w",
+			cfg.Dir, n.space.Load().free, cfg.MinFreeSpace, err)
+	}
 	if errors.Is(err, ledger.ErrCorrupt) {
 		// Serve the reason, not the store: health NOT_SERVING, the alarm in
 		// GetClusterStatus, every ledger RPC refused with it. The node takes
@@ -250,6 +277,13 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.ledger = l
+	if n.readOnly {
+		n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		n.health.SetServingStatus(WritesService, healthpb.HealthCheckResponse_NOT_SERVING)
+		n.stopped.Add(1)
+		go n.watchSpace()
+		return n, nil
+	}
 	if cfg.Join == "" {
 		if err := knownNodeKey(cfg.NodeSigner, l.Registry().Nodes()); err != nil {
 			l.Close()
@@ -265,8 +299,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	n.stopped.Add(1)
+	n.health.SetServingStatus(WritesService, healthpb.HealthCheckResponse_SERVING)
+	n.stopped.Add(2)
 	go n.batcher()
+	go n.watchSpace()
 	return n, nil
 }
 
@@ -320,7 +356,12 @@ func (n *Node) startRaft(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store.check = n.checkLeaderTime
+	store.check = func(logs []*raft.Log) error {
+		if r := n.raftp.Load(); n.space.Load().low && (r == nil || r.State() != raft.Leader) {
+			return fmt.Errorf("this node is short of disk space and stores no more entries until space is freed: %s", statusMessage(n.noSpace()))
+		}
+		return n.checkLeaderTime(logs)
+	}
 	snaps, err := raft.NewFileSnapshotStore(filepath.Join(n.cfg.Dir, "raft"), 2, newSlogWriter(n.log))
 	if err != nil {
 		store.Close()

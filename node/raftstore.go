@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/hashicorp/raft"
 )
 
@@ -27,12 +28,17 @@ type raftStore struct {
 	check func([]*raft.Log) error
 }
 
+// raftSparseReserveBytes is the most the raft log's store holds reserved on
+// disk and not yet written (see ledger.SparseReserveBytes).
+const raftSparseReserveBytes = 2*(16<<20) + 2*ledger.ValueLogFileBytes
+
 func openRaftStore(dir string, log *slog.Logger) (*raftStore, error) {
 	o := badger.DefaultOptions(dir)
 	o.SyncWrites = true
 	o.Logger = badgerLogger{log}
 	o.MetricsEnabled = false
 	o.MemTableSize = 16 << 20
+	o.ValueLogFileSize = ledger.ValueLogFileBytes // see ledger's badgerOptions: sparse files
 	o.NumVersionsToKeep = 1
 	db, err := badger.Open(o)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/gpuledger/gpuledger/internal/version"
 	"github.com/gpuledger/gpuledger/node"
 	"github.com/spf13/cobra"
@@ -67,6 +68,7 @@ type common struct {
 	snapInterval           time.Duration
 	snapThreshold, trail   uint64
 	maxConns               int
+	minFree                string
 }
 
 func (c *common) flags(cmd *cobra.Command, dataDefault string) {
@@ -78,6 +80,7 @@ func (c *common) flags(cmd *cobra.Command, dataDefault string) {
 	cmd.Flags().DurationVar(&c.snapInterval, "snapshot-interval", d.SnapshotInterval, "how often raft considers snapshotting the ledger and compacting its log")
 	cmd.Flags().Uint64Var(&c.snapThreshold, "snapshot-threshold", d.SnapshotThreshold, "raft commands applied since the last snapshot that make the next one due")
 	cmd.Flags().IntVar(&c.maxConns, "max-connections", d.MaxConnections, "client connections the node holds open at most (0: no limit); past it a client is refused with a GOAWAY saying why. The default is half the open-file limit (ulimit -n), from 16 to 4096")
+	cmd.Flags().StringVar(&c.minFree, "min-free-space", humanize.IBytes(node.DefaultMinFreeSpace), "free disk space in --data below which the node accepts no writes (RESOURCE_EXHAUSTED NO_SPACE) but goes on serving reads, so that a full disk never crashes it; at least 800 MiB (what its stores reserve), or 0 to turn the guard off")
 	cmd.Flags().Uint64Var(&c.trail, "trailing-logs", d.TrailingLogs, "raft commands kept after a snapshot, for followers a little behind (those further behind get the snapshot)")
 }
 
@@ -113,20 +116,51 @@ func readNodeKey(path string) (note.Signer, error) {
 // A node alone waits to lead before it says it serves, so that the first
 // write succeeds; a cluster member serves at once (reads, status) and writes
 // succeed once a majority is up.
+//
+// A node that started read-only for lack of disk space is reopened, on the
+// same address, once space returns.
 func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, ready func(addr string)) error {
 	cfg.Logger, cfg.BatchWindow = log, c.batchWindow
 	cfg.SnapshotInterval, cfg.SnapshotThreshold, cfg.TrailingLogs = c.snapInterval, c.snapThreshold, c.trail
 	cfg.MaxConnections = c.maxConns
-	lis, err := net.Listen("tcp", c.listen)
+	if c.minFree != "0" {
+		b, err := humanize.ParseBytes(c.minFree)
+		if err != nil {
+			return fmt.Errorf("--min-free-space %q: want a size such as 1GiB or 900MB, or 0", c.minFree)
+		}
+		cfg.MinFreeSpace = b
+	} else {
+		cfg.MinFreeSpace = 0
+	}
+	listen := c.listen
+	for {
+		again, addr, err := serveOnce(ctx, listen, log, cfg, ready)
+		if !again {
+			return err
+		}
+		log.Info("disk space is back: reopening the node's store for writing", "addr", addr)
+		listen = addr
+		if cfg.Advertise == "" {
+			cfg.Advertise = addr
+		}
+	}
+}
+
+// serveOnce opens the node and serves it until ctx ends (again false) or,
+// for a node opened read-only for lack of disk space, until space returns
+// (again true, with the address it served on).
+func serveOnce(ctx context.Context, listen string, log *slog.Logger, cfg node.Config, ready func(addr string)) (again bool, addr string, err error) {
+	lis, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w (is another node running there? use --listen)", c.listen, err)
+		return false, "", fmt.Errorf("listen on %s: %w (is another node running there? use --listen)", listen, err)
 	}
 	cfg.Listener = lis
 	n, err := node.Open(ctx, cfg)
 	if err != nil {
 		lis.Close()
-		return err
+		return false, "", err
 	}
+	addr = lis.Addr().String()
 	if a := n.Alarm(); a != "" {
 		log.Error("serving the alarm only: ledger RPCs are refused", "reason", a)
 	} else if len(cfg.Peers) == 0 && cfg.Join == "" && n.Cluster() == 1 {
@@ -134,7 +168,7 @@ func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, re
 		err = n.WaitLeader(wctx)
 		cancel()
 		if err != nil {
-			return errors.Join(err, n.Close(context.Background()))
+			return false, addr, errors.Join(err, n.Close(context.Background()))
 		}
 	}
 	s := grpc.NewServer(node.ServerOptions()...)
@@ -147,11 +181,16 @@ func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, re
 	} else if ready != nil {
 		ready(n.Addr())
 	}
+	if n.SpaceBack() != nil {
+		fmt.Printf("gpuledger node %s serving on %s READ-ONLY: too little free disk space to write; reads are served, writes refused (NO_SPACE) until space is freed\n", cfg.Name, n.Addr())
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case err = <-errc:
 		log.Error("gRPC server stopped", "err", err)
+	case <-n.SpaceBack():
+		again = true
 	}
 	stopped := make(chan struct{})
 	go func() { s.GracefulStop(); close(stopped) }()
@@ -160,5 +199,5 @@ func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, re
 	case <-time.After(5 * time.Second):
 		s.Stop()
 	}
-	return errors.Join(err, n.Close(context.Background()))
+	return again, addr, errors.Join(err, n.Close(context.Background()))
 }

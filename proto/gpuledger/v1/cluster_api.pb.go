@@ -127,7 +127,9 @@ type GetClusterStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// This node's name.
 	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	// Raft role: "leader", "follower" or "candidate".
+	// Raft role: "leader", "follower" or "candidate"; "stopped" for a node
+	// that serves only its alarm, "read-only" for one that started without
+	// the disk space to write and takes no part in raft.
 	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
 	// The leader's id, if known.
 	Leader string `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"`
