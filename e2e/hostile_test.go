@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -243,5 +245,48 @@ func TestDiskFull(t *testing.T) {
 	until("the node reopens for writing once space returns", func() bool { _, code := submit("GPU-DISK-3"); return code == 0 })
 	if out := d.cli(t, "verify", "--genesis", filepath.Join(disk, "genesis.json"), "GPU-DISK-3"); !strings.HasPrefix(out, "OK GPU-DISK-3") {
 		t.Errorf("verify after the disk filled twice:\n%s", out)
+	}
+}
+
+// TestTenYearHistory: a legitimate long history always verifies. A GPU
+// attested daily for ten years (3,654 events, each attestation with 2 KiB
+// of evidence) is imported through the real CLI, then verified from the
+// node page by page (verify SERIAL) and offline from its custody passport.
+func TestTenYearHistory(t *testing.T) {
+	dir := t.TempDir()
+	d := startDev(t, dir)
+	start := time.Now().UTC().Add(-3660 * 24 * time.Hour).Truncate(time.Second)
+	evidence := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xa5}, 2048))
+	var b strings.Builder
+	line := func(typ, actor, extra string, at time.Time) {
+		fmt.Fprintf(&b, `{"serial":"GPU-10Y","type":"EVENT_TYPE_%s","actor":"%s",%s"occurredAt":"%s"}`+"\n", typ, actor, extra, at.Format(time.RFC3339))
+	}
+	line("MANUFACTURED", "acme-gpu", `"model":"H100-SXM5-80GB","eccn":"3A090.a","location":{"country":"TW","siteId":"hsinchu-fab"},`, start)
+	line("SHIPPED", "acme-gpu", `"counterparty":"dc-frankfurt","exportLicense":"DE-2016-1","location":{"country":"TW","siteId":"hsinchu-fab"},`, start.Add(time.Hour))
+	line("RECEIVED", "dc-frankfurt", `"counterparty":"acme-gpu","location":{"country":"DE","siteId":"fra-dc1"},`, start.Add(5*24*time.Hour))
+	line("INSTALLED", "dc-frankfurt", `"location":{"country":"DE","siteId":"fra-dc1"},`, start.Add(6*24*time.Hour))
+	for i := range 3650 {
+		line("ATTESTED", "dc-frankfurt", `"location":{"country":"DE","siteId":"fra-dc1"},"evidence":[{"type":"application/vnd.nvidia.attestation-report","data":"`+evidence+`"}],`,
+			start.Add(time.Duration(7+i)*24*time.Hour))
+	}
+	file := filepath.Join(t.TempDir(), "ten-years.jsonl")
+	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := d.cli(t, "import", file, "--keys", filepath.Join(dir, "keys"), "--quiet"); !strings.Contains(out, "3654 accepted") {
+		t.Fatalf("import:\n%s", out)
+	}
+	genesis := filepath.Join(dir, "genesis.json")
+	if out := d.cli(t, "verify", "--genesis", genesis, "GPU-10Y"); !strings.HasPrefix(out, "OK GPU-10Y: chain intact; 3654 entries") {
+		t.Fatalf("verify GPU-10Y:\n%.600s", out)
+	}
+	passport := filepath.Join(t.TempDir(), "GPU-10Y.passport")
+	d.cli(t, "passport", "GPU-10Y", "--file", passport)
+	if st, err := os.Stat(passport); err != nil || st.Size() < 3654*2048 {
+		t.Fatalf("passport: %v %v", st, err)
+	}
+	out, errOut, code := run(t, bin.cli, "verify", "--passport", passport, "--genesis", genesis)
+	if code != 0 || !strings.HasPrefix(out, "OK passport of GPU-10Y: 3654 entries verified offline") {
+		t.Fatalf("verify --passport: exit %d\n%.600s%s", code, out, errOut)
 	}
 }

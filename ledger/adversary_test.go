@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"context"
 	"errors"
 	"fmt"
@@ -762,5 +763,71 @@ func TestRegulatorQuorum(t *testing.T) {
 	}
 	if _, err := ledger.ParseGenesis(bad.Genesis); err == nil || !strings.Contains(err.Error(), "registry_quorum 2") {
 		t.Errorf("a genesis with quorum 2 and one regulator: %v", err)
+	}
+}
+
+// TestSerialFlood: a custodian cannot make a serial unverifiable by
+// appending huge evidence. An event with 50 KB of evidence is refused at
+// the policy's 16 KiB (EVIDENCE_TOO_LARGE, on evidence); 1,400 attestations
+// with 15 KiB each are accepted until the custodian's budget on the serial
+// (16 MiB) is spent, then refused (SERIAL_BUDGET_EXCEEDED, with when to
+// retry), while another party's event on the same serial is still accepted
+// (its budget is its own) and the custodian's budget refills with the
+// ledger's time.
+func TestSerialFlood(t *testing.T) {
+	f := newFixture(t)
+	f.must(f.sign("acme-gpu", mfd, "GPU-FLOOD"))
+	f.must(f.sign("acme-gpu", pb.EventType_EVENT_TYPE_INSTALLED, "GPU-FLOOD"))
+	evidence := func(n int) func(*pb.CustodyEvent) {
+		return func(e *pb.CustodyEvent) {
+			e.Evidence = []*pb.Evidence{{Type: "application/octet-stream", Data: make([]byte, n)}}
+		}
+	}
+	r := f.apply(f.sign("acme-gpu", att, "GPU-FLOOD", evidence(50_000)))[0]
+	var rej *custody.Error
+	if !errors.As(r.Err, &rej) || rej.Reason != custody.ReasonEvidenceTooLarge || rej.Field != "evidence" {
+		t.Fatalf("50 KB of evidence: %v, want EVIDENCE_TOO_LARGE", r.Err)
+	}
+	// Batches at one time of the ledger, so that the budget does not refill.
+	st, _ := f.l.Serial(context.Background(), "GPU-FLOOD")
+	head := st.GetHeadHash()
+	var envs [][]byte
+	for i := range 1400 {
+		env := f.member("acme-gpu").SignEvent(f.event("acme-gpu", att, "GPU-FLOOD", evidence(15<<10), func(e *pb.CustodyEvent) {
+			e.PrevEventHash = head
+			e.OccurredAt = timestamppb.New(f.now.Add(time.Duration(i) * time.Second))
+		}))
+		h := sha256.Sum256(env)
+		head = h[:]
+		envs = append(envs, env)
+	}
+	size := f.l.Size()
+	var rs []ledger.Result
+	for i := 0; i < len(envs); i += 400 {
+		got, err := f.l.Apply(context.Background(), ledger.Batch{AcceptedAt: f.now.Add(time.Hour), Envelopes: envs[i:min(i+400, len(envs))]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, got...)
+	}
+	accepted := 0
+	for accepted < len(rs) && rs[accepted].Err == nil {
+		accepted++
+	}
+	if accepted < 1000 || accepted > 1100 || !errors.As(rs[accepted].Err, &rej) || rej.Reason != custody.ReasonSerialBudget || !strings.Contains(rej.Msg, "retry after") {
+		t.Fatalf("%d of 1,400 accepted, then %v; want about 1,060 (16 MiB of ~15.8 KB envelopes), then SERIAL_BUDGET_EXCEEDED", accepted, rs[min(accepted, len(rs)-1)].Err)
+	}
+	if got := f.l.Size() - size; got != uint64(accepted) {
+		t.Errorf("the log grew by %d, want %d", got, accepted)
+	}
+	// Another party's attestation of the same serial: its budget is its own.
+	f.now = f.now.Add(2 * time.Hour)
+	if r := f.apply(f.sign("eu-dist", att, "GPU-FLOOD"))[0]; r.Err != nil {
+		t.Errorf("another party's event after the custodian's flood: %v", r.Err)
+	}
+	// A month later the custodian's budget has refilled by 1 MiB.
+	f.now = f.now.Add(31 * 24 * time.Hour)
+	if r := f.apply(f.sign("acme-gpu", att, "GPU-FLOOD", evidence(15<<10)))[0]; r.Err != nil {
+		t.Errorf("the custodian a month later: %v", r.Err)
 	}
 }

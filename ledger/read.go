@@ -167,11 +167,19 @@ func (l *Ledger) Serial(ctx context.Context, serial string) (*pb.SerialState, er
 // starting at its from-th entry (0 is MANUFACTURED), decoded, and the
 // position to continue from (0 when there are no more).
 func (l *Ledger) SerialHistory(ctx context.Context, serial string, from uint64, limit int) ([]*pb.Entry, uint64, error) {
+	return l.SerialHistoryPage(ctx, serial, from, limit, 0)
+}
+
+// SerialHistoryPage is SerialHistory with a page bounded in bytes as well:
+// it stops before an entry that would take the page's encoded size past
+// maxBytes (0: no bound), but always returns at least one entry.
+func (l *Ledger) SerialHistoryPage(ctx context.Context, serial string, from uint64, limit, maxBytes int) ([]*pb.Entry, uint64, error) {
 	if limit <= 0 {
 		return nil, 0, fmt.Errorf("limit %d: %w", limit, ErrInvalidArgument)
 	}
 	var out []*pb.Entry
 	var next uint64
+	bytes := 0
 	err := l.db.View(func(txn *badger.Txn) error {
 		prefix := historyPrefix(serial)
 		opts := badger.DefaultIteratorOptions
@@ -191,6 +199,12 @@ func (l *Ledger) SerialHistory(ctx context.Context, serial string, from uint64, 
 			if err != nil {
 				return err
 			}
+			size := proto.Size(e)
+			if maxBytes > 0 && len(out) > 0 && bytes+size > maxBytes {
+				next = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+				return nil
+			}
+			bytes += size
 			out = append(out, e)
 		}
 		return nil

@@ -91,6 +91,11 @@ func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialReq
 	if !custody.ValidSerial(req.GetSerial()) {
 		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
+	release, err := s.n.heavyCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	l := s.n.ledger
 	cp, err := l.Checkpoint(ctx)
 	if err != nil {
@@ -189,6 +194,11 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 	if !custody.ValidSerial(req.GetSerial()) {
 		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
+	release, err := s.n.heavyCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	l := s.n.ledger
 	cp, err := s.checkpoint(ctx, req.GetMinCosigners())
 	if err != nil {
@@ -205,6 +215,9 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 			}
 			for _, e := range es {
 				if e.GetIndex() < cp.GetSize() {
+					// A verifier decodes the envelope itself: the
+					// decoded payload would only double the passport.
+					e.Event, e.RegistryChange = nil, nil
 					out = append(out, e)
 				}
 			}
@@ -237,5 +250,30 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 	if p.RegistryInclusionProofs, err = proofs(p.RegistryEntries); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
+	if size := proto.Size(p); size > maxPassportBytes {
+		return nil, withInfo(codes.ResourceExhausted, custody.ReasonTooLarge, fmt.Sprintf(
+			"the passport of %s would be %d bytes, more than the %d one message carries: verify the serial with gpuledger verify SERIAL, which reads its history page by page",
+			req.GetSerial(), size, maxPassportBytes), nil)
+	}
 	return &pb.GetCustodyPassportResponse{Passport: p}, nil
+}
+
+// maxPassportBytes is the largest passport a node sends (its gRPC send
+// limit is 64 MiB). With the policy's limits (max_evidence_bytes and
+// serial_bytes_per_window) a GPU's history grows slowly: 10 years of daily
+// attestations with 2 KiB of evidence make a passport of about 20 MB.
+const maxPassportBytes = 60 << 20
+
+// heavyCalls bounds the calls that hold a whole serial's history in memory
+// at once (VerifySerial, GetCustodyPassport): more wait their turn.
+const heavyCalls = 2
+
+// heavyCall waits for one of heavyCalls slots and returns its release.
+func (n *Node) heavyCall(ctx context.Context) (func(), error) {
+	select {
+	case n.heavy <- struct{}{}:
+		return func() { <-n.heavy }, nil
+	case <-ctx.Done():
+		return nil, toStatus(ctx, n.log, ctx.Err())
+	}
 }

@@ -156,7 +156,7 @@ func (s *ledgerService) ListSerialEvents(ctx context.Context, req *pb.ListSerial
 	if err != nil {
 		return nil, err
 	}
-	es, next, err := s.n.ledger.SerialHistory(ctx, req.GetSerial(), from, limit)
+	es, next, err := s.n.ledger.SerialHistoryPage(ctx, req.GetSerial(), from, limit, maxPageBytes)
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}

@@ -212,6 +212,7 @@ type Node struct {
 	// space is the last reading of the free disk space (space.go);
 	// readOnly is set when the node opened its store read-only for lack of
 	// it, and spaceBack is closed when space returns.
+	heavy     chan struct{} // heavyCall's slots
 	space     atomic.Pointer[spaceState]
 	readOnly  bool
 	spaceBack chan struct{}
@@ -240,7 +241,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	// fsync each batch; Snapshot syncs it before raft may compact the log.
 	lcfg.SyncWrites = false
 	n := &Node{cfg: cfg, log: cfg.Logger, health: health.NewServer(),
-		in: make(chan *request, 4096), stop: make(chan struct{}), recent: make(map[uint64]batchState), spaceBack: make(chan struct{})}
+		in: make(chan *request, 4096), stop: make(chan struct{}), recent: make(map[uint64]batchState), spaceBack: make(chan struct{}), heavy: make(chan struct{}, heavyCalls)}
 	n.space.Store(&spaceState{})
 	if n.checkSpace() {
 		// Too little room to write: open the store read-only, serve reads,

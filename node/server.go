@@ -40,10 +40,12 @@ func (n *Node) Register(s *grpc.Server) {
 	registerReflection(s)
 }
 
-// Page sizes.
+// Page sizes. A page also ends before maxPageBytes of entries (but holds
+// one at least), so that it fits in a message whatever the entries carry.
 const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
+	maxPageBytes    = 4 << 20
 )
 
 func pageSize(n int32) (int, error) {

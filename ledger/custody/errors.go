@@ -122,6 +122,8 @@ const (
 	ReasonLastRegulator       = "LAST_REGULATOR"
 	ReasonNotSuspended        = "NOT_SUSPENDED"
 	ReasonChangeSigner        = "SIGNER_NOT_REGULATOR"
+	ReasonEvidenceTooLarge    = "EVIDENCE_TOO_LARGE"
+	ReasonSerialBudget        = "SERIAL_BUDGET_EXCEEDED"
 )
 
 // MaxQuote is the most of a client's input an error message quotes.

@@ -82,6 +82,7 @@ func New(p *pb.Policy) (*Policy, error) {
 		{"clock_skew", p.GetClockSkew(), p.ClockSkew != nil, false},
 		{"hub_dwell", p.GetHubDwell(), p.HubDwell != nil, true},
 		{"resale_window", p.GetResaleWindow(), p.ResaleWindow != nil, true},
+		{"serial_byte_window", p.GetSerialByteWindow(), p.SerialByteWindow != nil, true},
 	} {
 		if (d.set || !d.opt) && (!d.set || d.v.AsDuration() <= 0) {
 			return nil, fmt.Errorf("policy: %s must be a positive duration", d.name)
@@ -89,6 +90,9 @@ func New(p *pb.Policy) (*Policy, error) {
 	}
 	if p.GetMaxSpeedKmh() == 0 {
 		return nil, fmt.Errorf("policy: max_speed_kmh must be positive")
+	}
+	if p.GetMaxEvidenceBytes() > 60<<10 {
+		return nil, fmt.Errorf("policy: max_evidence_bytes %d is more than an envelope may hold (64 KiB with the rest of the event); at most 61440", p.GetMaxEvidenceBytes())
 	}
 	return pol, nil
 }
@@ -102,7 +106,44 @@ const (
 	DefaultHubDwell          = 14 * 24 * time.Hour
 	DefaultMaxCustodyChanges = 3
 	DefaultResaleWindow      = 90 * 24 * time.Hour
+	DefaultMaxEvidenceBytes  = 16 << 10
+	DefaultSerialBytes       = 1 << 20
+	DefaultSerialByteWindow  = 30 * 24 * time.Hour
+	DefaultSerialBurstBytes  = 16 << 20
 )
+
+// SerialBurstBytes is the most a participant's budget on a serial holds.
+func (p *Policy) SerialBurstBytes() uint64 {
+	if p.p.GetSerialBurstBytes() == 0 {
+		return DefaultSerialBurstBytes
+	}
+	return p.p.GetSerialBurstBytes()
+}
+
+// MaxEvidenceBytes is the most bytes of evidence one event may carry.
+func (p *Policy) MaxEvidenceBytes() int {
+	if p.p.GetMaxEvidenceBytes() == 0 {
+		return DefaultMaxEvidenceBytes
+	}
+	return int(p.p.GetMaxEvidenceBytes())
+}
+
+// SerialBytesPerWindow is how fast a participant's budget on a serial
+// refills: bytes per SerialByteWindow.
+func (p *Policy) SerialBytesPerWindow() uint64 {
+	if p.p.GetSerialBytesPerWindow() == 0 {
+		return DefaultSerialBytes
+	}
+	return p.p.GetSerialBytesPerWindow()
+}
+
+// SerialByteWindow is the window SerialBytesPerWindow refills in.
+func (p *Policy) SerialByteWindow() time.Duration {
+	if p.p.SerialByteWindow == nil {
+		return DefaultSerialByteWindow
+	}
+	return p.p.GetSerialByteWindow().AsDuration()
+}
 
 // HubDwell is how soon a GPU received in a WATCH country may be shipped on to
 // another country before it is TRANSSHIPMENT_HUB.

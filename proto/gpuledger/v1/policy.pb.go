@@ -177,9 +177,27 @@ type Policy struct {
 	// datacentre).
 	MaxCustodyChanges uint32 `protobuf:"varint,11,opt,name=max_custody_changes,json=maxCustodyChanges,proto3" json:"max_custody_changes,omitempty"`
 	// The window max_custody_changes counts in. Default 90 days when unset.
-	ResaleWindow  *durationpb.Duration `protobuf:"bytes,12,opt,name=resale_window,json=resaleWindow,proto3" json:"resale_window,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ResaleWindow *durationpb.Duration `protobuf:"bytes,12,opt,name=resale_window,json=resaleWindow,proto3" json:"resale_window,omitempty"`
+	// The most bytes of evidence (types and data) one event may carry;
+	// more is refused with EVIDENCE_TOO_LARGE. Default 16 KiB when unset.
+	MaxEvidenceBytes uint32 `protobuf:"varint,13,opt,name=max_evidence_bytes,json=maxEvidenceBytes,proto3" json:"max_evidence_bytes,omitempty"`
+	// What one participant may append to one serial, in bytes of envelopes,
+	// is a budget of serial_burst_bytes that refills at
+	// serial_bytes_per_window per serial_byte_window, by the ledger's time: an
+	// event over what is left is refused with SERIAL_BUDGET_EXCEEDED (and when
+	// to retry), so that nobody can grow a serial's history without bound.
+	// Each participant has its own budget on each serial: one party's flood
+	// never refuses another's events. Defaults: 1 MiB per 30 days, from a
+	// budget of 16 MiB (ten years of daily attestations with 2 KiB of
+	// evidence, imported at once, fit in it).
+	SerialBytesPerWindow uint64 `protobuf:"varint,14,opt,name=serial_bytes_per_window,json=serialBytesPerWindow,proto3" json:"serial_bytes_per_window,omitempty"`
+	// The window serial_bytes_per_window counts in. Default 30 days when unset.
+	SerialByteWindow *durationpb.Duration `protobuf:"bytes,15,opt,name=serial_byte_window,json=serialByteWindow,proto3" json:"serial_byte_window,omitempty"`
+	// The most a participant's budget on a serial holds (see
+	// serial_bytes_per_window). Default 16 MiB when unset.
+	SerialBurstBytes uint64 `protobuf:"varint,16,opt,name=serial_burst_bytes,json=serialBurstBytes,proto3" json:"serial_burst_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -296,6 +314,34 @@ func (x *Policy) GetResaleWindow() *durationpb.Duration {
 	return nil
 }
 
+func (x *Policy) GetMaxEvidenceBytes() uint32 {
+	if x != nil {
+		return x.MaxEvidenceBytes
+	}
+	return 0
+}
+
+func (x *Policy) GetSerialBytesPerWindow() uint64 {
+	if x != nil {
+		return x.SerialBytesPerWindow
+	}
+	return 0
+}
+
+func (x *Policy) GetSerialByteWindow() *durationpb.Duration {
+	if x != nil {
+		return x.SerialByteWindow
+	}
+	return nil
+}
+
+func (x *Policy) GetSerialBurstBytes() uint64 {
+	if x != nil {
+		return x.SerialBurstBytes
+	}
+	return 0
+}
+
 var File_gpuledger_v1_policy_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_policy_proto_rawDesc = "" +
@@ -304,7 +350,7 @@ const file_gpuledger_v1_policy_proto_rawDesc = "" +
 	"\vCountryRule\x12\x18\n" +
 	"\acountry\x18\x01 \x01(\tR\acountry\x120\n" +
 	"\x05class\x18\x02 \x01(\x0e2\x1a.gpuledger.v1.CountryClassR\x05class\x12\x12\n" +
-	"\x04note\x18\x03 \x01(\tR\x04note\"\xef\x04\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"\xcb\x06\n" +
 	"\x06Policy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -319,7 +365,11 @@ const file_gpuledger_v1_policy_proto_rawDesc = "" +
 	"\thub_dwell\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\bhubDwell\x12.\n" +
 	"\x13max_custody_changes\x18\v \x01(\rR\x11maxCustodyChanges\x12>\n" +
-	"\rresale_window\x18\f \x01(\v2\x19.google.protobuf.DurationR\fresaleWindow*\x80\x01\n" +
+	"\rresale_window\x18\f \x01(\v2\x19.google.protobuf.DurationR\fresaleWindow\x12,\n" +
+	"\x12max_evidence_bytes\x18\r \x01(\rR\x10maxEvidenceBytes\x125\n" +
+	"\x17serial_bytes_per_window\x18\x0e \x01(\x04R\x14serialBytesPerWindow\x12G\n" +
+	"\x12serial_byte_window\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x10serialByteWindow\x12,\n" +
+	"\x12serial_burst_bytes\x18\x10 \x01(\x04R\x10serialBurstBytes*\x80\x01\n" +
 	"\fCountryClass\x12\x1d\n" +
 	"\x19COUNTRY_CLASS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18COUNTRY_CLASS_RESTRICTED\x10\x01\x12\x1a\n" +
@@ -355,11 +405,12 @@ var file_gpuledger_v1_policy_proto_depIdxs = []int32{
 	3, // 5: gpuledger.v1.Policy.clock_skew:type_name -> google.protobuf.Duration
 	3, // 6: gpuledger.v1.Policy.hub_dwell:type_name -> google.protobuf.Duration
 	3, // 7: gpuledger.v1.Policy.resale_window:type_name -> google.protobuf.Duration
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	3, // 8: gpuledger.v1.Policy.serial_byte_window:type_name -> google.protobuf.Duration
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_policy_proto_init() }
