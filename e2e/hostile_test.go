@@ -202,9 +202,11 @@ func TestDiskFull(t *testing.T) {
 	}
 	filler := fill(t, disk, 0)
 	var out string
+	tries := 0
 	until("writes refused on the full disk", func() bool {
+		tries++
 		var code int
-		out, code = submit("GPU-DISK-2")
+		out, code = submit(fmt.Sprintf("GPU-DISK-R%d", tries))
 		return code != 0 && strings.Contains(out, "NO_SPACE")
 	})
 	if !strings.Contains(out, "ResourceExhausted") || !strings.Contains(out, "less than its --min-free-space of 900 MiB") {
@@ -219,8 +221,17 @@ func TestDiskFull(t *testing.T) {
 	if s := d.cli(t, "serial", "GPU-DISK-1"); !strings.Contains(s, "acme-gpu") {
 		t.Errorf("a read on the full disk:\n%s", s)
 	}
-	os.Remove(filler)
-	until("writes accepted once space is freed", func() bool { _, code := submit("GPU-DISK-2"); return code == 0 })
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	until("writes accepted once space is freed", func() bool {
+		var code int
+		out, code = submit("GPU-DISK-2")
+		if code != 0 {
+			t.Logf("not yet: %s", out)
+		}
+		return code == 0
+	})
 	if h := health(); !strings.Contains(h, `"SERVING"`) {
 		t.Errorf("health of gpuledger.writes with room again:\n%s", h)
 	}

@@ -2,8 +2,8 @@ package ledger_test
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -829,5 +829,63 @@ func TestSerialFlood(t *testing.T) {
 	f.now = f.now.Add(31 * 24 * time.Hour)
 	if r := f.apply(f.sign("acme-gpu", att, "GPU-FLOOD", evidence(15<<10)))[0]; r.Err != nil {
 		t.Errorf("the custodian a month later: %v", r.Err)
+	}
+}
+
+// TestBoundedScans: a list call that matches little costs bounded work.
+// With a scan bound of 20, finding serials of a custodian that holds none
+// among 150, and findings of a participant named in none among 150, takes
+// pages of at most 20 entries examined each, empty but for a continuation,
+// until the index ends; paging through them all finds what an unbounded call
+// finds.
+func TestBoundedScans(t *testing.T) {
+	f := newFixture(t)
+	var envs [][]byte
+	for i := range 150 {
+		envs = append(envs, f.sign("acme-gpu", mfd, fmt.Sprintf("GPU-B%03d", i)))
+	}
+	f.must(envs...)
+	envs = envs[:0]
+	for i := range 150 {
+		envs = append(envs, f.sign("acme-gpu", pb.EventType_EVENT_TYPE_SHIPPED, fmt.Sprintf("GPU-B%03d", i), func(e *pb.CustodyEvent) { e.Counterparty = "ghost-co" }))
+	}
+	f.must(envs...)
+	ctx := context.Background()
+	pages, after := 0, ""
+	for {
+		sts, next, err := f.l.Serials(ctx, ledger.SerialFilter{Custodian: "nobody"}, after, 100, 20)
+		if err != nil || len(sts) != 0 {
+			t.Fatalf("serials of nobody: %v %v", sts, err)
+		}
+		pages++
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if pages < 150/20 || pages > 150/20+2 {
+		t.Errorf("%d pages of serials, want about %d", pages, 150/20+1)
+	}
+	all := func(flt gaps.Filter, maxScan int) (int, int) {
+		n, calls := 0, 0
+		var after []byte
+		for {
+			fs, next, err := f.l.Findings(ctx, ledger.FindingQuery{Filter: flt, AsOf: f.now, After: after, Limit: 100, MaxScan: maxScan})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, calls = n+len(fs), calls+1
+			if next == nil {
+				return n, calls
+			}
+			after = next
+		}
+	}
+	if n, calls := all(gaps.Filter{Participant: "nobody"}, 20); n != 0 || calls < 150/20 {
+		t.Errorf("findings of nobody: %d in %d calls, want 0 in %d or more", n, calls, 150/20)
+	}
+	want, _ := all(gaps.Filter{}, 0)
+	if got, calls := all(gaps.Filter{}, 20); got != want || want < 150 {
+		t.Errorf("every finding, 20 examined a call: %d in %d calls; unbounded: %d", got, calls, want)
 	}
 }

@@ -143,6 +143,10 @@ type FindingQuery struct {
 	After []byte
 	// Limit caps the page (at least 1).
 	Limit int
+	// MaxScan, if positive, bounds the index entries examined: a page ends
+	// after that many, full or not (even empty), with the position to go on
+	// from, so that a query that matches little costs bounded work a call.
+	MaxScan int
 }
 
 // sources, in listing order within a kind.
@@ -176,6 +180,7 @@ func (l *Ledger) Findings(ctx context.Context, q FindingQuery) ([]*pb.Finding, [
 	asOf := q.AsOf.Unix()
 	var out []*pb.Finding
 	var next []byte
+	scanned := 0
 	err := l.db.View(func(txn *badger.Txn) error {
 		for _, k := range kinds {
 			srcs := []byte{srcStored}
@@ -194,7 +199,7 @@ func (l *Ledger) Findings(ctx context.Context, q FindingQuery) ([]*pb.Finding, [
 				if len(q.After) >= 2 && bytes.Equal(pos, q.After[:2]) {
 					after = q.After[2:]
 				}
-				full, err := l.scanFindings(ctx, txn, k, src, after, q, w, version, asOf, &out, func(key []byte) {
+				full, err := l.scanFindings(ctx, txn, k, src, after, q, w, version, asOf, &out, &scanned, func(key []byte) {
 					next = append(pos, key...)
 				})
 				if err != nil || full {
@@ -212,7 +217,7 @@ func (l *Ledger) Findings(ctx context.Context, q FindingQuery) ([]*pb.Finding, [
 // is full; it reports whether it filled the page, calling mark with the key
 // to continue after.
 func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.FindingKind, src byte, after []byte, q FindingQuery,
-	w gaps.Windows, version uint64, asOf int64, out *[]*pb.Finding, mark func([]byte)) (bool, error) {
+	w gaps.Windows, version uint64, asOf int64, out *[]*pb.Finding, scanned *int, mark func([]byte)) (bool, error) {
 	var prefix []byte
 	var class byte
 	switch src {
@@ -244,6 +249,10 @@ func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.Finding
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
+		if *scanned++; q.MaxScan > 0 && *scanned > q.MaxScan {
+			return true, nil // bounded work: the caller goes on after the last key marked
+		}
+		consumed := func() { mark(slices.Clone(key[len(prefix):])) } // a later page starts after it
 		var f *pb.Finding
 		switch src {
 		case srcStored:
@@ -255,6 +264,7 @@ func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.Finding
 				return false, err
 			}
 			if f = gaps.AsOf(f, asOf); f == nil {
+				consumed()
 				continue
 			}
 		case srcHandoff:
@@ -279,13 +289,14 @@ func (l *Ledger) scanFindings(ctx context.Context, txn *badger.Txn, k pb.Finding
 			f = gaps.Silent(st, class, w, version)
 		}
 		if !q.Match(f) || (q.Country != "" && f.GetCountry() != q.Country) {
+			consumed()
 			continue
 		}
 		if len(*out) == q.Limit {
 			return true, nil
 		}
 		*out = append(*out, f)
-		mark(slices.Clone(key[len(prefix):]))
+		consumed()
 	}
 	return false, nil
 }

@@ -80,7 +80,8 @@ func applyAll(t testing.TB, l *ledger.Ledger, batches [][][]byte) (accepted, rej
 
 func allSerials(t testing.TB, l *ledger.Ledger) []*pb.SerialState {
 	t.Helper()
-	out, more, err := l.Serials(context.Background(), ledger.SerialFilter{}, "", 1<<30)
+	out, next, err := l.Serials(context.Background(), ledger.SerialFilter{}, "", 1<<30, 0)
+	more := next != ""
 	if err != nil || more {
 		t.Fatalf("Serials = %v, more %v", err, more)
 	}

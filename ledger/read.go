@@ -231,16 +231,20 @@ func (f SerialFilter) match(st *pb.SerialState) bool {
 }
 
 // Serials returns up to limit serials matching f in serial order, starting
-// after the serial named by after, and whether there are more.
-func (l *Ledger) Serials(ctx context.Context, f SerialFilter, after string, limit int) ([]*pb.SerialState, bool, error) {
+// after the serial named by after, and the serial to continue after ("" when
+// there are no more). With maxScan > 0 it examines at most that many
+// serials: a filter that matches little returns a short (even empty) page
+// and where to go on, after bounded work.
+func (l *Ledger) Serials(ctx context.Context, f SerialFilter, after string, limit, maxScan int) ([]*pb.SerialState, string, error) {
 	var out []*pb.SerialState
-	more := false
+	next := ""
 	err := l.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte{'s'}
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		start := serialKey(after)
+		scanned, last := 0, ""
 		for it.Seek(start); it.ValidForPrefix(opts.Prefix); it.Next() {
 			if after != "" && bytes.Equal(it.Item().Key(), start) {
 				continue
@@ -248,22 +252,28 @@ func (l *Ledger) Serials(ctx context.Context, f SerialFilter, after string, limi
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			if scanned++; maxScan > 0 && scanned > maxScan {
+				next = last // bounded work: go on after the last serial examined
+				return nil
+			}
 			st := new(pb.SerialState)
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, st) }); err != nil {
 				return err
 			}
 			if !f.match(st) {
+				last = st.GetSerial()
 				continue
 			}
 			if len(out) == limit {
-				more = true
+				next = last
 				return nil
 			}
 			out = append(out, st)
+			last = st.GetSerial()
 		}
 		return nil
 	})
-	return out, more, err
+	return out, next, err
 }
 
 // RegistryAt returns the registry that applied to the entry at index: the

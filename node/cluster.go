@@ -183,6 +183,9 @@ func (n *Node) guard(ctx context.Context, method string) error {
 	if strings.HasPrefix(method, "/gpuledger.v1.ClusterService/") {
 		return nil
 	}
+	if err := n.admit(ctx); err != nil {
+		return err
+	}
 	if a := n.alarmText(); a != "" {
 		return withInfo(codes.Unavailable, ReasonNodeAlarm, "node "+n.cfg.Name+" does not serve: "+a+"; ask another node", nil)
 	}

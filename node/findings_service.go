@@ -13,6 +13,13 @@ import (
 	"google.golang.org/grpc"
 )
 
+func checkSeverity(s pb.Severity) error {
+	if _, ok := pb.Severity_name[int32(s)]; !ok {
+		return invalid(fmt.Sprintf("min_severity: %d is not a severity (0 to %d)", s, len(pb.Severity_name)-1))
+	}
+	return nil
+}
+
 func checkKinds(kinds []pb.FindingKind) error {
 	for _, k := range kinds {
 		if _, ok := pb.FindingKind_name[int32(k)]; !ok || k == pb.FindingKind_FINDING_KIND_UNSPECIFIED {
@@ -28,6 +35,9 @@ func (s *auditService) ListFindings(ctx context.Context, req *pb.ListFindingsReq
 		return nil, err
 	}
 	if err := checkKinds(req.GetKinds()); err != nil {
+		return nil, err
+	}
+	if err := checkSeverity(req.GetMinSeverity()); err != nil {
 		return nil, err
 	}
 	if c := req.GetCountry(); c != "" && !custody.ValidCountry(c) {
@@ -51,7 +61,7 @@ func (s *auditService) ListFindings(ctx context.Context, req *pb.ListFindingsReq
 	fs, next, err := s.n.ledger.Findings(ctx, ledger.FindingQuery{
 		Filter: gaps.Filter{Kinds: req.GetKinds(), MinSeverity: req.GetMinSeverity(), Serial: req.GetSerial(),
 			Participant: req.GetParticipant(), Country: req.GetCountry(), IncludeResolved: req.GetIncludeResolved()},
-		AsOf: asOf, After: after, Limit: limit,
+		AsOf: asOf, After: after, Limit: limit, MaxScan: maxScan,
 	})
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
@@ -70,6 +80,9 @@ func (s *auditService) WatchFindings(req *pb.WatchFindingsRequest, stream grpc.S
 	if err := checkKinds(req.GetKinds()); err != nil {
 		return err
 	}
+	if err := checkSeverity(req.GetMinSeverity()); err != nil {
+		return err
+	}
 	want := func(f *pb.Finding) bool {
 		if f.GetSeverity() < req.GetMinSeverity() {
 			return false
@@ -84,51 +97,22 @@ func (s *auditService) WatchFindings(req *pb.WatchFindingsRequest, stream grpc.S
 		}
 		return false
 	}
-	send := func(f *pb.Finding) error {
-		if !want(f) {
-			return nil
-		}
-		return stream.Send(&pb.WatchFindingsResponse{Finding: f})
+	w, err := s.n.watch.subscribe(clientOf(ctx))
+	if err != nil {
+		return err
 	}
-	l := s.n.ledger
-	next := l.Size()
-	mark := time.Now()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	defer s.n.watch.unsubscribe(w)
 	for {
-		wake := s.n.waitApplied()
-		if size := l.Size(); next < size {
-			err := l.Entries(ctx, next, size, func(e *pb.Entry) error {
-				next = e.GetIndex() + 1
-				fs, err := l.EntryFindings(ctx, e)
-				if err != nil {
-					return err
-				}
-				for _, f := range fs {
-					if err := send(f); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return toStatus(ctx, s.n.log, err)
-			}
-			continue
-		}
 		select {
-		case <-wake:
-		case now := <-tick.C:
-			due, err := l.DueBetween(ctx, mark, now)
-			if err != nil {
-				return toStatus(ctx, s.n.log, err)
+		case f := <-w.ch:
+			if !want(f) {
+				continue
 			}
-			mark = now
-			for _, f := range due {
-				if err := send(f); err != nil {
-					return err
-				}
+			if err := stream.Send(&pb.WatchFindingsResponse{Finding: f}); err != nil {
+				return err
 			}
+		case <-w.slow:
+			return exhausted(ReasonTooSlow, fmt.Sprintf("this stream fell %d findings behind and was cut off; reconnect, and catch up with ListFindings", watchBuffer), time.Second)
 		case <-ctx.Done():
 			return nil
 		case <-s.n.stop:

@@ -228,15 +228,15 @@ func (s *ledgerService) ListSerials(ctx context.Context, req *pb.ListSerialsRequ
 	if c := req.GetCountry(); c != "" && !custody.ValidCountry(c) {
 		return nil, invalid(fmt.Sprintf("country %s: want an ISO 3166-1 alpha-2 code such as DE", custody.Quote(c)))
 	}
-	sts, more, err := s.n.ledger.Serials(ctx, ledger.SerialFilter{
+	sts, next, err := s.n.ledger.Serials(ctx, ledger.SerialFilter{
 		Custodian: req.GetCustodian(), State: req.GetState(), Country: req.GetCountry(), Model: req.GetModel(),
-	}, after, limit)
+	}, after, limit, maxScan)
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
 	out := &pb.ListSerialsResponse{Serials: sts}
-	if more && len(sts) > 0 {
-		out.NextPageToken = pageToken("serials", sts[len(sts)-1].GetSerial())
+	if next != "" {
+		out.NextPageToken = pageToken("serials", next)
 	}
 	return out, nil
 }

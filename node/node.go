@@ -63,6 +63,12 @@ type Config struct {
 	// GOAWAY that says why. 0 means no limit. DefaultMaxConnections sets it
 	// from the open-file limit.
 	MaxConnections int
+	// ClientRate is how many calls a second one client (an IP address) may
+	// start, with bursts of twice that; 0 for no limit (admission.go).
+	ClientRate int
+	// MaxWatchStreams and MaxWatchStreamsPerClient bound the open
+	// WatchFindings streams, in all and per client; 0 for no limit.
+	MaxWatchStreams, MaxWatchStreamsPerClient int
 	// MinFreeSpace is the free space in Dir below which the node accepts no
 	// writes (see space.go); 0 turns the guard off. At least the stores'
 	// sparse reservation (800 MiB) when set.
@@ -105,17 +111,20 @@ type Peer struct {
 // DefaultConfig returns the defaults for a node named name storing in dir.
 func DefaultConfig(name, dir string) Config {
 	return Config{
-		Name:              name,
-		Dir:               dir,
-		BatchWindow:       2 * time.Millisecond,
-		MaxBatchEnvelopes: ledger.DefaultMaxBatchEnvelopes,
-		ApplyTimeout:      10 * time.Second,
-		ReadWait:          2 * time.Second,
-		MaxConnections:    DefaultMaxConnections(),
-		MinFreeSpace:      DefaultMinFreeSpace,
-		SnapshotInterval:  2 * time.Minute,
-		SnapshotThreshold: 8192,
-		TrailingLogs:      10240,
+		Name:                     name,
+		Dir:                      dir,
+		BatchWindow:              2 * time.Millisecond,
+		MaxBatchEnvelopes:        ledger.DefaultMaxBatchEnvelopes,
+		ApplyTimeout:             10 * time.Second,
+		ReadWait:                 2 * time.Second,
+		MaxConnections:           DefaultMaxConnections(),
+		MinFreeSpace:             DefaultMinFreeSpace,
+		ClientRate:               DefaultClientRate,
+		MaxWatchStreams:          1024,
+		MaxWatchStreamsPerClient: 32,
+		SnapshotInterval:         2 * time.Minute,
+		SnapshotThreshold:        8192,
+		TrailingLogs:             10240,
 	}
 }
 
@@ -145,6 +154,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node config: MaxBatchEnvelopes must be 1 to %d", ledger.DefaultMaxBatchEnvelopes)
 	case c.MinFreeSpace != 0 && c.MinFreeSpace < minFreeFloor:
 		return fmt.Errorf("node config: MinFreeSpace %d is less than the %d bytes the stores hold reserved on disk; give at least that, or 0 to turn the guard off", c.MinFreeSpace, uint64(minFreeFloor))
+	case c.ClientRate < 0 || c.MaxWatchStreams < 0 || c.MaxWatchStreamsPerClient < 0:
+		return errors.New("node config: ClientRate, MaxWatchStreams and MaxWatchStreamsPerClient must not be negative (0 for no limit)")
 	case c.MaxConnections < 0:
 		return errors.New("node config: MaxConnections must not be negative (0 for no limit)")
 	case c.BatchWindow < 0 || c.ApplyTimeout <= 0 || c.ReadWait < 0:
@@ -212,11 +223,15 @@ type Node struct {
 	// space is the last reading of the free disk space (space.go);
 	// readOnly is set when the node opened its store read-only for lack of
 	// it, and spaceBack is closed when space returns.
-	heavy     chan struct{} // heavyCall's slots
-	space     atomic.Pointer[spaceState]
-	readOnly  bool
-	spaceBack chan struct{}
-	spaceOnce sync.Once
+	heavy       chan struct{} // heavyCall's slots
+	rate        *limiter      // calls per client (admission.go)
+	rateEvents  logEvery
+	watch       *feed // the findings WatchFindings streams share
+	memberHosts memberHosts
+	space       atomic.Pointer[spaceState]
+	readOnly    bool
+	spaceBack   chan struct{}
+	spaceOnce   sync.Once
 
 	applied atomic.Pointer[chan struct{}] // closed and replaced after each applied batch
 	alarm   atomic.Pointer[string]
@@ -243,6 +258,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, health: health.NewServer(),
 		in: make(chan *request, 4096), stop: make(chan struct{}), recent: make(map[uint64]batchState), spaceBack: make(chan struct{}), heavy: make(chan struct{}, heavyCalls)}
 	n.space.Store(&spaceState{})
+	n.rate, n.watch = newLimiter(cfg.ClientRate), newFeed(n)
 	if n.checkSpace() {
 		// Too little room to write: open the store read-only, serve reads,
 		// take no part in raft (space.go).

@@ -50,11 +50,17 @@ type testNode struct {
 
 func startNode(t *testing.T, dir string) *testNode { return startNodeB(t, dir) }
 
-func startNodeB(t testing.TB, dir string) *testNode {
+func startNodeB(t testing.TB, dir string) *testNode { return startNodeWith(t, dir, nil) }
+
+// startNodeWith is startNode with the node's configuration changed by mod.
+func startNodeWith(t testing.TB, dir string, mod func(*node.Config)) *testNode {
 	t.Helper()
 	cfg := node.DefaultConfig(dev.NodeName, dir)
 	cfg.Genesis, cfg.NodeSigner = dev.Genesis, dev.NodeSigner
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	if mod != nil {
+		mod(&cfg)
+	}
 	n, err := node.Open(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Message-size limits of the gRPC server: a full batch plus framing.
@@ -26,7 +27,15 @@ const MaxRecvMsgBytes = ledger.DefaultMaxBatchBytes + 1<<20
 // Callers add their own (TLS, more interceptors).
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRecvMsgBytes), grpc.MaxSendMsgSize(64 << 20), grpc.ForceServerCodecV2(newCanonicalCodec()),
-		grpc.ChainUnaryInterceptor(guardUnary), grpc.ChainStreamInterceptor(guardStream)}
+		grpc.ChainUnaryInterceptor(guardUnary), grpc.ChainStreamInterceptor(guardStream),
+		// Admission control (admission.go): calls per connection, the
+		// handshake's deadline, pings no more often than every 10 s, idle
+		// connections closed after 15 minutes, dead ones found in 2.
+		grpc.MaxConcurrentStreams(maxStreamsPerConn),
+		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	}
 }
 
 // Register registers the node's services, grpc.health.v1 and server
@@ -46,6 +55,10 @@ const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
 	maxPageBytes    = 4 << 20
+	// maxScan bounds the index entries a list call examines: a filter
+	// that matches little returns a short or empty page with a
+	// next_page_token, so every call costs bounded work.
+	maxScan = 10_000
 )
 
 func pageSize(n int32) (int, error) {

@@ -8,8 +8,8 @@ import (
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // A full disk must not take a node down. badger writes through memory maps
@@ -56,9 +56,14 @@ const minFreeFloor = ledger.SparseReserveBytes + raftSparseReserveBytes
 
 // spaceState is what the node knows of its free disk space.
 type spaceState struct {
-	low  bool   // below MinFreeSpace at the last check
-	free uint64 // bytes free at the last check
+	low  bool      // below MinFreeSpace at the last check
+	free uint64    // bytes free at the last check
+	at   time.Time // when
 }
+
+// writeCheckAge is how old a reading a write may rely on; older, the write
+// reads the free space again (a statfs, about a microsecond).
+const writeCheckAge = 50 * time.Millisecond
 
 // checkSpace reads the free space and updates the node's state; it returns
 // whether the node is short of space.
@@ -72,14 +77,14 @@ func (n *Node) checkSpace() bool {
 		return n.space.Load().low
 	}
 	low := free < n.cfg.MinFreeSpace
-	old := n.space.Swap(&spaceState{low: low, free: free})
+	old := n.space.Swap(&spaceState{low: low, free: free, at: time.Now()})
 	switch {
 	case low && !old.low:
 		n.log.Error("disk space low: refusing writes until space is freed; reads go on",
 			"dir", n.cfg.Dir, "free", humanize.IBytes(free), "min_free_space", humanize.IBytes(n.cfg.MinFreeSpace))
 		n.health.SetServingStatus(WritesService, healthpb.HealthCheckResponse_NOT_SERVING)
-		if r := n.raftp.Load(); r != nil && r.State() == raft.Leader {
-			go r.LeadershipTransfer()
+		if r := n.raftp.Load(); r != nil && r.State() == raft.Leader && n.Cluster() > 1 {
+			go r.LeadershipTransfer() // another node may have room
 		}
 	case !low && old.low:
 		n.log.Info("disk space is back: accepting writes again", "dir", n.cfg.Dir, "free", humanize.IBytes(free))
@@ -121,6 +126,9 @@ func (n *Node) SpaceBack() <-chan struct{} {
 // noSpace returns the refusal of a write while the node is short of disk
 // space, or nil.
 func (n *Node) noSpace() error {
+	if st := n.space.Load(); !n.readOnly && time.Since(st.at) > writeCheckAge {
+		n.checkSpace()
+	}
 	st := n.space.Load()
 	if !st.low && !n.readOnly {
 		return nil

@@ -69,6 +69,9 @@ type common struct {
 	snapThreshold, trail   uint64
 	maxConns               int
 	minFree                string
+	clientRate             int
+	watchStreams           int
+	watchPerClient         int
 }
 
 func (c *common) flags(cmd *cobra.Command, dataDefault string) {
@@ -80,6 +83,9 @@ func (c *common) flags(cmd *cobra.Command, dataDefault string) {
 	cmd.Flags().DurationVar(&c.snapInterval, "snapshot-interval", d.SnapshotInterval, "how often raft considers snapshotting the ledger and compacting its log")
 	cmd.Flags().Uint64Var(&c.snapThreshold, "snapshot-threshold", d.SnapshotThreshold, "raft commands applied since the last snapshot that make the next one due")
 	cmd.Flags().IntVar(&c.maxConns, "max-connections", d.MaxConnections, "client connections the node holds open at most (0: no limit); past it a client is refused with a GOAWAY saying why. The default is half the open-file limit (ulimit -n), from 16 to 4096")
+	cmd.Flags().IntVar(&c.clientRate, "client-rate", d.ClientRate, "calls a second one client (IP address) may start, with bursts of twice that; past it RESOURCE_EXHAUSTED RATE_LIMITED with a RetryInfo (0: no limit; the cluster's nodes are not limited)")
+	cmd.Flags().IntVar(&c.watchStreams, "max-watch-streams", d.MaxWatchStreams, "WatchFindings streams the node serves at most (0: no limit)")
+	cmd.Flags().IntVar(&c.watchPerClient, "max-watch-streams-per-client", d.MaxWatchStreamsPerClient, "WatchFindings streams one client may hold open (0: no limit)")
 	cmd.Flags().StringVar(&c.minFree, "min-free-space", humanize.IBytes(node.DefaultMinFreeSpace), "free disk space in --data below which the node accepts no writes (RESOURCE_EXHAUSTED NO_SPACE) but goes on serving reads, so that a full disk never crashes it; at least 800 MiB (what its stores reserve), or 0 to turn the guard off")
 	cmd.Flags().Uint64Var(&c.trail, "trailing-logs", d.TrailingLogs, "raft commands kept after a snapshot, for followers a little behind (those further behind get the snapshot)")
 }
@@ -123,6 +129,7 @@ func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, re
 	cfg.Logger, cfg.BatchWindow = log, c.batchWindow
 	cfg.SnapshotInterval, cfg.SnapshotThreshold, cfg.TrailingLogs = c.snapInterval, c.snapThreshold, c.trail
 	cfg.MaxConnections = c.maxConns
+	cfg.ClientRate, cfg.MaxWatchStreams, cfg.MaxWatchStreamsPerClient = c.clientRate, c.watchStreams, c.watchPerClient
 	if c.minFree != "0" {
 		b, err := humanize.ParseBytes(c.minFree)
 		if err != nil {

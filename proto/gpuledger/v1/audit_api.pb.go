@@ -585,7 +585,9 @@ type ListFindingsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The findings.
 	Findings []*Finding `protobuf:"bytes,1,rep,name=findings,proto3" json:"findings,omitempty"`
-	// Token for the next page; empty on the last page.
+	// Token for the next page; empty on the last page. A call examines at most
+	// 10,000 index entries, so a page may be short, or empty, and still carry
+	// a token: keep paging until the token is empty.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

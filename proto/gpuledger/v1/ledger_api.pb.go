@@ -925,7 +925,9 @@ type ListSerialsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The serials, in serial order.
 	Serials []*SerialState `protobuf:"bytes,1,rep,name=serials,proto3" json:"serials,omitempty"`
-	// Token for the next page; empty on the last page.
+	// Token for the next page; empty on the last page. A call examines at most
+	// 10,000 index entries, so a page may be short, or empty, and still carry
+	// a token: keep paging until the token is empty.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
