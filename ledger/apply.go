@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -128,7 +127,6 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 		hashes:  &hashReader{txn: txn, pending: make(map[int64]tlog.Hash)},
 		serials: make(map[string]*pb.SerialState),
 		seen:    make(map[[32]byte]*pb.Entry),
-		usage:   make(map[string]usage),
 	}
 	results := make([]Result, len(ds))
 	for i := range ds {
@@ -192,7 +190,6 @@ type applier struct {
 	hashes    *hashReader
 	serials   map[string]*pb.SerialState // written this batch
 	seen      map[[32]byte]*pb.Entry     // accepted this batch
-	usage     map[string]usage           // usageKey -> budget used, this batch
 }
 
 func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
@@ -229,10 +226,10 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 			d.at.AsTime().Format(time.RFC3339), skew, a.at.UTC().Format(time.RFC3339))}, nil
 	}
 
-	var counted func() // counts an accepted event against its actor's budget
+	var budget *pb.ByteBudget // the actor's budget on the serial after the event
 	if d.event != nil {
 		var rej *custody.Error
-		if counted, rej = a.withinLimits(d); rej != nil {
+		if budget, rej = a.withinLimits(d, st); rej != nil {
 			return Result{Err: rej}, nil
 		}
 	}
@@ -250,7 +247,7 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 		if rej != nil {
 			return Result{Err: rej}, nil
 		}
-		counted()
+		setBudget(next, budget)
 		flags = fl
 		if !a.l.cfg.NoDetectors {
 			if err := a.recordFindings(st, next, d.event, index, fl); err != nil {
@@ -295,8 +292,9 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 // actor's budget on the serial (serial_burst_bytes, refilled at
 // serial_bytes_per_window per serial_byte_window of the ledger's time; one
 // budget per actor and serial, so that one party's flood never refuses
-// another's events). count counts the event against the budget once it is accepted.
-func (a *applier) withinLimits(d *decoded) (count func(), rej *custody.Error) {
+// another's events). It returns the actor's budget after the event, to keep
+// in the serial's state once the event is accepted.
+func (a *applier) withinLimits(d *decoded, st *pb.SerialState) (*pb.ByteBudget, *custody.Error) {
 	pol := a.reg.Policy()
 	n := 0
 	for _, e := range d.event.GetEvidence() {
@@ -308,30 +306,28 @@ func (a *applier) withinLimits(d *decoded) (count func(), rej *custody.Error) {
 		rej.Field = "evidence"
 		return nil, rej
 	}
-	key := usageKey(d.event.GetSerial(), d.actor)
 	burst, rate, window := pol.SerialBurstBytes(), pol.SerialBytesPerWindow(), uint64(pol.SerialByteWindow())
 	now := a.at.UnixNano()
-	u, ok := a.usage[string(key)]
-	if !ok {
-		u = usage{last: now, tokens: burst} // a budget not used yet is full
-		if b, err := getValue(a.txn, key); err == nil && len(b) == 16 {
-			u = usage{last: int64(binary.BigEndian.Uint64(b[:8])), tokens: binary.BigEndian.Uint64(b[8:])}
+	b := &pb.ByteBudget{Participant: d.actor, RefilledAtNs: now, BytesLeft: burst} // a budget not used yet is full
+	for _, old := range st.GetBudgets() {
+		if old.GetParticipant() == d.actor {
+			b = &pb.ByteBudget{Participant: d.actor, RefilledAtNs: old.GetRefilledAtNs(), BytesLeft: old.GetBytesLeft()}
 		}
 	}
-	if elapsed := now - u.last; elapsed > 0 { // refill, in integers: every replica alike
+	if elapsed := now - b.RefilledAtNs; elapsed > 0 { // refill, in integers: every replica alike
 		hi, lo := bits.Mul64(uint64(elapsed), rate)
 		add := uint64(math.MaxUint64)
 		if hi < window {
 			add, _ = bits.Div64(hi, lo, window)
 		}
-		u.tokens = min(burst, u.tokens+min(add, burst))
-		u.last = now
+		b.BytesLeft = min(burst, b.BytesLeft+min(add, burst))
+		b.RefilledAtNs = now
 	}
 	size := uint64(len(d.raw))
-	if size > u.tokens {
+	if size > b.BytesLeft {
 		wait := time.Duration(0)
 		if rate > 0 {
-			hi, lo := bits.Mul64(size-u.tokens, window)
+			hi, lo := bits.Mul64(size-b.BytesLeft, window)
 			if hi < rate {
 				q, _ := bits.Div64(hi, lo, rate)
 				wait = time.Duration(min(q, math.MaxInt64))
@@ -339,18 +335,21 @@ func (a *applier) withinLimits(d *decoded) (count func(), rej *custody.Error) {
 		}
 		return nil, custody.Reject(custody.TooLarge, custody.ReasonSerialBudget,
 			"%s has %d bytes left of its budget on serial %s and this envelope is %d (the policy: %d bytes, refilled at %d per %v): retry after %s",
-			d.actor, u.tokens, d.event.GetSerial(), size, burst, rate, time.Duration(window), a.at.Add(wait).UTC().Format(time.RFC3339))
+			d.actor, b.BytesLeft, d.event.GetSerial(), size, burst, rate, time.Duration(window), a.at.Add(wait).UTC().Format(time.RFC3339))
 	}
-	return func() {
-		u.tokens -= size
-		a.usage[string(key)] = u
-	}, nil
+	b.BytesLeft -= size
+	return b, nil
 }
 
-// usage is one actor's budget on one serial.
-type usage struct {
-	last   int64  // when it was last refilled, Unix ns of the ledger's time
-	tokens uint64 // bytes left
+// setBudget puts the actor's budget into the serial's state.
+func setBudget(st *pb.SerialState, b *pb.ByteBudget) {
+	for i, old := range st.GetBudgets() {
+		if old.GetParticipant() == b.GetParticipant() {
+			st.Budgets[i] = b
+			return
+		}
+	}
+	st.Budgets = append(st.Budgets, b)
 }
 
 // changeFlags flags a registry change: an add_key that the participant
@@ -437,11 +436,6 @@ func (a *applier) flush() error {
 			return err
 		}
 		if err := a.txn.Set(serialKey(s), b); err != nil {
-			return err
-		}
-	}
-	for k, u := range a.usage {
-		if err := a.txn.Set([]byte(k), binary.BigEndian.AppendUint64(be64(uint64(u.last)), u.tokens)); err != nil {
 			return err
 		}
 	}

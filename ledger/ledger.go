@@ -404,12 +404,6 @@ func historyKey(s string, n uint64) []byte {
 	return binary.BigEndian.AppendUint64(historyPrefix(s), n)
 }
 
-// usageKey holds actor's budget on serial: int64be(last refill, Unix ns)
-// uint64be(bytes left).
-func usageKey(serial, actor string) []byte {
-	return append(append(append([]byte{'u'}, serial...), 0), actor...)
-}
-
 func be64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
 
 func getValue(txn *badger.Txn, key []byte) ([]byte, error) {

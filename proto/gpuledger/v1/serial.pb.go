@@ -239,8 +239,12 @@ type SerialState struct {
 	CustodyChanges []*CustodyChange `protobuf:"bytes,23,rep,name=custody_changes,json=custodyChanges,proto3" json:"custody_changes,omitempty"`
 	// Whether the custodian has installed the GPU since it received it.
 	InstalledByCustodian bool `protobuf:"varint,24,opt,name=installed_by_custodian,json=installedByCustodian,proto3" json:"installed_by_custodian,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Each participant's byte budget on this serial (the policy's
+	// serial_burst_bytes, refilled at serial_bytes_per_window), in the order
+	// the participants first appended to it.
+	Budgets       []*ByteBudget `protobuf:"bytes,25,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SerialState) Reset() {
@@ -441,6 +445,78 @@ func (x *SerialState) GetInstalledByCustodian() bool {
 	return false
 }
 
+func (x *SerialState) GetBudgets() []*ByteBudget {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+// ByteBudget is what one participant may still append to one serial.
+type ByteBudget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The participant.
+	Participant string `protobuf:"bytes,1,opt,name=participant,proto3" json:"participant,omitempty"`
+	// When the budget was last refilled: Unix nanoseconds of the ledger's time
+	// (a batch's accepted_at).
+	RefilledAtNs int64 `protobuf:"varint,2,opt,name=refilled_at_ns,json=refilledAtNs,proto3" json:"refilled_at_ns,omitempty"`
+	// Bytes of envelopes left.
+	BytesLeft     uint64 `protobuf:"varint,3,opt,name=bytes_left,json=bytesLeft,proto3" json:"bytes_left,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ByteBudget) Reset() {
+	*x = ByteBudget{}
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ByteBudget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ByteBudget) ProtoMessage() {}
+
+func (x *ByteBudget) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ByteBudget.ProtoReflect.Descriptor instead.
+func (*ByteBudget) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ByteBudget) GetParticipant() string {
+	if x != nil {
+		return x.Participant
+	}
+	return ""
+}
+
+func (x *ByteBudget) GetRefilledAtNs() int64 {
+	if x != nil {
+		return x.RefilledAtNs
+	}
+	return 0
+}
+
+func (x *ByteBudget) GetBytesLeft() uint64 {
+	if x != nil {
+		return x.BytesLeft
+	}
+	return 0
+}
+
 // Claim is a party's claim to hold a GPU that the record does not give it: a
 // RECEIVED by someone other than the open shipment's consignee, or with no
 // shipment open.
@@ -460,7 +536,7 @@ type Claim struct {
 
 func (x *Claim) Reset() {
 	*x = Claim{}
-	mi := &file_gpuledger_v1_serial_proto_msgTypes[2]
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +548,7 @@ func (x *Claim) String() string {
 func (*Claim) ProtoMessage() {}
 
 func (x *Claim) ProtoReflect() protoreflect.Message {
-	mi := &file_gpuledger_v1_serial_proto_msgTypes[2]
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +561,7 @@ func (x *Claim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Claim.ProtoReflect.Descriptor instead.
 func (*Claim) Descriptor() ([]byte, []int) {
-	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{2}
+	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Claim) GetClaimant() string {
@@ -535,7 +611,7 @@ type HubArrival struct {
 
 func (x *HubArrival) Reset() {
 	*x = HubArrival{}
-	mi := &file_gpuledger_v1_serial_proto_msgTypes[3]
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +623,7 @@ func (x *HubArrival) String() string {
 func (*HubArrival) ProtoMessage() {}
 
 func (x *HubArrival) ProtoReflect() protoreflect.Message {
-	mi := &file_gpuledger_v1_serial_proto_msgTypes[3]
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +636,7 @@ func (x *HubArrival) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HubArrival.ProtoReflect.Descriptor instead.
 func (*HubArrival) Descriptor() ([]byte, []int) {
-	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{3}
+	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HubArrival) GetCountry() string {
@@ -613,7 +689,7 @@ type CustodyChange struct {
 
 func (x *CustodyChange) Reset() {
 	*x = CustodyChange{}
-	mi := &file_gpuledger_v1_serial_proto_msgTypes[4]
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +701,7 @@ func (x *CustodyChange) String() string {
 func (*CustodyChange) ProtoMessage() {}
 
 func (x *CustodyChange) ProtoReflect() protoreflect.Message {
-	mi := &file_gpuledger_v1_serial_proto_msgTypes[4]
+	mi := &file_gpuledger_v1_serial_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +714,7 @@ func (x *CustodyChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CustodyChange.ProtoReflect.Descriptor instead.
 func (*CustodyChange) Descriptor() ([]byte, []int) {
-	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{4}
+	return file_gpuledger_v1_serial_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CustodyChange) GetCustodian() string {
@@ -674,7 +750,7 @@ const file_gpuledger_v1_serial_proto_rawDesc = "" +
 	"\rshipped_index\x18\x04 \x01(\x04R\fshippedIndex\x129\n" +
 	"\n" +
 	"shipped_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tshippedAt\x12%\n" +
-	"\x0eexport_license\x18\x06 \x01(\tR\rexportLicense\"\xbd\b\n" +
+	"\x0eexport_license\x18\x06 \x01(\tR\rexportLicense\"\xf1\b\n" +
 	"\vSerialState\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.gpuledger.v1.CustodyStateR\x05state\x12\x1c\n" +
@@ -705,7 +781,14 @@ const file_gpuledger_v1_serial_proto_rawDesc = "" +
 	"\vhub_arrival\x18\x16 \x01(\v2\x18.gpuledger.v1.HubArrivalR\n" +
 	"hubArrival\x12D\n" +
 	"\x0fcustody_changes\x18\x17 \x03(\v2\x1b.gpuledger.v1.CustodyChangeR\x0ecustodyChanges\x124\n" +
-	"\x16installed_by_custodian\x18\x18 \x01(\bR\x14installedByCustodian\"\xa8\x01\n" +
+	"\x16installed_by_custodian\x18\x18 \x01(\bR\x14installedByCustodian\x122\n" +
+	"\abudgets\x18\x19 \x03(\v2\x18.gpuledger.v1.ByteBudgetR\abudgets\"s\n" +
+	"\n" +
+	"ByteBudget\x12 \n" +
+	"\vparticipant\x18\x01 \x01(\tR\vparticipant\x12$\n" +
+	"\x0erefilled_at_ns\x18\x02 \x01(\x03R\frefilledAtNs\x12\x1d\n" +
+	"\n" +
+	"bytes_left\x18\x03 \x01(\x04R\tbytesLeft\"\xa8\x01\n" +
 	"\x05Claim\x12\x1a\n" +
 	"\bclaimant\x18\x01 \x01(\tR\bclaimant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x129\n" +
@@ -746,40 +829,42 @@ func file_gpuledger_v1_serial_proto_rawDescGZIP() []byte {
 }
 
 var file_gpuledger_v1_serial_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gpuledger_v1_serial_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_gpuledger_v1_serial_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_gpuledger_v1_serial_proto_goTypes = []any{
 	(CustodyState)(0),             // 0: gpuledger.v1.CustodyState
 	(*Shipment)(nil),              // 1: gpuledger.v1.Shipment
 	(*SerialState)(nil),           // 2: gpuledger.v1.SerialState
-	(*Claim)(nil),                 // 3: gpuledger.v1.Claim
-	(*HubArrival)(nil),            // 4: gpuledger.v1.HubArrival
-	(*CustodyChange)(nil),         // 5: gpuledger.v1.CustodyChange
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*Location)(nil),              // 7: gpuledger.v1.Location
-	(*Finding)(nil),               // 8: gpuledger.v1.Finding
+	(*ByteBudget)(nil),            // 3: gpuledger.v1.ByteBudget
+	(*Claim)(nil),                 // 4: gpuledger.v1.Claim
+	(*HubArrival)(nil),            // 5: gpuledger.v1.HubArrival
+	(*CustodyChange)(nil),         // 6: gpuledger.v1.CustodyChange
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*Location)(nil),              // 8: gpuledger.v1.Location
+	(*Finding)(nil),               // 9: gpuledger.v1.Finding
 }
 var file_gpuledger_v1_serial_proto_depIdxs = []int32{
-	6,  // 0: gpuledger.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
+	7,  // 0: gpuledger.v1.Shipment.shipped_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: gpuledger.v1.SerialState.state:type_name -> gpuledger.v1.CustodyState
-	7,  // 2: gpuledger.v1.SerialState.location:type_name -> gpuledger.v1.Location
+	8,  // 2: gpuledger.v1.SerialState.location:type_name -> gpuledger.v1.Location
 	1,  // 3: gpuledger.v1.SerialState.open_shipment:type_name -> gpuledger.v1.Shipment
-	7,  // 4: gpuledger.v1.SerialState.install_site:type_name -> gpuledger.v1.Location
-	6,  // 5: gpuledger.v1.SerialState.last_event_at:type_name -> google.protobuf.Timestamp
-	6,  // 6: gpuledger.v1.SerialState.last_attested_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: gpuledger.v1.SerialState.open_findings:type_name -> gpuledger.v1.Finding
-	6,  // 8: gpuledger.v1.SerialState.custody_at:type_name -> google.protobuf.Timestamp
-	3,  // 9: gpuledger.v1.SerialState.claims:type_name -> gpuledger.v1.Claim
-	4,  // 10: gpuledger.v1.SerialState.hub_arrival:type_name -> gpuledger.v1.HubArrival
-	5,  // 11: gpuledger.v1.SerialState.custody_changes:type_name -> gpuledger.v1.CustodyChange
-	6,  // 12: gpuledger.v1.Claim.claimed_at:type_name -> google.protobuf.Timestamp
-	7,  // 13: gpuledger.v1.Claim.location:type_name -> gpuledger.v1.Location
-	6,  // 14: gpuledger.v1.HubArrival.received_at:type_name -> google.protobuf.Timestamp
-	6,  // 15: gpuledger.v1.CustodyChange.at:type_name -> google.protobuf.Timestamp
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	8,  // 4: gpuledger.v1.SerialState.install_site:type_name -> gpuledger.v1.Location
+	7,  // 5: gpuledger.v1.SerialState.last_event_at:type_name -> google.protobuf.Timestamp
+	7,  // 6: gpuledger.v1.SerialState.last_attested_at:type_name -> google.protobuf.Timestamp
+	9,  // 7: gpuledger.v1.SerialState.open_findings:type_name -> gpuledger.v1.Finding
+	7,  // 8: gpuledger.v1.SerialState.custody_at:type_name -> google.protobuf.Timestamp
+	4,  // 9: gpuledger.v1.SerialState.claims:type_name -> gpuledger.v1.Claim
+	5,  // 10: gpuledger.v1.SerialState.hub_arrival:type_name -> gpuledger.v1.HubArrival
+	6,  // 11: gpuledger.v1.SerialState.custody_changes:type_name -> gpuledger.v1.CustodyChange
+	3,  // 12: gpuledger.v1.SerialState.budgets:type_name -> gpuledger.v1.ByteBudget
+	7,  // 13: gpuledger.v1.Claim.claimed_at:type_name -> google.protobuf.Timestamp
+	8,  // 14: gpuledger.v1.Claim.location:type_name -> gpuledger.v1.Location
+	7,  // 15: gpuledger.v1.HubArrival.received_at:type_name -> google.protobuf.Timestamp
+	7,  // 16: gpuledger.v1.CustodyChange.at:type_name -> google.protobuf.Timestamp
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_serial_proto_init() }
@@ -795,7 +880,7 @@ func file_gpuledger_v1_serial_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gpuledger_v1_serial_proto_rawDesc), len(file_gpuledger_v1_serial_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
