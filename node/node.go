@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gpuledger/gpuledger/ledger"
@@ -586,6 +587,20 @@ func (f *fsm) Apply(lg *raft.Log) any {
 		return fsmResponse{err: errUnavailable{err.Error()}}
 	}
 	rs, err := n.ledger.Apply(context.Background(), ledger.Batch{AcceptedAt: at, Envelopes: envs, AppliedIndex: lg.Index})
+	for err != nil && errors.Is(err, syscall.ENOSPC) {
+		// The disk filled faster than the guard saw (space.go). A committed
+		// entry cannot be skipped: stop applying until there is room, then
+		// apply it again (a failed Apply changed nothing).
+		n.log.Error("out of disk space applying a raft entry: waiting for space to apply it", "raft_index", lg.Index, "err", err)
+		for n.checkSpace() || !n.haveRoom() {
+			select {
+			case <-n.stop:
+				return fsmResponse{err: errUnavailable{"node is shutting down"}}
+			case <-time.After(spaceCheckInterval):
+			}
+		}
+		rs, err = n.ledger.Apply(context.Background(), ledger.Batch{AcceptedAt: at, Envelopes: envs, AppliedIndex: lg.Index})
+	}
 	if err != nil {
 		if rej := (*custody.Error)(nil); errors.As(err, &rej) && rej.Code == custody.TooLarge {
 			return fsmResponse{err: err} // over a limit: nothing applied on any node

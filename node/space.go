@@ -152,3 +152,10 @@ func (n *Node) spaceWarning() string {
 
 // statusMessage is a gRPC error's message.
 func statusMessage(err error) string { return status.Convert(err).Message() }
+
+// haveRoom reports whether the data directory has room for a write at all
+// (a guard turned off still needs the disk not to be full).
+func (n *Node) haveRoom() bool {
+	free, err := freeBytes(n.cfg.Dir)
+	return err != nil || free >= minFreeFloor
+}
