@@ -357,44 +357,42 @@ func registryRevokeKeyCmd(c *cli) *cobra.Command {
 }
 
 func registrySuspendCmd(c *cli) *cobra.Command {
-	var rf registryFlags
-	var id string
-	cmd := &cobra.Command{
-		Use:   "suspend --key REGULATOR.key --participant ID",
-		Short: "suspend a participant: none of its keys may sign from the next entry on",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if id == "" {
-				return fmt.Errorf("--participant is required")
-			}
-			return c.change(cmd.Context(), &rf, "suspend "+id, func(ch *pb.RegistryChange) {
+	return participantChangeCmd(c, "suspend", "suspend a participant: none of its keys may sign from the next entry on",
+		"the participant to suspend", func(id string) (string, func(*pb.RegistryChange)) {
+			return "suspend " + id, func(ch *pb.RegistryChange) {
 				ch.Change = &pb.RegistryChange_SuspendParticipant{SuspendParticipant: &pb.SuspendParticipant{ParticipantId: id}}
-			})
-		},
-	}
-	rf.add(cmd)
-	cmd.Flags().StringVar(&id, "participant", "", "the participant to suspend")
-	return cmd
+			}
+		})
 }
 
 func registryUnsuspendCmd(c *cli) *cobra.Command {
+	return participantChangeCmd(c, "unsuspend", "lift a participant's suspension: it may sign again from the next entry on",
+		"the suspended participant", func(id string) (string, func(*pb.RegistryChange)) {
+			return "lift the suspension of " + id, func(ch *pb.RegistryChange) {
+				ch.Change = &pb.RegistryChange_UnsuspendParticipant{UnsuspendParticipant: &pb.UnsuspendParticipant{ParticipantId: id}}
+			}
+		})
+}
+
+// participantChangeCmd is a registry subcommand that changes one participant
+// named by --participant: build says what it will do and sets the change.
+func participantChangeCmd(c *cli, name, short, help string, build func(id string) (string, func(*pb.RegistryChange))) *cobra.Command {
 	var rf registryFlags
 	var id string
 	cmd := &cobra.Command{
-		Use:   "unsuspend --key REGULATOR.key --participant ID",
-		Short: "lift a participant's suspension: it may sign again from the next entry on",
+		Use:   name + " --key REGULATOR.key --participant ID",
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if id == "" {
 				return fmt.Errorf("--participant is required")
 			}
-			return c.change(cmd.Context(), &rf, "lift the suspension of "+id, func(ch *pb.RegistryChange) {
-				ch.Change = &pb.RegistryChange_UnsuspendParticipant{UnsuspendParticipant: &pb.UnsuspendParticipant{ParticipantId: id}}
-			})
+			what, set := build(id)
+			return c.change(cmd.Context(), &rf, what, set)
 		},
 	}
 	rf.add(cmd)
-	cmd.Flags().StringVar(&id, "participant", "", "the suspended participant")
+	cmd.Flags().StringVar(&id, "participant", "", help)
 	return cmd
 }
 
