@@ -586,3 +586,25 @@ func tamperAt(t *testing.T, dir string, change func(txn *badger.Txn)) {
 		t.Fatal(err)
 	}
 }
+
+// TestClusterReadYourWrites: a submit through a follower right after a write
+// through the leader signs on that write, with no flag: the CLI reads the
+// head as of the last receipt it saw. The followers apply each batch 200 ms
+// late (a hidden test flag), so a read that did not wait would see the old
+// head, or no serial. 20 of 20.
+func TestClusterReadYourWrites(t *testing.T) {
+	c := startCluster(t, []int{1, 2, 3}, "--test-apply-delay", "200ms")
+	leader := c.waitLeader(1, 2, 3)
+	other := leader%3 + 1
+	for k := range 20 {
+		sn := fmt.Sprintf("GPU-RYW-%d", k)
+		if code, out := c.manufacture(leader, sn); code != 0 {
+			t.Fatalf("manufacture %s through the leader: exit %d\n%s", sn, code, out)
+		}
+		out, errOut, code := run(t, bin.cli, "--node", c.addrs[other-1], "--timeout", "5s", "submit", "ship",
+			"--key", c.key("acme-gpu"), "--serial", sn, "--to", "eu-dist")
+		if code != 0 || !acceptedRE.MatchString(out) {
+			t.Fatalf("ship %s through node-%d right after its manufacture through node-%d (%d of 20 so far): exit %d\n%s%s", sn, other, leader, k, code, out, errOut)
+		}
+	}
+}

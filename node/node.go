@@ -98,6 +98,9 @@ type Config struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 
+	// ApplyDelay makes a follower wait this long before it applies each
+	// batch: a follower behind the leader, for tests of reads across nodes.
+	ApplyDelay time.Duration
 	// Clock, if set, dates the batches the node proposes when it leads, as
 	// they are (not clamped to the last batch's date as time.Now is). Tests
 	// set it to play a leader whose clock is wrong, or that lies.
@@ -576,6 +579,10 @@ func (f *fsm) Apply(lg *raft.Log) any {
 	}
 	if a := n.alarmText(); a != "" {
 		return fsmResponse{err: errUnavailable{"node stopped applying: " + a}}
+	}
+	if r := n.raftp.Load(); n.cfg.ApplyDelay > 0 && r != nil && r.State() != raft.Leader {
+		d := n.cfg.ApplyDelay
+		time.Sleep(d)
 	}
 	at, check, envs, err := decodeBatch(lg.Data)
 	if err != nil {

@@ -212,6 +212,13 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 		if err != nil {
 			return fmt.Errorf("lines %d to %d: %w", part[0].line, part[len(part)-1].line, err)
 		}
+		var last *pb.Receipt // the batch's receipt with the largest index
+		for _, r := range resp.GetResults() {
+			if rc := r.GetReceipt(); rc != nil && rc.GetIndex() >= last.GetIndex() {
+				last = rc
+			}
+		}
+		c.saw(ctx, last)
 		for j, r := range resp.GetResults() {
 			switch {
 			case r.GetError() != nil:

@@ -208,6 +208,7 @@ func (c *cli) submitChanges(ctx context.Context, envs []*pb.Envelope) error {
 		}); err != nil {
 			return err
 		}
+		c.saw(ctx, r.GetReceipt())
 		if err := c.printReceipt(r.GetReceipt()); err != nil {
 			return err
 		}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"github.com/gpuledger/gpuledger/verify"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -150,6 +154,7 @@ func (c *cli) submit(ctx context.Context, typ pb.EventType, f *submitFlags) erro
 		code := status.Code(err)
 		switch {
 		case err == nil:
+			c.saw(ctx, resp.GetReceipt())
 			return c.printReceipt(resp.GetReceipt())
 		case code == codes.Aborted && attempt < 3:
 			fmt.Fprintf(c.errOut, "the head of %s moved; signing again on the new head\n", f.serial)
@@ -162,18 +167,75 @@ func (c *cli) submit(ctx context.Context, typ pb.EventType, f *submitFlags) erro
 	}
 }
 
-// head returns the serial's current head, or nil when it has no records.
+// head returns the serial's current head, or nil when it has no records. It
+// reads the head as of at least the log size this client last saw in a
+// receipt (seenSize), so that a submit through a follower right after a write
+// through another node signs on that write, and it asks again for a moment
+// before it takes NOT_FOUND to mean "no such serial" (the serial may be
+// being written through another node).
 func (c *cli) head(ctx context.Context, lc gpuledgerv1grpc.LedgerServiceClient, serial string) ([]byte, error) {
-	cctx, cancel := c.ctx(ctx)
-	defer cancel()
-	r, err := lc.GetSerial(cctx, &pb.GetSerialRequest{Serial: serial})
-	if status.Code(err) == codes.NotFound {
-		return nil, nil
+	minIndex := c.seenSize(ctx)
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := c.ctx(ctx)
+		r, err := lc.GetSerial(cctx, &pb.GetSerialRequest{Serial: serial, MinIndex: minIndex})
+		cancel()
+		switch {
+		case status.Code(err) == codes.NotFound && attempt < notFoundRetries:
+			time.Sleep(100 * time.Millisecond)
+			continue
+		case status.Code(err) == codes.NotFound:
+			return nil, nil
+		case err != nil:
+			return nil, err
+		}
+		return r.GetSerial().GetHeadHash(), nil
 	}
+}
+
+// notFoundRetries is how often head asks again for a serial the node does
+// not know (every 100 ms).
+const notFoundRetries = 5
+
+// seenPath is where this client keeps, per ledger, the largest log size it
+// has seen in a receipt: beside the verified checkpoints (--trust-dir's
+// default, $GPULEDGER_TRUST_DIR).
+func (c *cli) seenPath(ctx context.Context) string {
+	id, err := c.ledgerID(ctx)
 	if err != nil {
-		return nil, err
+		return ""
 	}
-	return r.GetSerial().GetHeadHash(), nil
+	return filepath.Join(verify.DefaultTrustDir(), id+".seen")
+}
+
+// seenSize is the largest log size this client has seen in a receipt of the
+// node's ledger (0 when none).
+func (c *cli) seenSize(ctx context.Context) uint64 {
+	p := c.seenPath(ctx)
+	if p == "" {
+		return 0
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}
+
+// saw records a receipt's log size (its index + 1) when it is larger than
+// the one kept.
+func (c *cli) saw(ctx context.Context, r *pb.Receipt) {
+	p := c.seenPath(ctx)
+	if p == "" || r == nil || r.GetIndex()+1 <= c.seenSize(ctx) {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return
+	}
+	tmp := p + ".tmp"
+	if os.WriteFile(tmp, []byte(strconv.FormatUint(r.GetIndex()+1, 10)+"\n"), 0o600) == nil {
+		os.Rename(tmp, p)
+	}
 }
 
 // location fills the event's location from the flags and the actor's

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/gpuledger/gpuledger/node"
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 func serveCmd() *cobra.Command {
 	var c common
 	var genesis, nodeKey, peers, join, advertise string
+	var applyDelay time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR --genesis FILE --node-key FILE [--listen ADDR] [--peers LIST | --join ADDR]",
 		Short: "serve a node of an existing consortium",
@@ -53,6 +55,7 @@ raft state in --data says who the members are.`,
 			}
 			cfg := node.DefaultConfig(signer.Name(), c.data)
 			cfg.Genesis, cfg.NodeSigner, cfg.Join, cfg.Advertise = g, signer, join, advertise
+			cfg.ApplyDelay = applyDelay
 			if cfg.Peers, err = parsePeers(peers); err != nil {
 				return err
 			}
@@ -67,6 +70,8 @@ raft state in --data says who the members are.`,
 	cmd.Flags().StringVar(&peers, "peers", "", "found a cluster of these nodes: name=host:port,... (every founder, this node too, the same list on each)")
 	cmd.Flags().StringVar(&join, "join", "", "join the running cluster that has a member at host:port")
 	cmd.Flags().StringVar(&advertise, "advertise", "", "address peers and clients reach this node at (default: --listen)")
+	cmd.Flags().DurationVar(&applyDelay, "test-apply-delay", 0, "as a follower, wait this long before applying each batch (tests of reads across nodes)")
+	cmd.Flags().MarkHidden("test-apply-delay")
 	cmd.MarkFlagsMutuallyExclusive("peers", "join")
 	return cmd
 }
