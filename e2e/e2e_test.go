@@ -531,7 +531,12 @@ func TestForkDetected(t *testing.T) {
 	rebuild := func(serial string, n int) *devNode {
 		os.RemoveAll(filepath.Join(dir, "node"))
 		d := startDev(t, dir)
+		// The operator's own client: a submit through ours would refuse a
+		// log shorter than the receipts it has seen.
+		trust := os.Getenv("GPULEDGER_TRUST_DIR")
+		os.Setenv("GPULEDGER_TRUST_DIR", t.TempDir())
 		submit(d, serial, "rewritten", n)
+		os.Setenv("GPULEDGER_TRUST_DIR", trust)
 		return d
 	}
 	for _, tc := range []struct {
@@ -543,6 +548,12 @@ func TestForkDetected(t *testing.T) {
 		out, errOut, code := run(t, bin.cli, "--node", d.addr, "verify", "--genesis", genesis, tc.serial)
 		if code != 1 || !strings.Contains(out, "FORK") || !strings.Contains(out, tc.why) {
 			t.Fatalf("verify against a rewritten history (%d entries): exit %d\n%s%s", 1+tc.n, code, out, errOut)
+		}
+		if tc.n == 1 { // a log shorter than our receipts: our submit refuses to sign on it
+			out, errOut, code := run(t, bin.cli, "--node", d.addr, "submit", "attest", "--key", d.key("acme-gpu"), "--serial", tc.serial)
+			if code == 0 || !strings.Contains(errOut, "its history was rolled back") {
+				t.Fatalf("submit to a node whose log is shorter than the receipts seen: exit %d\n%s%s", code, out, errOut)
+			}
 		}
 		d.stop()
 	}

@@ -354,6 +354,16 @@ func (c *cli) table() *tabwriter.Writer { return tabwriter.NewWriter(c.out, 0, 4
 
 // describe turns an error into one line: for gRPC errors the code, the
 // ErrorInfo reason and the server's message.
+// reasonOf is the ErrorInfo reason of a gRPC error, or "".
+func reasonOf(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
 func describe(err error) string {
 	// A gRPC error wrapped in context ("lines 3 to 9: ...") keeps the
 	// context and is rendered once, not as gRPC's "rpc error: code = ...".

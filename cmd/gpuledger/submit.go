@@ -185,6 +185,9 @@ func (c *cli) head(ctx context.Context, lc gpuledgerv1grpc.LedgerServiceClient, 
 			continue
 		case status.Code(err) == codes.NotFound:
 			return nil, nil
+		case minIndex > 0 && reasonOf(err) == "STALE_READ":
+			return nil, fmt.Errorf("the node has not applied the %d entries this client has seen in receipts (%s): it is behind, or its history was rolled back; "+
+				"retry, ask another node, or delete that file if you trust this node's history: %w", minIndex, c.seenPath(ctx), err)
 		case err != nil:
 			return nil, err
 		}
