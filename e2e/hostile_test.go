@@ -301,3 +301,29 @@ func TestTenYearHistory(t *testing.T) {
 		t.Fatalf("verify --passport: exit %d\n%.600s%s", code, out, errOut)
 	}
 }
+
+// TestClientRateFlag: gpuledgerd --client-rate limits one client's calls,
+// as grpcurl sees it: past the burst a call is refused with
+// RESOURCE_EXHAUSTED naming the flag, and a moment later it is served again.
+func TestClientRateFlag(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "dev", "--data", dir, "--client-rate", "2")
+	call := func() (string, int) {
+		out, errOut, code := run(t, bin.grpcurl, "-plaintext", d.addr, "gpuledger.v1.AuditService/GetCheckpoint")
+		return out + errOut, code
+	}
+	refused := ""
+	for range 12 {
+		if out, code := call(); code != 0 {
+			refused = out
+			break
+		}
+	}
+	if !strings.Contains(refused, "ResourceExhausted") || !strings.Contains(refused, "gpuledgerd --client-rate") {
+		t.Fatalf("12 calls at --client-rate 2: the last said\n%s\nwant RESOURCE_EXHAUSTED naming --client-rate", refused)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if out, code := call(); code != 0 {
+		t.Fatalf("a call after the pause: exit %d\n%s", code, out)
+	}
+}

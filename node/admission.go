@@ -22,7 +22,7 @@ import (
 //     connection must finish its HTTP/2 handshake within 10 s, may ping at
 //     most every 10 s (keepalive enforcement: more is answered with a GOAWAY),
 //     and is closed after 15 minutes without a call.
-//   - Rate: each client (by IP address) may start Config.ClientRate calls a
+//   - Rate: each client (IPv4 address, or IPv6 /64) may start Config.ClientRate calls a
 //     second, with bursts of twice that; past it a call is refused with
 //     RESOURCE_EXHAUSTED / RATE_LIMITED and a RetryInfo saying when to retry.
 //   - WatchFindings: at most Config.MaxWatchStreams streams in all and
@@ -39,9 +39,11 @@ import (
 
 // Reasons of admission control.
 const (
-	ReasonRateLimited    = "RATE_LIMITED"
-	ReasonTooManyStreams = "TOO_MANY_STREAMS"
-	ReasonTooSlow        = "TOO_SLOW"
+	// ReasonTooManyConnections: the node holds its limit of connections.
+	ReasonTooManyConnections = "TOO_MANY_CONNECTIONS"
+	ReasonRateLimited        = "RATE_LIMITED"
+	ReasonTooManyStreams     = "TOO_MANY_STREAMS"
+	ReasonTooSlow            = "TOO_SLOW"
 )
 
 // DefaultClientRate is the calls a second one client may start.
@@ -63,16 +65,22 @@ func exhausted(reason, msg string, retry time.Duration) error {
 	return st.Err()
 }
 
-// clientOf names the client of a call: its IP address.
+// clientOf names the client of a call: its IPv4 address, or the /64 of its
+// IPv6 address (one host holds a whole /64, and must not get a limit per
+// address of it).
 func clientOf(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
 		return "unknown"
 	}
-	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
-		return host
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
 	}
-	return p.Addr.String()
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	}
+	return host
 }
 
 // limiter is a token bucket per client.
@@ -88,6 +96,9 @@ type bucket struct {
 	last   time.Time
 }
 
+// maxClients bounds the clients the limiter tracks one by one.
+const maxClients = 100_000
+
 func newLimiter(rate int) *limiter {
 	return &limiter{rate: float64(rate), burst: 2 * float64(rate), buckets: make(map[string]*bucket)}
 }
@@ -101,15 +112,20 @@ func (l *limiter) allow(client string, now time.Time) (bool, time.Duration) {
 	defer l.mu.Unlock()
 	b := l.buckets[client]
 	if b == nil {
-		if len(l.buckets) > 100_000 { // forget idle clients rather than grow without bound
+		if len(l.buckets) >= maxClients { // forget idle clients rather than grow without bound
 			for k, v := range l.buckets {
 				if now.Sub(v.last) > time.Minute {
 					delete(l.buckets, k)
 				}
 			}
 		}
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[client] = b
+		if len(l.buckets) >= maxClients {
+			client = "(more clients than the node tracks)" // they share one bucket
+		}
+		if b = l.buckets[client]; b == nil {
+			b = &bucket{tokens: l.burst, last: now}
+			l.buckets[client] = b
+		}
 	}
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now

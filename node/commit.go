@@ -26,9 +26,6 @@ func (n *Node) submit(ctx context.Context, envs [][]byte) ([]ledger.Result, erro
 	if a := n.alarmText(); a != "" {
 		return nil, errUnavailable{"node stopped applying: " + a}
 	}
-	if err := n.noSpace(); err != nil {
-		return nil, err
-	}
 	size := 0
 	for _, e := range envs {
 		size += len(e)

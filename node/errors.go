@@ -31,8 +31,6 @@ const (
 	// ReasonMalformedRequest: the request bytes are not the method's
 	// protobuf message.
 	ReasonMalformedRequest = "MALFORMED_REQUEST"
-	// ReasonTooManyConnections: the node holds its limit of connections.
-	ReasonTooManyConnections = "TOO_MANY_CONNECTIONS"
 )
 
 var codeOf = map[custody.Code]codes.Code{

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -247,6 +248,10 @@ type logEvery struct {
 }
 
 func (e *logEvery) warn(log *slog.Logger, msg string, args ...any) {
+	e.log(log, slog.LevelWarn, msg, args...)
+}
+
+func (e *logEvery) log(log *slog.Logger, level slog.Level, msg string, args ...any) {
 	e.mu.Lock()
 	now := time.Now()
 	if !e.last.IsZero() && now.Sub(e.last) < quietPeriod {
@@ -260,7 +265,7 @@ func (e *logEvery) warn(log *slog.Logger, msg string, args ...any) {
 	if again > 0 {
 		args = append(args, "repeated", again)
 	}
-	log.Warn(msg, args...)
+	log.Log(context.Background(), level, msg, args...)
 }
 
 func (m *mux) close() {

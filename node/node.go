@@ -710,16 +710,11 @@ func (s *backupSnapshot) Release() { s.b.Close() }
 
 // slogWriter adapts raft's line logger to slog. A peer that is down makes
 // raft log the same failure many times a second; each distinct message is
-// logged at most once per quietPeriod, with how often it recurred.
+// logged at most once per quietPeriod, with how often it recurred (logEvery).
 type slogWriter struct {
 	l    *slog.Logger
 	mu   *sync.Mutex
-	seen map[string]*repeat
-}
-
-type repeat struct {
-	last  time.Time
-	count int
+	seen map[string]*logEvery
 }
 
 const quietPeriod = 30 * time.Second
@@ -727,35 +722,24 @@ const quietPeriod = 30 * time.Second
 var noisy = regexp.MustCompile(` (backoff time|term)=\S+`)
 
 func newSlogWriter(l *slog.Logger) slogWriter {
-	return slogWriter{l: l, mu: new(sync.Mutex), seen: make(map[string]*repeat)}
+	return slogWriter{l: l, mu: new(sync.Mutex), seen: make(map[string]*logEvery)}
 }
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
 	key := noisy.ReplaceAllString(msg, "")
 	w.mu.Lock()
-	r := w.seen[key]
-	now := time.Now()
-	if r != nil && now.Sub(r.last) < quietPeriod {
-		r.count++
-		w.mu.Unlock()
-		return len(p), nil
+	e := w.seen[key]
+	if e == nil {
+		if len(w.seen) > 1000 {
+			clear(w.seen)
+		}
+		e = new(logEvery)
+		w.seen[key] = e
 	}
-	again := 0
-	if r != nil {
-		again = r.count
-	}
-	if len(w.seen) > 1000 {
-		clear(w.seen)
-	}
-	w.seen[key] = &repeat{last: now}
 	w.mu.Unlock()
 	level, msg := hclogLevel(msg)
-	if again > 0 {
-		w.l.Log(context.Background(), level, msg, "component", "raft", "repeated", again)
-	} else {
-		w.l.Log(context.Background(), level, msg, "component", "raft")
-	}
+	e.log(w.l, level, msg, "component", "raft")
 	return len(p), nil
 }
 
