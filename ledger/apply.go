@@ -254,6 +254,9 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 				return Result{}, err
 			}
 		}
+		if err := a.recordParties(st, next, index); err != nil {
+			return Result{}, err
+		}
 		a.serials[next.GetSerial()] = next
 		if err := a.txn.Set(historyKey(next.GetSerial(), next.GetEventCount()-1), be64(index)); err != nil {
 			return Result{}, err

@@ -221,6 +221,9 @@ type SerialFilter struct {
 	State     pb.CustodyState
 	Country   string
 	Model     string
+	// Party, when set, keeps only the serials this participant has been
+	// party to (see PartyOf), and walks those alone.
+	Party string
 }
 
 func (f SerialFilter) match(st *pb.SerialState) bool {
@@ -238,6 +241,38 @@ func (f SerialFilter) match(st *pb.SerialState) bool {
 func (l *Ledger) Serials(ctx context.Context, f SerialFilter, after string, limit, maxScan int) ([]*pb.SerialState, string, error) {
 	var out []*pb.SerialState
 	next := ""
+	if f.Party != "" {
+		err := l.db.View(func(txn *badger.Txn) error {
+			scanned, last := 0, ""
+			return partySerials(txn, f.Party, after, func(serial string) (bool, error) {
+				if err := ctx.Err(); err != nil {
+					return false, err
+				}
+				if scanned++; maxScan > 0 && scanned > maxScan {
+					next = last
+					return false, nil
+				}
+				b, err := getValue(txn, serialKey(serial))
+				if err != nil {
+					return false, fmt.Errorf("read serial %q: %w", serial, err)
+				}
+				st := new(pb.SerialState)
+				if err := proto.Unmarshal(b, st); err != nil {
+					return false, err
+				}
+				if f.match(st) {
+					if len(out) == limit {
+						next = last
+						return false, nil
+					}
+					out = append(out, st)
+				}
+				last = serial
+				return true, nil
+			})
+		})
+		return out, next, err
+	}
 	err := l.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte{'s'}

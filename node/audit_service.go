@@ -56,11 +56,14 @@ func (s *auditService) GetInclusionProof(ctx context.Context, req *pb.GetInclusi
 	if req.GetLeafIndex() >= size {
 		return nil, invalid(fmt.Sprintf("leaf_index %d is not below tree_size %d", req.GetLeafIndex(), size))
 	}
-	p, err := s.n.ledger.InclusionProof(ctx, req.GetLeafIndex(), size)
+	e, err := s.n.ledger.Entry(ctx, req.GetLeafIndex())
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
-	e, err := s.n.ledger.Entry(ctx, req.GetLeafIndex())
+	if err := s.n.entryVisible(ctx, e); err != nil {
+		return nil, err
+	}
+	p, err := s.n.ledger.InclusionProof(ctx, req.GetLeafIndex(), size)
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
@@ -91,6 +94,10 @@ func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialReq
 	if !custody.ValidSerial(req.GetSerial()) {
 		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
+	party, err := s.n.visible(ctx, req.GetSerial())
+	if err != nil {
+		return nil, err
+	}
 	release, err := s.n.heavyCall(ctx)
 	if err != nil {
 		return nil, err
@@ -102,7 +109,7 @@ func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialReq
 		return nil, toStatus(ctx, s.n.log, err)
 	}
 	var entries []*pb.Entry
-	for from := uint64(0); ; {
+	for from := party.Position; ; {
 		page, next, err := l.SerialHistory(ctx, req.GetSerial(), from, maxPageSize)
 		if err != nil {
 			return nil, toStatus(ctx, s.n.log, err)
@@ -128,6 +135,11 @@ func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialReq
 	copy(root[:], cp.GetRootHash())
 	var state *pb.SerialState
 	var prev []byte
+	if party.Position > 0 && len(entries) > 0 {
+		// The caller sees the history from where it became party: links,
+		// signatures and inclusion from there; the rules need what is before.
+		prev = entries[0].GetEvent().GetPrevEventHash()
+	}
 	for i, e := range entries {
 		reg, err := l.RegistryAt(ctx, e.GetIndex())
 		if err != nil {
@@ -154,6 +166,9 @@ func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialReq
 			problem("entry %d: prev_event_hash %x does not link to the previous entry %x", e.GetIndex(), ev.GetPrevEventHash(), prev)
 		}
 		prev = eh[:]
+		if party.Position > 0 {
+			continue
+		}
 		next, flags, rej := custody.Next(custody.Step{State: state, Event: ev, Actor: reg.Participant(ev.GetActor()), Index: e.GetIndex(), EntryHash: eh[:]}, reg, reg.Policy())
 		if rej != nil {
 			problem("entry %d: breaks a custody rule: %v", e.GetIndex(), rej)
@@ -165,8 +180,8 @@ func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialReq
 		state = next
 	}
 	if st, err := l.Serial(ctx, req.GetSerial()); err == nil && len(entries) > 0 && st.GetLastIndex() < cp.GetSize() {
-		if !bytes.Equal(st.GetHeadHash(), prev) || st.GetEventCount() != uint64(len(entries)) {
-			problem("serial state names head %x after %d events; the chain ends at %x after %d", st.GetHeadHash(), st.GetEventCount(), prev, len(entries))
+		if !bytes.Equal(st.GetHeadHash(), prev) || st.GetEventCount() != party.Position+uint64(len(entries)) {
+			problem("serial state names head %x after %d events; the chain ends at %x after %d", st.GetHeadHash(), st.GetEventCount(), prev, party.Position+uint64(len(entries)))
 		}
 	}
 	out.Ok = len(out.Problems) == 0
@@ -194,6 +209,10 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 	if !custody.ValidSerial(req.GetSerial()) {
 		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
+	party, err := s.n.visible(ctx, req.GetSerial())
+	if err != nil {
+		return nil, err
+	}
 	release, err := s.n.heavyCall(ctx)
 	if err != nil {
 		return nil, err
@@ -206,9 +225,10 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 	}
 	p := &pb.CustodyPassport{Genesis: l.Genesis(), Serial: req.GetSerial(), Checkpoint: cp,
 		Policy: l.Registry().Policy().Proto(), Participants: l.Registry().Participants()}
-	below := func(page func(from uint64, limit int) ([]*pb.Entry, uint64, error)) ([]*pb.Entry, error) {
+	p.FirstPosition = party.Position
+	below := func(first uint64, page func(from uint64, limit int) ([]*pb.Entry, uint64, error)) ([]*pb.Entry, error) {
 		var out []*pb.Entry
-		for from := uint64(0); ; {
+		for from := first; ; {
 			es, next, err := page(from, maxPageSize)
 			if err != nil {
 				return nil, err
@@ -227,12 +247,12 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 			from = next
 		}
 	}
-	if p.Entries, err = below(func(from uint64, limit int) ([]*pb.Entry, uint64, error) {
+	if p.Entries, err = below(party.Position, func(from uint64, limit int) ([]*pb.Entry, uint64, error) {
 		return l.SerialHistory(ctx, req.GetSerial(), from, limit)
 	}); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
-	if p.RegistryEntries, err = below(func(from uint64, limit int) ([]*pb.Entry, uint64, error) {
+	if p.RegistryEntries, err = below(0, func(from uint64, limit int) ([]*pb.Entry, uint64, error) {
 		return l.RegistryEntries(ctx, from, limit)
 	}); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -71,9 +72,16 @@ const (
 type peerConns struct {
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	creds credentials.TransportCredentials
 }
 
-func newPeerConns() *peerConns { return &peerConns{conns: make(map[string]*grpc.ClientConn)} }
+// newPeerConns dials with creds (TLS between nodes), or in plaintext when nil.
+func newPeerConns(creds credentials.TransportCredentials) *peerConns {
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	return &peerConns{conns: make(map[string]*grpc.ClientConn), creds: creds}
+}
 
 func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
@@ -84,7 +92,7 @@ func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	// Peers restart: reconnect within a second, not grpc's default two minutes.
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = time.Second
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 2 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxRecvMsgBytes), grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
@@ -179,34 +187,42 @@ const staleAfter = 2 * time.Second
 // guard refuses the ledger's RPCs while the node has raised its alarm or is
 // installing a snapshot, and marks every answer with the applied size (and
 // staleness). ClusterService and health always answer.
-func (n *Node) guard(ctx context.Context, method string) error {
-	if strings.HasPrefix(method, "/gpuledger.v1.ClusterService/") {
-		return nil
-	}
+func (n *Node) guard(ctx context.Context, method string) (context.Context, error) {
 	if err := n.admit(ctx); err != nil {
-		return err
+		return ctx, err
+	}
+	if n.ledger == nil && n.cfg.ReadScope != ScopeOpen {
+		// No registry to authenticate against: nothing is served.
+		return ctx, withInfo(codes.Unavailable, ReasonNodeAlarm, "node "+n.cfg.Name+" does not serve: "+n.alarmText()+"; ask another node", nil)
+	}
+	ctx, err := n.authorize(ctx, method)
+	if err != nil {
+		return ctx, err
+	}
+	if strings.HasPrefix(method, "/gpuledger.v1.ClusterService/") {
+		return ctx, nil
 	}
 	if a := n.alarmText(); a != "" {
-		return withInfo(codes.Unavailable, ReasonNodeAlarm, "node "+n.cfg.Name+" does not serve: "+a+"; ask another node", nil)
+		return ctx, withInfo(codes.Unavailable, ReasonNodeAlarm, "node "+n.cfg.Name+" does not serve: "+a+"; ask another node", nil)
 	}
 	if n.restoring.Load() {
-		return withInfo(codes.Unavailable, ReasonRestoring, "node "+n.cfg.Name+" is installing a snapshot from the leader; retry shortly or ask another node", nil)
+		return ctx, withInfo(codes.Unavailable, ReasonRestoring, "node "+n.cfg.Name+" is installing a snapshot from the leader; retry shortly or ask another node", nil)
 	}
 	if in, _ := metadata.FromIncomingContext(ctx); len(in.Get(MDMinIndex)) > 0 {
 		v := in.Get(MDMinIndex)[0]
 		min, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			return invalid(fmt.Sprintf("header %s %s: want a log size (a whole number)", MDMinIndex, custody.Quote(v)))
+			return ctx, invalid(fmt.Sprintf("header %s %s: want a log size (a whole number)", MDMinIndex, custody.Quote(v)))
 		}
 		if err := n.waitSize(ctx, min); err != nil {
-			return toStatus(ctx, n.log, err)
+			return ctx, toStatus(ctx, n.log, err)
 		}
 	}
 	md := metadata.Pairs(MDAppliedSize, strconv.FormatUint(n.ledger.Size(), 10))
 	if s := n.staleness(); s != "" {
 		md.Append(MDStale, s)
 	}
-	return grpc.SetHeader(ctx, md)
+	return ctx, grpc.SetHeader(ctx, md)
 }
 
 // nodeOf finds the node behind a registered service.
@@ -222,7 +238,8 @@ func guardUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc
 		return nil, err
 	}
 	if s, ok := info.Server.(nodeOf); ok {
-		if err := s.node().guard(ctx, info.FullMethod); err != nil {
+		var err error
+		if ctx, err = s.node().guard(ctx, info.FullMethod); err != nil {
 			return nil, err
 		}
 	}
@@ -231,8 +248,13 @@ func guardUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc
 
 func guardStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if s, ok := srv.(nodeOf); ok {
-		if err := s.node().guard(ss.Context(), info.FullMethod); err != nil {
+		n := s.node()
+		ctx, err := n.guard(ss.Context(), info.FullMethod)
+		if err != nil {
 			return err
+		}
+		if c := callerOf(ctx); c != nil {
+			ss = &authStream{ServerStream: ss, n: n, ctx: ctx, c: c}
 		}
 	}
 	return h(srv, decodedStream{ss})

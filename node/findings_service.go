@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/gpuledger/gpuledger/ledger"
@@ -66,6 +67,7 @@ func (s *auditService) ListFindings(ctx context.Context, req *pb.ListFindingsReq
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
+	fs = slices.DeleteFunc(fs, func(f *pb.Finding) bool { return !s.n.findingVisible(ctx, f) })
 	out := &pb.ListFindingsResponse{Findings: fs}
 	if next != nil {
 		out.NextPageToken = pageToken("findings", hex.EncodeToString(next))
@@ -105,7 +107,7 @@ func (s *auditService) WatchFindings(req *pb.WatchFindingsRequest, stream grpc.S
 	for {
 		select {
 		case f := <-w.ch:
-			if !want(f) {
+			if !want(f) || !s.n.findingVisible(ctx, f) {
 				continue
 			}
 			if err := stream.Send(&pb.WatchFindingsResponse{Finding: f}); err != nil {

@@ -130,6 +130,9 @@ func (s *ledgerService) GetSerial(ctx context.Context, req *pb.GetSerialRequest)
 	if !custody.ValidSerial(req.GetSerial()) {
 		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
+	if _, err := s.n.visible(ctx, req.GetSerial()); err != nil {
+		return nil, err
+	}
 	if err := s.n.waitSize(ctx, req.GetMinIndex()); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
@@ -156,11 +159,16 @@ func (s *ledgerService) ListSerialEvents(ctx context.Context, req *pb.ListSerial
 	if err != nil {
 		return nil, err
 	}
+	party, err := s.n.visible(ctx, req.GetSerial())
+	if err != nil {
+		return nil, err
+	}
+	from = max(from, party.Position)
 	es, next, err := s.n.ledger.SerialHistoryPage(ctx, req.GetSerial(), from, limit, maxPageBytes)
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
-	out := &pb.ListSerialEventsResponse{Entries: es}
+	out := &pb.ListSerialEventsResponse{Entries: es, FirstPosition: from}
 	if next != 0 {
 		out.NextPageToken = pageToken("events", fmt.Sprint(next))
 	}
@@ -183,6 +191,9 @@ func (s *ledgerService) GetEntry(ctx context.Context, req *pb.GetEntryRequest) (
 	}
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
+	}
+	if err := s.n.entryVisible(ctx, e); err != nil {
+		return nil, err
 	}
 	return &pb.GetEntryResponse{Entry: e}, nil
 }
@@ -228,9 +239,11 @@ func (s *ledgerService) ListSerials(ctx context.Context, req *pb.ListSerialsRequ
 	if c := req.GetCountry(); c != "" && !custody.ValidCountry(c) {
 		return nil, invalid(fmt.Sprintf("country %s: want an ISO 3166-1 alpha-2 code such as DE", custody.Quote(c)))
 	}
-	sts, next, err := s.n.ledger.Serials(ctx, ledger.SerialFilter{
-		Custodian: req.GetCustodian(), State: req.GetState(), Country: req.GetCountry(), Model: req.GetModel(),
-	}, after, limit, maxScan)
+	f := ledger.SerialFilter{Custodian: req.GetCustodian(), State: req.GetState(), Country: req.GetCountry(), Model: req.GetModel()}
+	if c := callerOf(ctx); s.n.cfg.ReadScope == ScopeScoped && c != nil && !c.all() {
+		f.Party = c.participant // the serials it has been party to, alone
+	}
+	sts, next, err := s.n.ledger.Serials(ctx, f, after, limit, maxScan)
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}

@@ -29,6 +29,9 @@ import (
 // writes to the address raft names as leader) and needs one firewall rule.
 const raftMagic byte = 0xfe
 
+// tlsHandshake is the first byte of a TLS connection (a handshake record).
+const tlsHandshake byte = 0x16
+
 // sniffTimeout bounds how long an accepted connection may take to send its
 // first byte and, for raft, to complete its handshake (raftconn.go).
 const sniffTimeout = 10 * time.Second
@@ -60,6 +63,11 @@ type mux struct {
 	refusals *chanListener // over-limit gRPC connections, for refusal
 	refusal  *grpc.Server
 
+	// plain, when the node serves TLS only, takes plaintext gRPC
+	// connections to plainSrv, which tells them to use TLS.
+	plain    *chanListener
+	plainSrv *grpc.Server
+
 	handshakes atomic.Int64 // raft handshakes under way
 	raftEvents logEvery
 }
@@ -74,8 +82,13 @@ const (
 	maxRaftHandshakes = 64
 )
 
-func newMux(l net.Listener, limit int, log *slog.Logger) *mux {
+func newMux(l net.Listener, limit int, log *slog.Logger, tlsOnly bool, name string) *mux {
 	m := &mux{l: l, grpc: newChanListener(l.Addr()), raft: newChanListener(l.Addr()), log: log, limit: int64(limit)}
+	if tlsOnly {
+		m.plain = newChanListener(l.Addr())
+		m.plainSrv = plaintextRefusal(name)
+		go m.plainSrv.Serve(m.plain)
+	}
 	if limit > 0 {
 		m.refusals = newChanListener(l.Addr())
 		m.refusal = refusalServer(m.limit)
@@ -131,6 +144,10 @@ func (m *mux) route(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if m.plain != nil && b[0] != tlsHandshake {
+		m.plain.push(&prefixConn{Conn: counted, first: b[0], has: true})
+		return
+	}
 	m.grpc.push(&prefixConn{Conn: counted, first: b[0], has: true})
 }
 
@@ -275,6 +292,9 @@ func (m *mux) close() {
 		m.raft.Close()
 		if m.refusal != nil {
 			m.refusal.Stop()
+		}
+		if m.plainSrv != nil {
+			m.plainSrv.Stop()
 		}
 	})
 }

@@ -13,6 +13,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gpuledger/gpuledger/auth"
+	"github.com/gpuledger/gpuledger/crypto/keys"
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/custody"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
@@ -98,6 +101,15 @@ type Config struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 
+	// TLS, when set, serves gRPC over TLS 1.3 only (a plaintext client is
+	// told so: FAILED_PRECONDITION TLS_REQUIRED), and the node dials its
+	// peers over TLS with a certificate over its node key, checked against
+	// the registry both ways. NodeSigner must then be an *auth.NodeKey.
+	TLS *TLSFiles
+	// ReadScope is who may read what (auth.go); anything but ScopeOpen
+	// needs TLS.
+	ReadScope Scope
+
 	// ApplyDelay makes a follower wait this long before it applies each
 	// batch: a follower behind the leader, for tests of reads across nodes.
 	ApplyDelay time.Duration
@@ -160,6 +172,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node config: MinFreeSpace %d is less than the %d bytes the stores hold reserved on disk; give at least that, or 0 to turn the guard off", c.MinFreeSpace, uint64(minFreeFloor))
 	case c.ClientRate < 0 || c.MaxWatchStreams < 0 || c.MaxWatchStreamsPerClient < 0:
 		return errors.New("node config: ClientRate, MaxWatchStreams and MaxWatchStreamsPerClient must not be negative (0 for no limit)")
+	case c.ReadScope < ScopeOpen || c.ReadScope > ScopeScoped:
+		return fmt.Errorf("node config: ReadScope %d is not a scope", int(c.ReadScope))
+	case c.ReadScope != ScopeOpen && c.TLS == nil:
+		return fmt.Errorf("node config: read scope %s needs TLS (--tls-cert, --tls-key): a client's identity and what it reads must not cross the network in plaintext", c.ReadScope)
+	case c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == ""):
+		return errors.New("node config: TLS needs a certificate file and a key file (--tls-cert, --tls-key)")
 	case c.MaxConnections < 0:
 		return errors.New("node config: MaxConnections must not be negative (0 for no limit)")
 	case c.BatchWindow < 0 || c.ApplyTimeout <= 0 || c.ReadWait < 0:
@@ -170,6 +188,9 @@ func (c Config) Validate() error {
 		return errors.New("node config: give Peers (found a cluster) or Join (join one), not both")
 	case c.SnapshotInterval <= 0 || c.SnapshotThreshold == 0:
 		return errors.New("node config: SnapshotInterval and SnapshotThreshold must be positive")
+	}
+	if _, ok := c.NodeSigner.(tlsSigner); c.TLS != nil && !ok {
+		return errors.New("node config: with TLS the node key must be able to sign for TLS (parse it with auth.ParseNodeKey)")
 	}
 	if len(c.Peers) > 0 {
 		seen := make(map[string]bool)
@@ -237,6 +258,12 @@ type Node struct {
 	spaceBack   chan struct{}
 	spaceOnce   sync.Once
 
+	// tls is the server's TLS configuration (nil: plaintext); verifiers
+	// and nonces check per-call tokens (auth.go).
+	tls       *tls.Config
+	verifiers keys.Cache
+	nonces    nonces
+
 	applied atomic.Pointer[chan struct{}] // closed and replaced after each applied batch
 	alarm   atomic.Pointer[string]
 }
@@ -273,13 +300,25 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	ch := make(chan struct{})
 	n.applied.Store(&ch)
 	n.addr = cfg.Advertise
+	n.peers = newPeerConns(nil)
+	if cfg.TLS != nil {
+		r, err := newReloader(*cfg.TLS, func(msg string, args ...any) { n.log.Warn(msg, args...) })
+		if err != nil {
+			return nil, err
+		}
+		nodeCert, err := auth.SelfSigned(cfg.NodeSigner.(tlsSigner).TLSSigner(), cfg.Name)
+		if err != nil {
+			return nil, err
+		}
+		n.tls = n.serverTLS(r, nodeCert)
+		n.peers = newPeerConns(n.peerCredentials(nodeCert))
+	}
 	if cfg.Listener != nil {
-		n.mux = newMux(cfg.Listener, cfg.MaxConnections, cfg.Logger)
+		n.mux = newMux(cfg.Listener, cfg.MaxConnections, cfg.Logger, n.tls != nil, cfg.Name)
 		if n.addr == "" {
 			n.addr = cfg.Listener.Addr().String()
 		}
 	}
-	n.peers = newPeerConns()
 	l, err := ledger.Open(ctx, lcfg)
 	if err != nil && n.readOnly {
 		n.close()

@@ -14,6 +14,7 @@ import (
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 )
@@ -36,6 +37,18 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 	}
+}
+
+// NewServer returns a gRPC server for the node, its services registered:
+// ServerOptions, the node's TLS when it serves TLS, then opts.
+func (n *Node) NewServer(opts ...grpc.ServerOption) *grpc.Server {
+	o := ServerOptions()
+	if n.tls != nil {
+		o = append(o, grpc.Creds(credentials.NewTLS(n.tls)))
+	}
+	s := grpc.NewServer(append(o, opts...)...)
+	n.Register(s)
+	return s
 }
 
 // Register registers the node's services, grpc.health.v1 and server

@@ -202,5 +202,5 @@ func Passport(p *pb.CustodyPassport, pinned []byte, minSigners int) (*SerialRepo
 			return nil, fail(int64(e.GetIndex()), "beyond the passport's checkpoint (size %d)", cp.Size)
 		}
 	}
-	return v.chain(p.GetSerial(), cp, changes, p.GetEntries(), proofOf(p.GetEntries(), p.GetInclusionProofs()), false)
+	return v.chain(p.GetSerial(), p.GetFirstPosition(), cp, changes, p.GetEntries(), proofOf(p.GetEntries(), p.GetInclusionProofs()), false)
 }

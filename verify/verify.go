@@ -304,6 +304,13 @@ type SerialReport struct {
 	// Registry is the registry at the checkpoint (its policy judges
 	// time-based findings).
 	Registry *ledger.Registry
+	// From is the place in the serial's history of the first entry verified
+	// (0 is MANUFACTURED). Above 0 when the node serves this reader (read
+	// scope scoped) the history from where it became party: links,
+	// signatures and inclusion are verified from there, while the custody
+	// rules, which need what came before, are not re-run (State is nil, and
+	// the flags are the node's).
+	From uint64
 }
 
 // OpenFindings returns the serial's findings open at asOf, computed here
@@ -319,6 +326,9 @@ func (r *SerialReport) OpenFindings(asOf time.Time) []*pb.Finding {
 				out = append(out, x)
 			}
 		}
+	}
+	if r.State == nil {
+		return out
 	}
 	return append(out, gaps.Due(r.State, asOf, gaps.WindowsOf(pol), pol.Version())...)
 }
@@ -358,17 +368,21 @@ func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *
 		return nil, err
 	}
 	var entries []*pb.Entry
+	var from uint64
 	for tok := ""; ; {
 		r, err := c.Ledger.ListSerialEvents(ctx, &pb.ListSerialEventsRequest{Serial: serial, PageSize: 1000, PageToken: tok})
 		if err != nil {
 			return nil, err
+		}
+		if tok == "" {
+			from = r.GetFirstPosition()
 		}
 		entries = append(entries, r.GetEntries()...)
 		if tok = r.GetNextPageToken(); tok == "" {
 			break
 		}
 	}
-	rep, err := v.chain(serial, cp, changes, entries, func(e *pb.Entry) ([][]byte, error) { return c.proof(ctx, e, cp) }, true)
+	rep, err := v.chain(serial, from, cp, changes, entries, func(e *pb.Entry) ([][]byte, error) { return c.proof(ctx, e, cp) }, true)
 	if err != nil {
 		return nil, err
 	}
@@ -381,8 +395,8 @@ func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *
 // flags the custody rules give (flags are not in the Merkle leaf, so they
 // are recomputed here from verified bytes; with checkFlags, the entries'
 // reported flags must equal them).
-func (v *Verifier) chain(serial string, cp *Checkpoint, changes []regChange, entries []*pb.Entry, proof func(*pb.Entry) ([][]byte, error), checkFlags bool) (*SerialReport, error) {
-	rep := &SerialReport{Serial: serial, Checkpoint: cp}
+func (v *Verifier) chain(serial string, from uint64, cp *Checkpoint, changes []regChange, entries []*pb.Entry, proof func(*pb.Entry) ([][]byte, error), checkFlags bool) (*SerialReport, error) {
+	rep := &SerialReport{Serial: serial, Checkpoint: cp, From: from}
 	var prev []byte
 	var state *pb.SerialState
 	for i, e := range entries {
@@ -411,14 +425,24 @@ func (v *Verifier) chain(serial string, cp *Checkpoint, changes []regChange, ent
 		if ledger.UnmarshalPayload(env, ev) != nil || ev.GetSerial() != serial {
 			return nil, fail(int64(e.GetIndex()), "does not hold a custody event of %s", serial)
 		}
+		if i == 0 && from > 0 {
+			prev = ev.GetPrevEventHash() // the reader sees the chain from here on
+		}
 		switch {
-		case i == 0 && ev.GetType() != pb.EventType_EVENT_TYPE_MANUFACTURED:
+		case i == 0 && from == 0 && ev.GetType() != pb.EventType_EVENT_TYPE_MANUFACTURED:
 			return nil, fail(int64(e.GetIndex()), "the chain does not start with MANUFACTURED")
+		case i == 0 && from > 0 && ev.GetType() == pb.EventType_EVENT_TYPE_MANUFACTURED:
+			return nil, fail(int64(e.GetIndex()), "the node says the history shown starts at event %d, and it starts with MANUFACTURED", from)
 		case !bytes.Equal(ev.GetPrevEventHash(), prev):
 			return nil, fail(int64(e.GetIndex()), "prev_event_hash %x does not link to the previous entry %x", ev.GetPrevEventHash(), prev)
 		}
 		h := sha256.Sum256(e.GetEnvelope())
 		prev = h[:]
+		if from > 0 {
+			rep.Entries = append(rep.Entries, &pb.Entry{Index: e.GetIndex(), EntryHash: prev, AcceptedAt: e.GetAcceptedAt(),
+				Envelope: e.GetEnvelope(), Event: ev, Flags: e.GetFlags()})
+			continue
+		}
 		next, flags, rej := custody.Next(custody.Step{State: state, Event: ev, Actor: reg.Participant(ev.GetActor()), Index: e.GetIndex(), EntryHash: prev}, reg, reg.Policy())
 		if rej != nil {
 			return nil, fail(int64(e.GetIndex()), "breaks a custody rule the ledger enforces: %v", rej)

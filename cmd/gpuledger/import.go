@@ -87,18 +87,19 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 		return err
 	}
 	defer f.Close()
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	lc := gpuledgerv1grpc.NewLedgerServiceClient(conn)
 	keySets := map[string]*keys.KeySet{}
 	var fixed *keys.KeySet
 	if keyFile != "" {
 		if fixed, err = keys.ReadFile(keyFile); err != nil {
 			return err
 		}
+		c.as = fixed
 	}
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	lc := gpuledgerv1grpc.NewLedgerServiceClient(conn)
 	keyFor := func(actor string) (*keys.KeySet, error) {
 		if fixed != nil {
 			if actor != fixed.Participant {
@@ -213,10 +214,18 @@ func (c *cli) importFile(ctx context.Context, path, keyFile, keyDir string, batc
 			return fmt.Errorf("lines %d to %d: %w", part[0].line, part[len(part)-1].line, err)
 		}
 		var last *pb.Receipt // the batch's receipt with the largest index
-		for _, r := range resp.GetResults() {
+		rs := make([]*pb.Receipt, len(resp.GetResults()))
+		for j, r := range resp.GetResults() {
 			if rc := r.GetReceipt(); rc != nil && rc.GetIndex() >= last.GetIndex() {
 				last = rc
 			}
+			rs[j] = r.GetReceipt()
+		}
+		if len(rs) != len(req.Envelopes) {
+			return fmt.Errorf("lines %d to %d: the node answered %d results for %d envelopes", part[0].line, part[len(part)-1].line, len(rs), len(req.Envelopes))
+		}
+		if err := c.checkReceipts(ctx, req.Envelopes, rs); err != nil {
+			return fmt.Errorf("lines %d to %d: %w", part[0].line, part[len(part)-1].line, err)
 		}
 		c.saw(ctx, last)
 		for j, r := range resp.GetResults() {

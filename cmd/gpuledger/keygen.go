@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/gpuledger/gpuledger/auth"
 	"os"
 	"strings"
 
@@ -102,5 +103,45 @@ verifier key to FILE.pub (gpuledger genesis add-node --verifier-key FILE.pub).`,
 	}
 	cmd.Flags().StringVar(&name, "name", "", "node name (letters, digits, - and .)")
 	cmd.Flags().StringVar(&out, "out", "", "private key file to write")
+	return cmd
+}
+
+func clientCertCmd(c *cli) *cobra.Command {
+	var key, out string
+	cmd := &cobra.Command{
+		Use:   "client-cert --key FILE --out PREFIX",
+		Short: "make a TLS client certificate over a participant's key, for grpcurl and other TLS clients",
+		Long: `client-cert writes a self-signed TLS client certificate over the Ed25519 key of
+a participant's key file (a hybrid set's Ed25519 half) to PREFIX.pem, and that
+key in PKCS #8 PEM to PREFIX.key (mode 0600): give them to grpcurl as -cert
+and -key. A node maps the certificate's public key to the registry's key id,
+so no CA signs it, and it stops working the moment the key is revoked or the
+participant suspended. The gpuledger CLI needs no such files: --identity (or
+the --key it signs with) makes the certificate on the fly.`,
+		Example: `  gpuledger client-cert --key .gpuledger-dev/keys/eu-dist.key --out eu-dist
+  grpcurl -cacert .gpuledger-dev/tls/ca.pem -cert eu-dist.pem -key eu-dist.key 127.0.0.1:7600 list`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if key == "" || out == "" {
+				return fmt.Errorf("%s required", missing(map[string]string{"--key": key, "--out": out}, "--key", "--out"))
+			}
+			ks, err := keys.ReadFile(key)
+			if err != nil {
+				return err
+			}
+			cert, err := auth.ParticipantCertificate(ks)
+			if err != nil {
+				return err
+			}
+			if err := auth.WritePEM(cert, out+".pem", out+".key"); err != nil {
+				return err
+			}
+			id, _, _ := auth.KeyIDOfCertificate(cert.Leaf)
+			fmt.Fprintf(c.out, "wrote %s.pem and %s.key (mode 0600): a client certificate over key %s of %s\n", out, out, id, ks.Participant)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "the participant's private key file")
+	cmd.Flags().StringVar(&out, "out", "", "write PREFIX.pem and PREFIX.key")
 	return cmd
 }

@@ -21,6 +21,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/gpuledger/gpuledger/client"
+	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/internal/consortium"
 	"github.com/gpuledger/gpuledger/internal/version"
 	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
@@ -29,7 +32,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -75,6 +77,17 @@ type cli struct {
 	minIndex uint64
 	// ledger is the node's ledger id, once asked (ledgerID).
 	ledger string
+	// How to reach the node: its CA, plaintext, and who to call as
+	// (--identity, else the key a command signs with: as).
+	cacert       string
+	plaintext    bool
+	identityFile string
+	token        bool
+	as           *keys.KeySet
+	// genesis is the trusted genesis receipts are checked against
+	// (submit, import, registry: --genesis, $GPULEDGER_GENESIS).
+	genesis  string
+	unproven bool // the unverified-receipt warning was printed
 }
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -106,14 +119,19 @@ else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
 	root.PersistentFlags().StringVar(&c.node, "node", node, "node address host:port (env GPULEDGER_NODE)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline for each call to the node")
+	root.PersistentFlags().StringVar(&c.cacert, "cacert", os.Getenv("GPULEDGER_CACERT"), "PEM file of the CA that issued the node's TLS certificate (env GPULEDGER_CACERT; default: the system's CAs, or a dev node's DIR/tls/ca.pem found in ./.gpuledger-dev)")
+	root.PersistentFlags().BoolVar(&c.plaintext, "plaintext", os.Getenv("GPULEDGER_PLAINTEXT") == "1", "connect without TLS (env GPULEDGER_PLAINTEXT=1); the default for a node on loopback when no CA is given or found")
+	root.PersistentFlags().StringVar(&c.identityFile, "identity", os.Getenv("GPULEDGER_IDENTITY"), "private key file to authenticate to the node with, as its participant (env GPULEDGER_IDENTITY; default: the --key a command signs with); nodes with --read-scope authenticated or scoped need one")
+	root.PersistentFlags().StringVar(&c.genesis, "genesis", "", "the genesis file you trust (env GPULEDGER_GENESIS; a dev node's is DIR/genesis.json): verify checks against it; submit, import and registry verify the node's receipts with it; tokens are bound to its ledger id")
+	root.PersistentFlags().BoolVar(&c.token, "token", false, "authenticate with a signed token per call instead of a TLS client certificate (always so for a key without Ed25519)")
 	root.PersistentFlags().Uint64Var(&c.minIndex, "min-index", 0, "reads wait (briefly) until the node has applied this log size, else fail: read your own writes (an append's entry index + 1) on any node")
-	root.AddCommand(keygenCmd(c), nodekeyCmd(c), genesisCmd(c), submitCmd(c), importCmd(c),
+	root.AddCommand(keygenCmd(c), nodekeyCmd(c), clientCertCmd(c), genesisCmd(c), submitCmd(c), importCmd(c),
 		serialCmd(c), historyCmd(c), gapsCmd(c), simulateCmd(c), passportCmd(c), checkpointCmd(c), proofCmd(c), verifyCmd(c), clusterCmd(c), registryCmd(c),
 		participantsCmd(c), policyCmd(c), serialsCmd(c))
 	for _, cmd := range root.Commands() {
 		groupOnly(cmd)
 		switch cmd.Name() {
-		case "keygen", "nodekey", "genesis":
+		case "keygen", "nodekey", "genesis", "client-cert":
 			offline(cmd)
 		}
 	}
@@ -156,7 +174,7 @@ func groupOnly(cmd *cobra.Command) {
 }
 
 // networkFlags are the root's flags that only commands talking to a node use.
-var networkFlags = []string{"node", "timeout", "min-index"}
+var networkFlags = []string{"node", "timeout", "min-index", "cacert", "plaintext", "identity", "token", "genesis"}
 
 // offline marks a command that works on files alone: its help does not show
 // the network flags, and giving one is an error rather than silently unused.
@@ -233,7 +251,11 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	if err := checkNodeAddress(c.node); err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(c.node, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	o, err := c.clientOptions()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := client.Dial(c.node, o,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(16<<20)),
 		grpc.WithChainUnaryInterceptor(c.unaryInterceptor), grpc.WithChainStreamInterceptor(c.streamInterceptor))
 	if err != nil {
@@ -243,11 +265,79 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// devCA is where "make run" keeps its node's CA, relative to the working
+// directory.
+const devCA = ".gpuledger-dev/tls/ca.pem"
+
+// clientOptions says how to reach the node: --plaintext; else TLS with
+// --cacert; else, on loopback, TLS with a dev node's CA when ./.gpuledger-dev
+// has one, or plaintext (a node on loopback may serve either); else TLS with
+// the system's CAs. The identity is --identity, else the command's key.
+func (c *cli) clientOptions() (client.Options, error) {
+	o := client.Options{CACertFile: c.cacert, Plaintext: c.plaintext, Token: c.token}
+	if !o.Plaintext && o.CACertFile == "" && client.IsLoopback(c.node) {
+		if _, err := os.Stat(devCA); err == nil {
+			o.CACertFile = devCA
+		} else {
+			o.Plaintext = true
+		}
+	}
+	if c.plaintext && c.cacert != "" {
+		return o, errors.New("--plaintext and --cacert: give one or the other (--cacert is for a node that serves TLS)")
+	}
+	o.Identity = c.as
+	if c.identityFile != "" {
+		ks, err := keys.ReadFile(c.identityFile)
+		if err != nil {
+			return o, fmt.Errorf("--identity: %w", err)
+		}
+		if ks.Participant == "" {
+			return o, fmt.Errorf("--identity %s names no participant; make keys with gpuledger keygen --participant ID", c.identityFile)
+		}
+		o.Identity = ks
+	}
+	if o.Identity != nil && o.Plaintext {
+		o.Identity = nil // nothing to authenticate over plaintext: such a node's read scope is open
+	}
+	if o.Identity != nil && (o.Token || !hasEd25519(o.Identity)) {
+		if c.genesis == "" {
+			c.genesis = os.Getenv("GPULEDGER_GENESIS")
+		}
+		if c.genesis == "" {
+			return o, errors.New("authenticating with tokens needs the ledger's id: give --genesis FILE (or GPULEDGER_GENESIS)")
+		}
+		g, err := os.ReadFile(c.genesis)
+		if err != nil {
+			return o, fmt.Errorf("--genesis: %w", err)
+		}
+		o.LedgerID = consortium.LedgerID(g)
+	}
+	return o, nil
+}
+
+func hasEd25519(ks *keys.KeySet) bool {
+	for _, s := range ks.Signers() {
+		if s.Scheme() == keys.Ed25519 {
+			return true
+		}
+	}
+	return false
+}
+
 // ledgerID returns the id of the node's ledger, from its checkpoint's
 // origin, for the payloads the CLI signs: every signed event and registry
 // change names its ledger, so that no other ledger accepts it.
 func (c *cli) ledgerID(ctx context.Context) (string, error) {
 	if c.ledger != "" {
+		return c.ledger, nil
+	}
+	if c.genesis != "" {
+		// The genesis this client trusts names the ledger; the node is not asked.
+		g, err := os.ReadFile(c.genesis)
+		if err != nil {
+			return "", fmt.Errorf("--genesis: %w", err)
+		}
+		c.ledger = consortium.LedgerID(g)
 		return c.ledger, nil
 	}
 	var r *pb.GetCheckpointResponse
@@ -380,6 +470,14 @@ func describe(err error) string {
 		}
 	}
 	msg := st.Message()
+	switch {
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		msg += " (the node serves plaintext: give --plaintext)"
+	case strings.Contains(msg, "certificate signed by unknown authority"):
+		msg += " (give the CA that issued the node's certificate: --cacert FILE or GPULEDGER_CACERT)"
+	case strings.Contains(msg, "cannot validate certificate") || strings.Contains(msg, "certificate is valid for"):
+		msg += " (the node's certificate is not for the address in --node)"
+	}
 	if reason != "" {
 		return fmt.Sprintf("%s%s (%s): %s", prefix, st.Code(), reason, msg)
 	}

@@ -208,6 +208,9 @@ func (c *cli) submitChanges(ctx context.Context, envs []*pb.Envelope) error {
 		}); err != nil {
 			return err
 		}
+		if err := c.checkReceipts(ctx, []*pb.Envelope{env}, []*pb.Receipt{r.GetReceipt()}); err != nil {
+			return err
+		}
 		c.saw(ctx, r.GetReceipt())
 		if err := c.printReceipt(r.GetReceipt()); err != nil {
 			return err
@@ -224,6 +227,7 @@ func (c *cli) change(ctx context.Context, f *registryFlags, what string, changes
 		return err
 	}
 	ks := sets[0]
+	c.as = ks
 	var signers []keys.Signer
 	var names []string
 	for _, s := range sets {

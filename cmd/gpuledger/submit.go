@@ -109,6 +109,7 @@ func (c *cli) submit(ctx context.Context, typ pb.EventType, f *submitFlags) erro
 	if ks.Participant == "" {
 		return fmt.Errorf("key file %s names no participant; make keys with gpuledger keygen --participant ID", f.key)
 	}
+	c.as = ks
 	if !custody.ValidSerial(f.serial) {
 		return fmt.Errorf("--serial %q: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", f.serial)
 	}
@@ -154,6 +155,9 @@ func (c *cli) submit(ctx context.Context, typ pb.EventType, f *submitFlags) erro
 		code := status.Code(err)
 		switch {
 		case err == nil:
+			if err := c.checkReceipts(ctx, []*pb.Envelope{env}, []*pb.Receipt{resp.GetReceipt()}); err != nil {
+				return err
+			}
 			c.saw(ctx, resp.GetReceipt())
 			return c.printReceipt(resp.GetReceipt())
 		case code == codes.Aborted && attempt < 3:
@@ -282,6 +286,38 @@ func (c *cli) location(ctx context.Context, actor string, f *submitFlags) (*pb.L
 		}
 	}
 	return loc, nil
+}
+
+// checkReceipts verifies the node's receipts for the envelopes sent (see
+// verify.Receipts) against --genesis and the trust store, or says once that
+// they are not verified, and how to have them verified, when no genesis is
+// given.
+func (c *cli) checkReceipts(ctx context.Context, envs []*pb.Envelope, rs []*pb.Receipt) error {
+	if c.genesis == "" {
+		c.genesis = os.Getenv("GPULEDGER_GENESIS")
+	}
+	if c.genesis == "" {
+		if !c.unproven {
+			c.unproven = true
+			fmt.Fprintln(c.errOut, "warning: the node's receipts are NOT verified: give --genesis FILE (or GPULEDGER_GENESIS), the genesis you trust, and each is checked (signatures, inclusion, consistency)")
+		}
+		return nil
+	}
+	g, err := os.ReadFile(c.genesis)
+	if err != nil {
+		return fmt.Errorf("--genesis: %w", err)
+	}
+	v, err := verify.New(g)
+	if err != nil {
+		return fmt.Errorf("--genesis %s: %w", c.genesis, err)
+	}
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return v.Receipts(cctx, verify.NewClient(conn), &verify.TrustStore{Dir: verify.DefaultTrustDir()}, envs, rs)
 }
 
 func (c *cli) printReceipt(r *pb.Receipt) error {

@@ -19,7 +19,7 @@ import (
 )
 
 func verifyCmd(c *cli) *cobra.Command {
-	var genesis, trustDir, passport string
+	var trustDir, passport string
 	var all, failOnFindings bool
 	var minSigners int
 	cmd := &cobra.Command{
@@ -68,6 +68,7 @@ and prints the custody story.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			genesis := c.genesis
 			if genesis == "" {
 				genesis = os.Getenv("GPULEDGER_GENESIS")
 			}
@@ -112,7 +113,7 @@ and prints the custody story.`,
 			}()
 			if c.json() {
 				vd := verdict{OK: true, Serial: rep.Serial, Entries: uint64(len(rep.Entries)), CheckpointSize: rep.Checkpoint.Size,
-					Signers: rep.Checkpoint.Signers, Story: rep.Story()}
+					Signers: rep.Checkpoint.Signers, Story: rep.Story(), FromEvent: rep.From}
 				if rep.Trusted != nil {
 					vd.ConsistentWithSize = &rep.Trusted.Size
 				}
@@ -124,6 +125,9 @@ and prints the custody story.`,
 			}
 			fmt.Fprintf(c.out, "OK %s: chain intact; %s verified against checkpoint size %d signed by %v; %s\n",
 				rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers, plural(len(open), "open finding"))
+			if rep.From > 0 {
+				fmt.Fprintf(c.out, "  from event %d on: the node serves this reader (read scope scoped) the history from where it became party; links, signatures and inclusion are verified from there, the %d events before and the custody rules over them are not\n", rep.From, rep.From)
+			}
 			for _, f := range open {
 				fmt.Fprintf(c.out, "  finding %s %s: %s\n", trimEnum(f.GetSeverity().String(), "SEVERITY_"), gaps.Name(f.GetKind()), f.GetSummary())
 			}
@@ -138,7 +142,6 @@ and prints the custody story.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&genesis, "genesis", "", "the trusted genesis file (env GPULEDGER_GENESIS)")
 	cmd.Flags().BoolVar(&all, "all", false, "verify the whole log, not one serial")
 	cmd.Flags().IntVar(&minSigners, "min-signers", 1, "require the checkpoint signed by nodes of K distinct organisations (the node gathers its peers' cosignatures)")
 	cmd.Flags().StringVar(&passport, "passport", "", "verify a custody passport file offline")
@@ -235,6 +238,7 @@ type verdict struct {
 	ConsistentWithSize *uint64           `json:"consistentWithSize,omitempty"`
 	OpenFindings       []json.RawMessage `json:"openFindings,omitempty"`
 	Story              []string          `json:"story,omitempty"`
+	FromEvent          uint64            `json:"fromEvent,omitempty"`
 	Seconds            float64           `json:"seconds,omitempty"`
 	EntriesPerSecond   float64           `json:"entriesPerSecond,omitempty"`
 }
@@ -273,10 +277,13 @@ func (c *cli) verifyPassport(file, genesis string, minSigners int) error {
 	if err == nil {
 		var rep *verify.SerialReport
 		if rep, err = verify.Passport(p, pinned, minSigners); err == nil {
-			vd := verdict{OK: true, Passport: file, Serial: rep.Serial, Entries: uint64(len(rep.Entries)), CheckpointSize: rep.Checkpoint.Size,
+			vd := verdict{OK: true, Passport: file, Serial: rep.Serial, Entries: uint64(len(rep.Entries)), CheckpointSize: rep.Checkpoint.Size, FromEvent: rep.From,
 				Signers: rep.Checkpoint.Signers, Story: rep.Story()}
 			return c.verdict(vd, func() {
 				fmt.Fprintf(c.out, "OK passport of %s: %s verified offline against checkpoint size %d signed by %v\n", rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers)
+				if rep.From > 0 {
+					fmt.Fprintf(c.out, "  from event %d on: the passport holds the history from where its reader became party; the %d events before, and the custody rules over them, are not in it\n", rep.From, rep.From)
+				}
 				if pinned == nil {
 					fmt.Fprintf(c.out, "  (the passport's own genesis was trusted; pin yours with --genesis)\n")
 				}

@@ -23,6 +23,7 @@ func devCmd() *cobra.Command {
 	var c common
 	var policyFile string
 	var nodes int
+	var plaintext bool
 	cmd := &cobra.Command{
 		Use:   "dev [--data DIR] [--listen ADDR] [--nodes N]",
 		Short: "run a development node with a development consortium",
@@ -33,6 +34,13 @@ regulator (DIR/keys/<participant>.key, mode 0600, and .pub), a node key
 (DIR/node.key) and a genesis (DIR/genesis.json). Later starts reuse them.
 It prints where the keys are and commands to try. --policy FILE gives a new
 consortium's genesis another export policy than the embedded default.
+
+The node serves TLS, as every node of a real consortium does, with
+certificates from a local CA made for the development consortium:
+DIR/tls/ca.pem (give it to clients: gpuledger --cacert, or GPULEDGER_CACERT;
+grpcurl -cacert), DIR/tls/<node>.pem, and client certificates over each
+participant's key in DIR/tls/clients/ (grpcurl -cert/-key). --plaintext
+serves plaintext instead, on loopback only, for tools without TLS.
 
 --nodes N (2 to 8) creates a development consortium whose genesis lists N
 nodes, each operated by another organisation (DIR/node-<i>.key), prints the
@@ -61,6 +69,16 @@ and exits; "make cluster" runs them.`,
 			if err != nil {
 				return err
 			}
+			names := []string{"node"}
+			if nodes > 1 {
+				names = names[:0]
+				for i := range nodes {
+					names = append(names, devNodeName(i))
+				}
+			}
+			if err := ensureDevTLS(c.data, names); err != nil {
+				return fmt.Errorf("development TLS certificates in %s: %w", c.data, err)
+			}
 			if nodes > 1 {
 				return printClusterCommands(cmd.OutOrStdout(), c.data, nodes, created)
 			}
@@ -77,13 +95,20 @@ and exits; "make cluster" runs them.`,
 			}
 			cfg := node.DefaultConfig(signer.Name(), filepath.Join(c.data, "node"))
 			cfg.Genesis, cfg.NodeSigner = genesis, signer
+			if plaintext && (c.tlsCert != "" || c.tlsKey != "") {
+				return errors.New("--plaintext and --tls-cert/--tls-key: give one or the other")
+			}
+			if !plaintext && c.tlsCert == "" && c.tlsKey == "" {
+				c.tlsCert, c.tlsKey = filepath.Join(c.data, "tls", "node.pem"), filepath.Join(c.data, "tls", "node.key")
+			}
 			return serve(cmd.Context(), &c, log, cfg, func(addr string) {
-				printDevBanner(cmd.OutOrStdout(), c.data, addr, genesis, created)
+				printDevBanner(cmd.OutOrStdout(), c.data, addr, genesis, created, !plaintext)
 			})
 		},
 	}
 	c.flags(cmd, ".gpuledger-dev")
 	cmd.Flags().StringVar(&policyFile, "policy", "", "export policy (protojson gpuledger.v1.Policy) for a new development consortium; default: the embedded one")
+	cmd.Flags().BoolVar(&plaintext, "plaintext", false, "serve plaintext gRPC (loopback only) instead of TLS with the development CA")
 	cmd.Flags().IntVar(&nodes, "nodes", 1, "nodes in a new development consortium; above 1, create it, print each node's serve command and exit")
 	return cmd
 }
@@ -120,7 +145,7 @@ func printClusterCommands(w io.Writer, dir string, nodes int, created bool) erro
 	fmt.Fprintf(w, "# %s %s: %d nodes, each another organisation's\n", what, dir, nodes)
 	for i, nd := range parsed.GetNodes() {
 		fmt.Fprintf(w, "# %s operated by %s\n", nd.GetName(), nd.GetParticipantId())
-		fmt.Fprintf(w, "gpuledgerd serve --data %[1]s/%[2]s --genesis %[1]s/genesis.json --node-key %[1]s/%[2]s.key --listen 127.0.0.1:%[3]d --peers %[4]s\n",
+		fmt.Fprintf(w, "gpuledgerd serve --data %[1]s/%[2]s --genesis %[1]s/genesis.json --node-key %[1]s/%[2]s.key --tls-cert %[1]s/tls/%[2]s.pem --tls-key %[1]s/tls/%[2]s.key --listen 127.0.0.1:%[3]d --peers %[4]s\n",
 			dir, nd.GetName(), DevClusterBase+i, strings.Join(peers, ","))
 	}
 	return nil
@@ -193,7 +218,7 @@ func writeExclusive(path string, b []byte, mode os.FileMode) error {
 	return f.Close()
 }
 
-func printDevBanner(w io.Writer, dir, addr string, genesis []byte, created bool) {
+func printDevBanner(w io.Writer, dir, addr string, genesis []byte, created, tls bool) {
 	id := sha256.Sum256(genesis)
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -203,7 +228,12 @@ func printDevBanner(w io.Writer, dir, addr string, genesis []byte, created bool)
 	if created {
 		what = "created a development consortium in"
 	}
+	transport, cli, curl := "TLS, development CA "+abs+"/tls/ca.pem", "GPULEDGER_CACERT="+abs+"/tls/ca.pem ", "-cacert "+abs+"/tls/ca.pem"
+	if !tls {
+		transport, cli, curl = "PLAINTEXT, loopback only", "", "-plaintext"
+	}
 	fmt.Fprintf(w, `gpuledger development node serving on %[1]s (%[2]s %[3]s)
+  transport   %[5]s
   ledger id   %[4]s
   genesis     %[3]s/genesis.json
   keys        %[3]s/keys/<participant>.key: acme-gpu (manufacturer), eu-dist, us-dist,
@@ -211,10 +241,10 @@ func printDevBanner(w io.Writer, dir, addr string, genesis []byte, created bool)
               export-regulator
 
 Try:
-  gpuledger --node %[1]s submit manufacture --key %[3]s/keys/acme-gpu.key --serial GPU-0001 --model H100-SXM5-80GB
-  gpuledger --node %[1]s serial GPU-0001
-  gpuledger --node %[1]s verify --genesis %[3]s/genesis.json GPU-0001
-  grpcurl -plaintext %[1]s list
-  grpcurl -plaintext -d '{"serial":"GPU-0001"}' %[1]s gpuledger.v1.LedgerService/GetSerial
-`, addr, what, abs, hex.EncodeToString(id[:]))
+  %[6]sgpuledger --node %[1]s submit manufacture --key %[3]s/keys/acme-gpu.key --serial GPU-0001 --model H100-SXM5-80GB
+  %[6]sgpuledger --node %[1]s serial GPU-0001
+  %[6]sgpuledger --node %[1]s verify --genesis %[3]s/genesis.json GPU-0001
+  grpcurl %[7]s %[1]s list
+  grpcurl %[7]s -d '{"serial":"GPU-0001"}' %[1]s gpuledger.v1.LedgerService/GetSerial
+`, addr, what, abs, hex.EncodeToString(id[:]), transport, cli, curl)
 }

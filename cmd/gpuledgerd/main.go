@@ -17,11 +17,11 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/gpuledger/gpuledger/auth"
+	"github.com/gpuledger/gpuledger/client"
 	"github.com/gpuledger/gpuledger/internal/version"
 	"github.com/gpuledger/gpuledger/node"
 	"github.com/spf13/cobra"
-	"golang.org/x/mod/sumdb/note"
-	"google.golang.org/grpc"
 )
 
 func main() {
@@ -72,6 +72,8 @@ type common struct {
 	clientRate             int
 	watchStreams           int
 	watchPerClient         int
+	tlsCert, tlsKey, tlsCA string
+	readScope              string
 }
 
 func (c *common) flags(cmd *cobra.Command, dataDefault string) {
@@ -87,6 +89,10 @@ func (c *common) flags(cmd *cobra.Command, dataDefault string) {
 	cmd.Flags().IntVar(&c.watchStreams, "max-watch-streams", d.MaxWatchStreams, "WatchFindings streams the node serves at most (0: no limit)")
 	cmd.Flags().IntVar(&c.watchPerClient, "max-watch-streams-per-client", d.MaxWatchStreamsPerClient, "WatchFindings streams one client may hold open (0: no limit)")
 	cmd.Flags().StringVar(&c.minFree, "min-free-space", humanize.IBytes(node.DefaultMinFreeSpace), "free disk space in --data below which the node accepts no writes (RESOURCE_EXHAUSTED NO_SPACE) but goes on serving reads, so that a full disk never crashes it; at least 800 MiB (what its stores reserve), or 0 to turn the guard off")
+	cmd.Flags().StringVar(&c.tlsCert, "tls-cert", "", "serve gRPC over TLS 1.3 with this certificate (PEM chain; re-read when it changes); required unless --listen is loopback")
+	cmd.Flags().StringVar(&c.tlsKey, "tls-key", "", "the private key of --tls-cert (PEM, mode 0600)")
+	cmd.Flags().StringVar(&c.tlsCA, "tls-client-ca", "", "require a client certificate of every client: one issued by this CA (PEM), or one over a registered participant or node key")
+	cmd.Flags().StringVar(&c.readScope, "read-scope", "open", "who reads what: open (anyone who reaches the node), authenticated (registered participants and nodes), scoped (auditors, regulators and nodes all; a participant the serials it has been party to); all but open need TLS, and writes then need authentication too")
 	cmd.Flags().Uint64Var(&c.trail, "trailing-logs", d.TrailingLogs, "raft commands kept after a snapshot, for followers a little behind (those further behind get the snapshot)")
 }
 
@@ -98,7 +104,7 @@ func (c *common) logger() (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
 }
 
-func readNodeKey(path string) (note.Signer, error) {
+func readNodeKey(path string) (*auth.NodeKey, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("node key: %w", err)
@@ -110,7 +116,7 @@ func readNodeKey(path string) (note.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node key: %w", err)
 	}
-	s, err := note.NewSigner(strings.TrimSpace(string(b)))
+	s, err := auth.ParseNodeKey(strings.TrimSpace(string(b)))
 	if err != nil {
 		return nil, fmt.Errorf("node key %s is not a signed-note private key (PRIVATE+KEY+...): %w", path, err)
 	}
@@ -138,6 +144,25 @@ func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, re
 		cfg.MinFreeSpace = b
 	} else {
 		cfg.MinFreeSpace = 0
+	}
+	var err error
+	if cfg.ReadScope, err = node.ParseScope(c.readScope); err != nil {
+		return fmt.Errorf("--read-scope: %w", err)
+	}
+	switch {
+	case c.tlsCert != "" || c.tlsKey != "":
+		if c.tlsCert == "" || c.tlsKey == "" {
+			return errors.New("--tls-cert and --tls-key go together: give both")
+		}
+		cfg.TLS = &node.TLSFiles{CertFile: c.tlsCert, KeyFile: c.tlsKey, ClientCAFile: c.tlsCA}
+	case c.tlsCA != "":
+		return errors.New("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
+	case cfg.ReadScope != node.ScopeOpen:
+		return fmt.Errorf("--read-scope %s needs TLS (--tls-cert, --tls-key): identities and what they read must not cross the network in plaintext", cfg.ReadScope)
+	case !client.IsLoopback(c.listen):
+		return fmt.Errorf("--listen %s is not a loopback address, and without --tls-cert and --tls-key the node would serve in plaintext, readable and forgeable on the way: give a certificate (see the README's cluster section)", c.listen)
+	default:
+		log.Warn("serving gRPC in plaintext on loopback: fine on one machine; give --tls-cert and --tls-key to serve a network", "listen", c.listen)
 	}
 	listen := c.listen
 	for {
@@ -178,8 +203,7 @@ func serveOnce(ctx context.Context, listen string, log *slog.Logger, cfg node.Co
 			return false, addr, errors.Join(err, n.Close(context.Background()))
 		}
 	}
-	s := grpc.NewServer(node.ServerOptions()...)
-	n.Register(s)
+	s := n.NewServer()
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(n.GRPCListener()) }()
 	log.Info("serving", "node", cfg.Name, "addr", n.Addr(), "entries", n.Size())

@@ -3,6 +3,7 @@ package keys
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -219,4 +220,16 @@ func notPrivate(path string) string {
 		return "a public key file"
 	}
 	return ""
+}
+
+// Ed25519 returns the set's Ed25519 private key (a hybrid set's Ed25519
+// half), for TLS client certificates, or false when it has none. Handle
+// with care.
+func (ks *KeySet) Ed25519() (ed25519.PrivateKey, bool) {
+	for _, s := range ks.signers {
+		if s.s == Ed25519 {
+			return ed25519.NewKeyFromSeed(s.seed), true
+		}
+	}
+	return nil, false
 }

@@ -816,8 +816,14 @@ type CustodyPassport struct {
 	Participants []*Participant `protobuf:"bytes,8,rep,name=participants,proto3" json:"participants,omitempty"`
 	// One inclusion proof per registry entry, to checkpoint.
 	RegistryInclusionProofs []*InclusionProof `protobuf:"bytes,9,rep,name=registry_inclusion_proofs,json=registryInclusionProofs,proto3" json:"registry_inclusion_proofs,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The place of entries[0] in the serial's history (0 is MANUFACTURED).
+	// Above 0 when the node serves a participant, under read scope scoped,
+	// the history from the entry at which it became party: the chain's links,
+	// signatures and inclusion are verified from there, the custody rules
+	// (which need the history before) are not.
+	FirstPosition uint64 `protobuf:"varint,10,opt,name=first_position,json=firstPosition,proto3" json:"first_position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CustodyPassport) Reset() {
@@ -911,6 +917,13 @@ func (x *CustodyPassport) GetRegistryInclusionProofs() []*InclusionProof {
 		return x.RegistryInclusionProofs
 	}
 	return nil
+}
+
+func (x *CustodyPassport) GetFirstPosition() uint64 {
+	if x != nil {
+		return x.FirstPosition
+	}
+	return 0
 }
 
 // GetCustodyPassportResponse carries a passport.
@@ -1015,7 +1028,7 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\afinding\x18\x01 \x01(\v2\x15.gpuledger.v1.FindingR\afinding\"X\n" +
 	"\x19GetCustodyPassportRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12#\n" +
-	"\rmin_cosigners\x18\x02 \x01(\rR\fminCosigners\"\xfc\x03\n" +
+	"\rmin_cosigners\x18\x02 \x01(\rR\fminCosigners\"\xa3\x04\n" +
 	"\x0fCustodyPassport\x12\x18\n" +
 	"\agenesis\x18\x01 \x01(\fR\agenesis\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12-\n" +
@@ -1027,7 +1040,9 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\x10registry_entries\x18\x06 \x03(\v2\x13.gpuledger.v1.EntryR\x0fregistryEntries\x12,\n" +
 	"\x06policy\x18\a \x01(\v2\x14.gpuledger.v1.PolicyR\x06policy\x12=\n" +
 	"\fparticipants\x18\b \x03(\v2\x19.gpuledger.v1.ParticipantR\fparticipants\x12X\n" +
-	"\x19registry_inclusion_proofs\x18\t \x03(\v2\x1c.gpuledger.v1.InclusionProofR\x17registryInclusionProofs\"W\n" +
+	"\x19registry_inclusion_proofs\x18\t \x03(\v2\x1c.gpuledger.v1.InclusionProofR\x17registryInclusionProofs\x12%\n" +
+	"\x0efirst_position\x18\n" +
+	" \x01(\x04R\rfirstPosition\"W\n" +
 	"\x1aGetCustodyPassportResponse\x129\n" +
 	"\bpassport\x18\x01 \x01(\v2\x1d.gpuledger.v1.CustodyPassportR\bpassportB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
 
