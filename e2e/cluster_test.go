@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/gpuledger/gpuledger/client"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,9 +24,7 @@ import (
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -67,6 +66,10 @@ func startCluster(t *testing.T, founders []int, extra ...string) *cluster {
 	if out, errOut, code := run(t, bin.daemon, "dev", "--data", c.dir, "--nodes", "3"); code != 0 {
 		t.Fatalf("gpuledgerd dev --nodes 3: exit %d\n%s%s", code, out, errOut)
 	}
+	// TLS everywhere: every node serves TLS with the development CA's
+	// certificate, the nodes talk TLS over their node keys, and the CLI
+	// trusts the CA.
+	t.Setenv("GPULEDGER_CACERT", c.ca())
 	var peers []string
 	for _, i := range founders {
 		peers = append(peers, fmt.Sprintf("node-%d=%s", i, c.addrs[i-1]))
@@ -83,11 +86,16 @@ func (c *cluster) start(i int, args ...string) *devNode {
 	c.t.Helper()
 	name := fmt.Sprintf("node-%d", i)
 	full := append([]string{"serve", "--data", filepath.Join(c.dir, name), "--genesis", filepath.Join(c.dir, "genesis.json"),
-		"--node-key", filepath.Join(c.dir, name+".key"), "--listen", c.addrs[i-1]}, c.extra...)
+		"--node-key", filepath.Join(c.dir, name+".key"), "--listen", c.addrs[i-1],
+		"--tls-cert", filepath.Join(c.dir, "tls", name+".pem"), "--tls-key", filepath.Join(c.dir, "tls", name+".key")}, c.extra...)
 	d := startDaemon(c.t, c.dir, append(full, args...)...)
+	d.ca = c.ca()
 	c.nodes[i-1] = d
 	return d
 }
+
+// ca is the development CA that issued the nodes' certificates.
+func (c *cluster) ca() string { return filepath.Join(c.dir, "tls", "ca.pem") }
 
 // kill9 kills node-i without warning.
 func (c *cluster) kill9(i int) {
@@ -226,7 +234,7 @@ func (c *cluster) cosigned(i int) string {
 
 // conn dials node-i for direct gRPC reads.
 func (c *cluster) conn(i int) gpuledgerv1grpc.LedgerServiceClient {
-	cc, err := grpc.NewClient(c.addrs[i-1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := client.Dial(c.addrs[i-1], client.Options{CACertFile: c.ca()})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -308,7 +316,8 @@ func TestClusterConverges(t *testing.T) {
 	}
 	lis := freeAddrs(t, 1)[0]
 	d := startDaemon(t, t.TempDir(), "serve", "--data", t.TempDir(), "--genesis", filepath.Join(c.dir, "genesis.json"),
-		"--node-key", stranger, "--listen", lis, "--join", c.addrs[0])
+		"--node-key", stranger, "--listen", lis, "--join", c.addrs[0],
+		"--tls-cert", filepath.Join(c.dir, "tls", "node-3.pem"), "--tls-key", filepath.Join(c.dir, "tls", "node-3.key")) // a loopback certificate of the CA
 	deadline = time.Now().Add(20 * time.Second)
 	for !strings.Contains(d.out.String(), "PermissionDenied") {
 		if time.Now().After(deadline) {
@@ -566,7 +575,7 @@ func TestClusterNoQuorum(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "GPU-Q-1") || !strings.Contains(errOut, "warning: stale read") {
 		t.Fatalf("a read without a majority: exit %d\n%s%s", code, out, errOut)
 	}
-	full, errOut, code := run(t, bin.grpcurl, "-plaintext", "-v", "-d", `{"serial":"GPU-Q-1"}`, c.addrs[0], "gpuledger.v1.LedgerService/GetSerial")
+	full, errOut, code := run(t, bin.grpcurl, "-cacert", c.ca(), "-v", "-d", `{"serial":"GPU-Q-1"}`, c.addrs[0], "gpuledger.v1.LedgerService/GetSerial")
 	if code != 0 || !strings.Contains(full, "gpuledger-stale:") || !strings.Contains(full, "gpuledger-applied-size: 1") {
 		t.Fatalf("grpcurl -v GetSerial: exit %d\n%s%s", code, full, errOut)
 	}

@@ -65,6 +65,7 @@ type devNode struct {
 	addr string
 	cmd  *exec.Cmd
 	out  *syncBuffer
+	ca   string // the CA of a node that serves TLS
 }
 
 // syncBuffer collects a daemon's log while tests read it.
@@ -92,6 +93,16 @@ func startDev(t *testing.T, dir string) *devNode {
 	return startDaemon(t, dir, "dev", "--data", dir)
 }
 
+// startDevTLS starts "gpuledgerd dev" as it starts by default: serving TLS
+// with its development CA (DIR/tls); extra flags follow.
+func startDevTLS(t *testing.T, dir string, extra ...string) *devNode {
+	t.Helper()
+	d := startDaemon(t, dir, append([]string{"dev", "--data", dir,
+		"--tls-cert", filepath.Join(dir, "tls", "node.pem"), "--tls-key", filepath.Join(dir, "tls", "node.key")}, extra...)...)
+	d.ca = filepath.Join(dir, "tls", "ca.pem")
+	return d
+}
+
 // startDaemon runs gpuledgerd with args on a free loopback port and waits
 // until it serves.
 func startDaemon(t *testing.T, dir string, args ...string) *devNode {
@@ -107,6 +118,11 @@ func startDaemonLimited(t *testing.T, dir string, nofile int, args ...string) *d
 		if !slices.Contains(args, f[0]) {
 			args = append(args, f[0], f[1])
 		}
+	}
+	if args[0] == "dev" && !slices.Contains(args, "--tls-cert") {
+		// Plaintext on loopback, as the tests that read the wire need;
+		// startDevTLS serves TLS, dev's default.
+		args = append(args, "--plaintext")
 	}
 	cmd := exec.Command(bin.daemon, args...)
 	if nofile > 0 {
@@ -202,17 +218,30 @@ func run(t *testing.T, name string, args ...string) (string, string, int) {
 
 func (d *devNode) cli(t *testing.T, args ...string) string {
 	t.Helper()
-	out, errOut, code := run(t, bin.cli, append([]string{"--node", d.addr}, args...)...)
+	out, errOut, code := run(t, bin.cli, append(d.cliArgs(), args...)...)
 	if code != 0 {
 		t.Fatalf("gpuledger %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
 	}
 	return out
 }
 
-// grpcurl runs "grpcurl -plaintext [-d data] ADDR args...".
+// cliArgs are the CLI's flags to reach d: its address and, for a TLS node,
+// its CA.
+func (d *devNode) cliArgs() []string {
+	if d.ca != "" {
+		return []string{"--node", d.addr, "--cacert", d.ca}
+	}
+	return []string{"--node", d.addr}
+}
+
+// grpcurl runs "grpcurl -plaintext [-d data] ADDR args..." (-cacert CA for
+// a node that serves TLS).
 func (d *devNode) grpcurl(t *testing.T, data string, args ...string) string {
 	t.Helper()
 	full := []string{"-plaintext"}
+	if d.ca != "" {
+		full = []string{"-cacert", d.ca}
+	}
 	if data != "" {
 		full = append(full, "-d", data)
 	}
