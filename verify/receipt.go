@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"golang.org/x/mod/sumdb/tlog"
-	"google.golang.org/protobuf/proto"
 )
 
 // ReceiptError is a receipt that does not prove what it says.
@@ -34,7 +34,7 @@ func (v *Verifier) Receipts(ctx context.Context, c *Client, store *TrustStore, e
 		if r == nil {
 			continue
 		}
-		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(envs[i])
+		raw, err := dsse.Marshal(envs[i])
 		if err != nil {
 			return err
 		}

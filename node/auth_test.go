@@ -1,0 +1,289 @@
+package node_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"os"
+
+	"github.com/gpuledger/gpuledger/crypto/keys"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gpuledger/gpuledger/auth"
+	"github.com/gpuledger/gpuledger/client"
+	"github.com/gpuledger/gpuledger/node"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// tlsNode is a node serving TLS on 127.0.0.1 with the given read scope,
+// with a certificate from a CA made for the test.
+type tlsNode struct {
+	n    *node.Node
+	addr string
+	ca   string
+}
+
+func startTLSNode(t *testing.T, scope node.Scope) *tlsNode {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := auth.NewLocalCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue("node", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := node.TLSFiles{CertFile: filepath.Join(dir, "node.pem"), KeyFile: filepath.Join(dir, "node.key")}
+	if err := auth.WritePEM(cert, files.CertFile, files.KeyFile); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := writeFile(caFile, ca.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	nk, err := auth.ParseNodeKey(dev.NodeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.DefaultConfig(dev.NodeName, filepath.Join(dir, "data"))
+	cfg.Genesis, cfg.NodeSigner, cfg.Listener, cfg.TLS, cfg.ReadScope = dev.Genesis, nk, lis, &files, scope
+	cfg.Logger = quietLogger()
+	n, err := node.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := n.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := n.NewServer()
+	go s.Serve(n.GRPCListener())
+	t.Cleanup(func() {
+		s.Stop()
+		n.Close(context.Background())
+	})
+	return &tlsNode{n: n, addr: lis.Addr().String(), ca: caFile}
+}
+
+// as dials the node as participant id (nil: no one), with a client
+// certificate or, with token, per-call tokens.
+func (tn *tlsNode) as(t *testing.T, id string, token bool) *grpc.ClientConn {
+	t.Helper()
+	o := client.Options{CACertFile: tn.ca, Token: token, LedgerID: dev.LedgerID}
+	if id != "" {
+		o.Identity = member(id).Keys
+	}
+	conn, err := client.Dial(tn.addr, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func wantReason(t *testing.T, what string, err error, code codes.Code, reason string) {
+	t.Helper()
+	if status.Code(err) != code || reasonOf(err) != reason {
+		t.Fatalf("%s: got %v (%s), want %v %s", what, status.Code(err), err, code, reason)
+	}
+}
+
+// TestScopedReads: under read scope scoped a participant reads the serials
+// it has held, shipped or been shipped, from the entry at which it became
+// party; a rival claim (a receipt it had no standing for) does not make it
+// one; auditors read everything; proofs of what it may read verify.
+func TestScopedReads(t *testing.T) {
+	tn := startTLSNode(t, node.ScopeScoped)
+	acme := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "acme-gpu", false))
+	eu := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "eu-dist", false))
+	euAudit := gpuledgerv1grpc.NewAuditServiceClient(tn.as(t, "eu-dist", false))
+	us := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "us-dist", false))
+	auditor := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "audit-office", false))
+	ctx := t.Context()
+
+	appendEnv := func(env *pb.Envelope) *pb.Receipt {
+		t.Helper()
+		r, err := acme.Append(ctx, &pb.AppendRequest{Envelope: env})
+		if err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		return r.GetReceipt()
+	}
+	m := sign(event("SC-1", pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil))
+	appendEnv(m)
+	appendEnv(sign(event("SC-OTHER", pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil)))
+
+	// Nobody: refused everything but health.
+	anon := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "", false))
+	_, err := anon.GetSerial(ctx, &pb.GetSerialRequest{Serial: "SC-1"})
+	wantReason(t, "anonymous read", err, codes.Unauthenticated, node.ReasonAuthRequired)
+	_, err = anon.Append(ctx, &pb.AppendRequest{Envelope: m})
+	wantReason(t, "anonymous write", err, codes.Unauthenticated, node.ReasonAuthRequired)
+
+	// Not yet party.
+	_, err = eu.GetSerial(ctx, &pb.GetSerialRequest{Serial: "SC-1"})
+	wantReason(t, "eu-dist reads acme's serial", err, codes.PermissionDenied, node.ReasonNotAParty)
+	_, err = eu.GetSerial(ctx, &pb.GetSerialRequest{Serial: "NO-SUCH"})
+	wantReason(t, "eu-dist reads a serial that does not exist", err, codes.PermissionDenied, node.ReasonNotAParty)
+
+	// acme ships to eu-dist: eu-dist is party from the SHIPPED entry on.
+	ship := appendEnv(sign(event("SC-1", pb.EventType_EVENT_TYPE_SHIPPED, "acme-gpu", entryHash(m), func(ev *pb.CustodyEvent) { ev.Counterparty = "eu-dist" })))
+	// us-dist files a receipt it has no standing for (a rival claim): it
+	// is accepted and flagged, and gives us-dist nothing to read.
+	claim, err := us.Append(ctx, &pb.AppendRequest{Envelope: sign(event("SC-1", pb.EventType_EVENT_TYPE_RECEIVED, "us-dist", ship.GetEntryHash()))})
+	if err != nil || len(claim.GetReceipt().GetFlags()) == 0 {
+		t.Fatalf("rival claim: %v, flags %v", err, claim.GetReceipt().GetFlags())
+	}
+	_, err = us.GetSerial(ctx, &pb.GetSerialRequest{Serial: "SC-1"})
+	wantReason(t, "a rival claimant reads the serial", err, codes.PermissionDenied, node.ReasonNotAParty)
+	if _, err := us.GetEntry(ctx, &pb.GetEntryRequest{Key: &pb.GetEntryRequest_Index{Index: claim.GetReceipt().GetIndex()}}); err != nil {
+		t.Fatalf("the claimant reads its own entry: %v", err)
+	}
+
+	if _, err := eu.GetSerial(ctx, &pb.GetSerialRequest{Serial: "SC-1"}); err != nil {
+		t.Fatalf("eu-dist, consignee, reads SC-1: %v", err)
+	}
+	h, err := eu.ListSerialEvents(ctx, &pb.ListSerialEventsRequest{Serial: "SC-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.GetFirstPosition() != 1 || len(h.GetEntries()) != 2 || h.GetEntries()[0].GetIndex() != ship.GetIndex() {
+		t.Fatalf("eu-dist's history of SC-1 starts at position %d with %d entries, want the SHIPPED entry on (position 1, 2 entries)", h.GetFirstPosition(), len(h.GetEntries()))
+	}
+	_, err = eu.GetEntry(ctx, &pb.GetEntryRequest{Key: &pb.GetEntryRequest_Index{Index: 0}})
+	wantReason(t, "eu-dist reads the MANUFACTURED entry", err, codes.PermissionDenied, node.ReasonNotAParty)
+	_, err = euAudit.GetInclusionProof(ctx, &pb.GetInclusionProofRequest{LeafIndex: 0})
+	wantReason(t, "eu-dist asks for the MANUFACTURED entry's proof", err, codes.PermissionDenied, node.ReasonNotAParty)
+
+	// What it may read it can prove, with checkpoints and proofs alone.
+	p, err := euAudit.GetInclusionProof(ctx, &pb.GetInclusionProofRequest{LeafIndex: ship.GetIndex()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, ship.GetIndex(), p.GetCheckpoint().GetSize(), p.GetLeafHash(), p.GetProof().GetHashes(), p.GetCheckpoint().GetRootHash()); err != nil {
+		t.Fatalf("the SHIPPED entry's proof does not verify: %v", err)
+	}
+	if _, err := euAudit.GetConsistencyProof(ctx, &pb.GetConsistencyProofRequest{OldSize: 1}); err != nil {
+		t.Fatalf("consistency proofs are every participant's: %v", err)
+	}
+
+	ls, err := eu.ListSerials(ctx, &pb.ListSerialsRequest{})
+	if err != nil || len(ls.GetSerials()) != 1 || ls.GetSerials()[0].GetSerial() != "SC-1" {
+		t.Fatalf("eu-dist lists %v (%v), want SC-1 alone", ls.GetSerials(), err)
+	}
+	fs, err := euAudit.ListFindings(ctx, &pb.ListFindingsRequest{})
+	if err != nil || len(fs.GetFindings()) == 0 {
+		t.Fatalf("eu-dist sees no findings of its serial (%v)", err)
+	}
+	for _, f := range fs.GetFindings() {
+		if f.GetSerial() != "SC-1" {
+			t.Fatalf("eu-dist sees a finding of %s", f.GetSerial())
+		}
+	}
+	if fs, err := gpuledgerv1grpc.NewAuditServiceClient(tn.as(t, "us-dist", false)).ListFindings(ctx, &pb.ListFindingsRequest{}); err != nil || len(fs.GetFindings()) != 0 {
+		t.Fatalf("us-dist sees %d findings (%v), want none", len(fs.GetFindings()), err)
+	}
+
+	// Streaming everything is an auditor's.
+	st, err := eu.StreamEntries(ctx, &pb.StreamEntriesRequest{})
+	if err == nil {
+		_, err = st.Recv()
+	}
+	wantReason(t, "eu-dist streams every entry", err, codes.PermissionDenied, node.ReasonAuditorScope)
+	st, err = auditor.StreamEntries(ctx, &pb.StreamEntriesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for ; ; n++ {
+		if _, err := st.Recv(); err != nil {
+			break
+		}
+	}
+	if n != int(tn.n.Size()) {
+		t.Fatalf("the auditor streamed %d entries of %d", n, tn.n.Size())
+	}
+}
+
+// TestTokens: a participant authenticates with a signed token per call; a
+// token replayed, for another method, too old, or by an unknown key is
+// refused.
+func TestTokens(t *testing.T) {
+	tn := startTLSNode(t, node.ScopeAuthenticated)
+	ctx := t.Context()
+	viaToken := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "dc-frankfurt", true)) // hybrid: its Ed25519 key signs
+	if _, err := viaToken.ListSerials(ctx, &pb.ListSerialsRequest{}); err != nil {
+		t.Fatalf("a token-authenticated read: %v", err)
+	}
+	raw := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "", false))
+	signer := member("eu-dist").Keys.Signers()[0]
+	const method = "/gpuledger.v1.LedgerService/ListSerials"
+	call := func(tok string) error {
+		_, err := raw.ListSerials(metadata.AppendToOutgoingContext(ctx, auth.Header, tok), &pb.ListSerialsRequest{})
+		return err
+	}
+	tok, err := auth.SignToken(signer, dev.LedgerID, method, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call(tok); err != nil {
+		t.Fatalf("a fresh token: %v", err)
+	}
+	wantReason(t, "the same token again", call(tok), codes.Unauthenticated, node.ReasonTokenReplayed)
+	other, _ := auth.SignToken(signer, dev.LedgerID, "/gpuledger.v1.LedgerService/GetSerial", time.Now())
+	wantReason(t, "a token for another method", call(other), codes.Unauthenticated, node.ReasonBadToken)
+	old, _ := auth.SignToken(signer, dev.LedgerID, method, time.Now().Add(-10*time.Minute))
+	wantReason(t, "a token ten minutes old", call(old), codes.Unauthenticated, node.ReasonBadToken)
+	otherLedger, _ := auth.SignToken(signer, consortiumID("another"), method, time.Now())
+	wantReason(t, "a token for another ledger", call(otherLedger), codes.Unauthenticated, node.ReasonBadToken)
+	stranger, _ := auth.SignToken(strangerKey(t), dev.LedgerID, method, time.Now())
+	wantReason(t, "a token by an unregistered key", call(stranger), codes.Unauthenticated, node.ReasonUnknownKey)
+	wantReason(t, "a token that is not one", call("v1.nonsense"), codes.Unauthenticated, node.ReasonBadToken)
+}
+
+// TestPlaintextToTLSNode: a plaintext client of a node that serves TLS is
+// told to use TLS.
+func TestPlaintextToTLSNode(t *testing.T) {
+	tn := startTLSNode(t, node.ScopeOpen)
+	conn, err := client.Dial(tn.addr, client.Options{Plaintext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(t.Context(), &pb.GetCheckpointRequest{})
+	wantReason(t, "plaintext call", err, codes.FailedPrecondition, node.ReasonTLSRequired)
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o644) }
+
+func consortiumID(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(h[:])
+}
+
+func strangerKey(t *testing.T) keys.Signer {
+	ks, err := keys.Generate("stranger", nil, keys.Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks.Signers()[0]
+}
