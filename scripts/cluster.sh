@@ -18,14 +18,17 @@ done
 sleep 2
 cat <<MSG
 
-Three nodes serve on 127.0.0.1:7601, :7602 and :7603 (logs in $dir/node-<i>.log).
+Three nodes serve on 127.0.0.1:7601, :7602 and :7603 (logs in $dir/node-<i>.log),
+over TLS with the development CA $dir/tls/ca.pem; they talk to each other over
+TLS bound to their node keys.
 Try:
+  export GPULEDGER_CACERT=$dir/tls/ca.pem GPULEDGER_GENESIS=$dir/genesis.json
   $bin/gpuledger --node 127.0.0.1:7602 submit manufacture --key $dir/keys/acme-gpu.key --serial GPU-0001 --model H100-SXM5-80GB
   $bin/gpuledger --node 127.0.0.1:7603 --min-index 1 serial GPU-0001
   $bin/gpuledger --node 127.0.0.1:7601 cluster status
   $bin/gpuledger --node 127.0.0.1:7601 checkpoint --min-cosigners 3
-  $bin/gpuledger --node 127.0.0.1:7603 verify --genesis $dir/genesis.json --min-signers 3 GPU-0001
-  $bin/grpcurl -plaintext 127.0.0.1:7602 gpuledger.v1.ClusterService/GetClusterStatus
+  $bin/gpuledger --node 127.0.0.1:7603 verify --min-signers 3 GPU-0001
+  $bin/grpcurl -cacert $dir/tls/ca.pem 127.0.0.1:7602 gpuledger.v1.ClusterService/GetClusterStatus
 Ctrl-C stops the cluster.
 MSG
 wait
