@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/gpuledger/gpuledger/crypto/keys"
+	"github.com/gpuledger/gpuledger/internal/consortium"
 	"net"
 	"path/filepath"
 	"testing"
@@ -34,7 +35,11 @@ type tlsNode struct {
 	ca   string
 }
 
-func startTLSNode(t *testing.T, scope node.Scope) *tlsNode {
+func startTLSNode(t *testing.T, scope node.Scope) *tlsNode { return startTLSNodeOf(t, dev, scope, true) }
+
+// startTLSNodeOf is startTLSNode for a node of consortium c; without
+// secure, the same node serves plaintext with read scope open.
+func startTLSNodeOf(t testing.TB, c *consortium.Consortium, scope node.Scope, secure bool) *tlsNode {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := auth.NewLocalCA("test CA")
@@ -53,7 +58,7 @@ func startTLSNode(t *testing.T, scope node.Scope) *tlsNode {
 	if err := writeFile(caFile, ca.CertPEM()); err != nil {
 		t.Fatal(err)
 	}
-	nk, err := auth.ParseNodeKey(dev.NodeKey)
+	nk, err := auth.ParseNodeKey(c.NodeKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,9 +66,12 @@ func startTLSNode(t *testing.T, scope node.Scope) *tlsNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := node.DefaultConfig(dev.NodeName, filepath.Join(dir, "data"))
-	cfg.Genesis, cfg.NodeSigner, cfg.Listener, cfg.TLS, cfg.ReadScope = dev.Genesis, nk, lis, &files, scope
+	cfg := node.DefaultConfig(c.NodeName, filepath.Join(dir, "data"))
+	cfg.Genesis, cfg.NodeSigner, cfg.Listener, cfg.TLS, cfg.ReadScope = c.Genesis, nk, lis, &files, scope
 	cfg.Logger = quietLogger()
+	if !secure {
+		cfg.TLS, cfg.ReadScope = nil, node.ScopeOpen
+	}
 	n, err := node.Open(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
