@@ -314,8 +314,17 @@ func (ca *LocalCA) CertPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der})
 }
 
+// IssueClient returns a client certificate naming name.
+func (ca *LocalCA) IssueClient(name string) (tls.Certificate, error) {
+	return ca.issue(name, nil, x509.ExtKeyUsageClientAuth)
+}
+
 // Issue returns a server certificate for hosts (DNS names or IP addresses).
 func (ca *LocalCA) Issue(name string, hosts []string) (tls.Certificate, error) {
+	return ca.issue(name, hosts, x509.ExtKeyUsageServerAuth)
+}
+
+func (ca *LocalCA) issue(name string, hosts []string, usage x509.ExtKeyUsage) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -325,7 +334,7 @@ func (ca *LocalCA) Issue(name string, hosts []string) (tls.Certificate, error) {
 		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(2, 0, 0),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage: []x509.ExtKeyUsage{usage},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -338,5 +347,9 @@ func (ca *LocalCA) Issue(name string, hosts []string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.der}, PrivateKey: key}, nil
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der, ca.der}, PrivateKey: key, Leaf: leaf}, nil
 }

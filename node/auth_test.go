@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"log/slog"
 	"os"
@@ -23,23 +25,37 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // tlsNode is a node serving TLS on 127.0.0.1 with the given read scope,
 // with a certificate from a CA made for the test.
 type tlsNode struct {
-	n    *node.Node
-	addr string
-	ca   string
+	n     *node.Node
+	addr  string
+	ca    string
+	caKey *auth.LocalCA
+	files node.TLSFiles
+	dir   string
 }
 
-func startTLSNode(t *testing.T, scope node.Scope) *tlsNode { return startTLSNodeOf(t, dev, scope, true) }
+func startTLSNode(t *testing.T, scope node.Scope) *tlsNode {
+	return startTLSNodeOf(t, dev, scope, true)
+}
 
 // startTLSNodeOf is startTLSNode for a node of consortium c; without
 // secure, the same node serves plaintext with read scope open.
 func startTLSNodeOf(t testing.TB, c *consortium.Consortium, scope node.Scope, secure bool) *tlsNode {
+	return startTLSNodeWith(t, c, scope, secure, nil)
+}
+
+// startTLSNodeWith is startTLSNodeOf with the node's configuration changed
+// by mod (given the directory its files are in).
+func startTLSNodeWith(t testing.TB, c *consortium.Consortium, scope node.Scope, secure bool, mod func(dir string, cfg *node.Config)) *tlsNode {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := auth.NewLocalCA("test CA")
@@ -72,6 +88,9 @@ func startTLSNodeOf(t testing.TB, c *consortium.Consortium, scope node.Scope, se
 	if !secure {
 		cfg.TLS, cfg.ReadScope = nil, node.ScopeOpen
 	}
+	if mod != nil {
+		mod(dir, &cfg)
+	}
 	n, err := node.Open(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +106,7 @@ func startTLSNodeOf(t testing.TB, c *consortium.Consortium, scope node.Scope, se
 		s.Stop()
 		n.Close(context.Background())
 	})
-	return &tlsNode{n: n, addr: lis.Addr().String(), ca: caFile}
+	return &tlsNode{n: n, addr: lis.Addr().String(), ca: caFile, caKey: ca, files: files, dir: dir}
 }
 
 // as dials the node as participant id (nil: no one), with a client
@@ -294,4 +313,174 @@ func strangerKey(t *testing.T) keys.Signer {
 		t.Fatal(err)
 	}
 	return ks.Signers()[0]
+}
+
+// servedSerial returns the serial number of the certificate the node
+// serves to clients now.
+func (tn *tlsNode) servedSerial(t *testing.T) string {
+	t.Helper()
+	pool := x509.NewCertPool()
+	b, _ := os.ReadFile(tn.ca)
+	pool.AppendCertsFromPEM(b)
+	c, err := tls.Dial("tcp", tn.addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// TestCertificateReload: a renewed certificate written over the node's
+// files is served to the next connection without a restart; a file that
+// does not load leaves the previous certificate served.
+func TestCertificateReload(t *testing.T) {
+	tn := startTLSNode(t, node.ScopeOpen)
+	first := tn.servedSerial(t)
+	renewed, err := tn.caKey.Issue("node", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the node looks at the files at most once a second
+	if err := auth.WritePEM(renewed, tn.files.CertFile, tn.files.KeyFile); err != nil {
+		t.Fatal(err)
+	}
+	want := renewed.Leaf
+	if want == nil {
+		want, _ = x509.ParseCertificate(renewed.Certificate[0])
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for tn.servedSerial(t) != want.SerialNumber.String() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node still serves certificate %s, not the renewed %s", tn.servedSerial(t), want.SerialNumber)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if first == want.SerialNumber.String() {
+		t.Fatal("the renewed certificate has the first one's serial")
+	}
+	// A broken file: the node keeps serving the renewed certificate.
+	time.Sleep(1100 * time.Millisecond)
+	if err := os.WriteFile(tn.files.CertFile, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if got := tn.servedSerial(t); got != want.SerialNumber.String() {
+		t.Fatalf("after a broken certificate file the node serves %s, want the renewed %s", got, want.SerialNumber)
+	}
+}
+
+// TestClientCA: with a client CA, a client without a certificate is
+// refused at the handshake; one with a certificate from that CA, or over a
+// registered participant key, gets in.
+func TestClientCA(t *testing.T) {
+	clientCA, err := auth.NewLocalCA("clients")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startTLSNodeWith(t, dev, node.ScopeOpen, true, func(dir string, cfg *node.Config) {
+		f := filepath.Join(dir, "client-ca.pem")
+		if err := writeFile(f, clientCA.CertPEM()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.TLS.ClientCAFile = f
+	})
+	call := func(o client.Options, more ...grpc.DialOption) error {
+		o.CACertFile = tn.ca
+		conn, err := client.Dial(tn.addr, o, more...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		_, err = gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(ctx, &pb.GetCheckpointRequest{})
+		return err
+	}
+	if err := call(client.Options{}); err == nil {
+		t.Fatal("a client without a certificate got in")
+	}
+	if err := call(client.Options{Identity: member("eu-dist").Keys}); err != nil {
+		t.Fatalf("a client with a certificate over a registered key: %v", err)
+	}
+	issued, err := clientCA.IssueClient("monitoring")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	b, _ := os.ReadFile(tn.ca)
+	pool.AppendCertsFromPEM(b)
+	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{issued}, MinVersion: tls.VersionTLS13})
+	conn, err := grpc.NewClient(tn.addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := gpuledgerv1grpc.NewAuditServiceClient(conn).GetCheckpoint(t.Context(), &pb.GetCheckpointRequest{}); err != nil {
+		t.Fatalf("a client with a certificate from the client CA: %v", err)
+	}
+	stranger, err := auth.ParticipantCertificate(mustKeys(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds = credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{stranger}, MinVersion: tls.VersionTLS13})
+	conn2, err := grpc.NewClient(tn.addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := gpuledgerv1grpc.NewAuditServiceClient(conn2).GetCheckpoint(ctx, &pb.GetCheckpointRequest{}); err == nil {
+		t.Fatal("a client with a self-signed certificate over an unregistered key got in")
+	}
+}
+
+func mustKeys(t *testing.T) *keys.KeySet {
+	ks, err := keys.Generate("stranger", nil, keys.Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
+// TestSuspendedCaller: a participant suspended by the regulator is refused
+// at its next call on the connection it holds open.
+func TestSuspendedCaller(t *testing.T) {
+	tn := startTLSNode(t, node.ScopeAuthenticated)
+	eu := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "eu-dist", false))
+	if _, err := eu.ListSerials(t.Context(), &pb.ListSerialsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	reg := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "export-regulator", false))
+	env := new(pb.Envelope)
+	if err := proto.Unmarshal(member("export-regulator").SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.Now(), Reason: "straw buyer",
+		Change: &pb.RegistryChange_SuspendParticipant{SuspendParticipant: &pb.SuspendParticipant{ParticipantId: "eu-dist"}}}), env); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Append(t.Context(), &pb.AppendRequest{Envelope: env}); err != nil {
+		t.Fatalf("suspend: %v", err)
+	}
+	_, err := eu.ListSerials(t.Context(), &pb.ListSerialsRequest{})
+	wantReason(t, "a suspended participant's next call", err, codes.PermissionDenied, node.ReasonSuspended)
+}
+
+// TestMLDSATokens: a participant whose only key is ML-DSA-65 (which TLS
+// cannot carry) authenticates with tokens, chosen by the client package.
+func TestMLDSATokens(t *testing.T) {
+	c, err := consortium.Build(consortium.DevWith(keys.MLDSA65), consortium.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startTLSNodeOf(t, c, node.ScopeAuthenticated, true)
+	conn, err := client.Dial(tn.addr, client.Options{CACertFile: tn.ca, Identity: c.Member("eu-dist").Keys, LedgerID: c.LedgerID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := gpuledgerv1grpc.NewLedgerServiceClient(conn).ListSerials(t.Context(), &pb.ListSerialsRequest{}); err != nil {
+		t.Fatalf("an ML-DSA-65 participant's read: %v", err)
+	}
+	if _, err := client.DialOptions(client.Options{CACertFile: tn.ca, Identity: c.Member("eu-dist").Keys}); err == nil {
+		t.Fatal("tokens without a ledger id were not refused")
+	}
 }

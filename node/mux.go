@@ -16,6 +16,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -82,16 +83,21 @@ const (
 	maxRaftHandshakes = 64
 )
 
-func newMux(l net.Listener, limit int, log *slog.Logger, tlsOnly bool, name string) *mux {
+// newMux splits l. With creds (the node serves TLS only), plaintext gRPC
+// connections are told to use TLS, and connections past the limit are
+// refused over TLS.
+func newMux(l net.Listener, limit int, log *slog.Logger, creds credentials.TransportCredentials, name string) *mux {
 	m := &mux{l: l, grpc: newChanListener(l.Addr()), raft: newChanListener(l.Addr()), log: log, limit: int64(limit)}
-	if tlsOnly {
+	var opts []grpc.ServerOption
+	if creds != nil {
 		m.plain = newChanListener(l.Addr())
 		m.plainSrv = plaintextRefusal(name)
 		go m.plainSrv.Serve(m.plain)
+		opts = append(opts, grpc.Creds(creds))
 	}
 	if limit > 0 {
 		m.refusals = newChanListener(l.Addr())
-		m.refusal = refusalServer(m.limit)
+		m.refusal = refusalServer(m.limit, opts...)
 		go m.refusal.Serve(m.refusals)
 	}
 	go m.serve()
@@ -182,7 +188,7 @@ func (m *mux) overLimit(c net.Conn) {
 
 // refusalServer answers every call with RESOURCE_EXHAUSTED saying that the
 // node holds its limit of connections, and closes each connection soon.
-func refusalServer(limit int64) *grpc.Server {
+func refusalServer(limit int64, opts ...grpc.ServerOption) *grpc.Server {
 	msg := fmt.Sprintf("the node holds %d client connections, its limit (gpuledgerd --max-connections); retry later or ask another node", limit)
 	refuse := func(any, grpc.ServerStream) error {
 		st := status.New(codes.ResourceExhausted, msg)
@@ -192,8 +198,8 @@ func refusalServer(limit int64) *grpc.Server {
 		}
 		return st.Err()
 	}
-	return grpc.NewServer(grpc.UnknownServiceHandler(refuse), grpc.MaxConcurrentStreams(4), grpc.MaxRecvMsgSize(1<<16), grpc.ConnectionTimeout(time.Second),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: time.Second, MaxConnectionAgeGrace: time.Second}))
+	return grpc.NewServer(append([]grpc.ServerOption{grpc.UnknownServiceHandler(refuse), grpc.MaxConcurrentStreams(4), grpc.MaxRecvMsgSize(1 << 16), grpc.ConnectionTimeout(time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: time.Second, MaxConnectionAgeGrace: time.Second})}, opts...)...)
 }
 
 // refuse tells an HTTP/2 (gRPC) client why it is turned away, in a GOAWAY

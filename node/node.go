@@ -36,6 +36,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -314,7 +315,11 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		n.peers = newPeerConns(n.peerCredentials(nodeCert))
 	}
 	if cfg.Listener != nil {
-		n.mux = newMux(cfg.Listener, cfg.MaxConnections, cfg.Logger, n.tls != nil, cfg.Name)
+		var creds credentials.TransportCredentials
+		if n.tls != nil {
+			creds = credentials.NewTLS(n.tls)
+		}
+		n.mux = newMux(cfg.Listener, cfg.MaxConnections, cfg.Logger, creds, cfg.Name)
 		if n.addr == "" {
 			n.addr = cfg.Listener.Addr().String()
 		}

@@ -61,8 +61,8 @@ func BenchmarkTLS(b *testing.B) {
 		}
 		tl := gpuledgerv1grpc.NewLedgerServiceClient(tconn)
 		both := []struct {
-			lc  gpuledgerv1grpc.LedgerServiceClient
-			out *struct{ batch, unary, reads, dial []float64 }
+			lc   gpuledgerv1grpc.LedgerServiceClient
+			out  *struct{ batch, unary, reads, dial []float64 }
 			dial func() (*grpc.ClientConn, error)
 		}{
 			{gpuledgerv1grpc.NewLedgerServiceClient(pconn), &plain, func() (*grpc.ClientConn, error) { return client.Dial(p.addr, client.Options{Plaintext: true}) }},
