@@ -70,6 +70,7 @@ func startCluster(t *testing.T, founders []int, extra ...string) *cluster {
 	// certificate, the nodes talk TLS over their node keys, and the CLI
 	// trusts the CA.
 	t.Setenv("GPULEDGER_CACERT", c.ca())
+	t.Setenv("GPULEDGER_GENESIS", filepath.Join(c.dir, "genesis.json")) // every receipt verified
 	var peers []string
 	for _, i := range founders {
 		peers = append(peers, fmt.Sprintf("node-%d=%s", i, c.addrs[i-1]))
@@ -119,7 +120,9 @@ type nodeStatus struct {
 
 func (c *cluster) status(i int) (nodeStatus, error) {
 	var st nodeStatus
-	out, errOut, code := run(c.t, bin.cli, "--node", c.addrs[i-1], "--timeout", "3s", "cluster", "status", "-o", "json")
+	// As the auditor: a node with read scope authenticated or scoped
+	// answers registered participants only.
+	out, errOut, code := run(c.t, bin.cli, "--node", c.addrs[i-1], "--timeout", "3s", "--identity", c.key("audit-office"), "cluster", "status", "-o", "json")
 	if code != 0 {
 		return st, fmt.Errorf("cluster status of node-%d: exit %d: %s", i, code, errOut)
 	}
@@ -615,5 +618,45 @@ func TestClusterReadYourWrites(t *testing.T) {
 		if code != 0 || !acceptedRE.MatchString(out) {
 			t.Fatalf("ship %s through node-%d right after its manufacture through node-%d (%d of 20 so far): exit %d\n%s%s", sn, other, leader, k, code, out, errOut)
 		}
+	}
+}
+
+// TestClusterScoped: a cluster whose nodes all serve read scope scoped. A
+// write through a follower is forwarded to the leader (the follower calls
+// as a node, with its node key), a checkpoint cosigned by all three nodes
+// is gathered for an auditor, a participant reads its own serial through
+// any node and is refused another's, and a participant's direct call to
+// the nodes' cosigning method is refused (NODE_ONLY).
+func TestClusterScoped(t *testing.T) {
+	c := startCluster(t, []int{1, 2, 3}, "--read-scope", "scoped")
+	leader := c.waitLeader(1, 2, 3)
+	follower := leader%3 + 1
+	as := func(i int, id string, args ...string) (string, string, int) {
+		return run(t, bin.cli, append([]string{"--node", c.addrs[i-1], "--timeout", "10s", "--identity", c.key(id)}, args...)...)
+	}
+	for _, sn := range []string{"GPU-SC-1", "GPU-SC-2"} {
+		if out, errOut, code := as(follower, "acme-gpu", "submit", "manufacture", "--key", c.key("acme-gpu"), "--serial", sn, "--model", "H100"); code != 0 || !acceptedRE.MatchString(out) {
+			t.Fatalf("manufacture %s through follower node-%d: exit %d\n%s%s", sn, follower, code, out, errOut)
+		}
+	}
+	if out, errOut, code := as(follower, "acme-gpu", "submit", "ship", "--key", c.key("acme-gpu"), "--serial", "GPU-SC-1", "--to", "eu-dist"); code != 0 || !acceptedRE.MatchString(out) {
+		t.Fatalf("ship through a follower: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code := as(follower, "audit-office", "verify", "--min-signers", "3", "GPU-SC-2"); code != 0 || !strings.Contains(out, "OK GPU-SC-2") {
+		t.Fatalf("the auditor verifies GPU-SC-2 with a checkpoint of three organisations' nodes: exit %d\n%s%s", code, out, errOut)
+	}
+	for i := 1; i <= 3; i++ {
+		if out, errOut, code := as(i, "eu-dist", "--min-index", "3", "serial", "GPU-SC-1"); code != 0 || !strings.Contains(out, "GPU-SC-1") {
+			t.Fatalf("eu-dist reads GPU-SC-1 through node-%d: exit %d\n%s%s", i, code, out, errOut)
+		}
+		if _, errOut, code := as(i, "eu-dist", "--min-index", "3", "serial", "GPU-SC-2"); code == 0 || !strings.Contains(errOut, "NOT_A_PARTY") {
+			t.Fatalf("eu-dist reads GPU-SC-2 through node-%d: exit %d\n%s", i, code, errOut)
+		}
+	}
+	clients := filepath.Join(c.dir, "tls", "clients")
+	out, errOut, code := run(t, bin.grpcurl, "-cacert", c.ca(), "-cert", filepath.Join(clients, "eu-dist.pem"), "-key", filepath.Join(clients, "eu-dist.key"),
+		"-d", `{"size":"1"}`, c.addrs[0], "gpuledger.v1.ClusterService/CosignCheckpoint")
+	if code == 0 || !strings.Contains(out+errOut, "is for the cluster's nodes") {
+		t.Fatalf("a participant asks a node to cosign: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"google.golang.org/grpc/metadata"
 	"slices"
+	"strconv"
 
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/ledger"
@@ -114,7 +116,7 @@ func (v *Verifier) consistent(ctx context.Context, c *Client, store TrustStore, 
 	}
 	// Older than the trusted checkpoint (another node, a little behind):
 	// it must be a prefix of it.
-	r, err := c.Audit.GetConsistencyProof(ctx, &pb.GetConsistencyProofRequest{OldSize: cp.Size, NewSize: old.Size})
+	r, err := c.Audit.GetConsistencyProof(atLeast(ctx, old.Size), &pb.GetConsistencyProofRequest{OldSize: cp.Size, NewSize: old.Size})
 	if err != nil {
 		return fmt.Errorf("consistency proof from %d to %d: %w", cp.Size, old.Size, err)
 	}
@@ -129,4 +131,11 @@ func (v *Verifier) consistent(ctx context.Context, c *Client, store TrustStore, 
 		return &ReceiptError{(&ForkError{old, cp, "the receipt's checkpoint is not a prefix of the trusted one: " + err.Error()}).Error()}
 	}
 	return nil
+}
+
+// atLeast asks the node to answer once it has applied size entries (the
+// gpuledger-min-index header): a follower a moment behind the leader that
+// signed a receipt's checkpoint waits for it rather than fail.
+func atLeast(ctx context.Context, size uint64) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "gpuledger-min-index", strconv.FormatUint(size, 10))
 }
