@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -256,7 +257,8 @@ func (n *Node) entryVisible(ctx context.Context, e *pb.Entry) error {
 }
 
 // findingVisible says whether the caller may see a finding: one of a
-// serial it may read, or, for those who read all, any.
+// serial it may read that rests on entries it may read alone (none from
+// before it became party), or, for those who read all, any.
 func (n *Node) findingVisible(ctx context.Context, f *pb.Finding) bool {
 	c := callerOf(ctx)
 	if n.cfg.ReadScope != ScopeScoped || c == nil || c.all() {
@@ -265,8 +267,35 @@ func (n *Node) findingVisible(ctx context.Context, f *pb.Finding) bool {
 	if f.GetSerial() == "" {
 		return false
 	}
-	_, err := n.ledger.PartyOf(ctx, c.participant, f.GetSerial())
-	return err == nil
+	p, err := n.ledger.PartyOf(ctx, c.participant, f.GetSerial())
+	if err != nil {
+		return false
+	}
+	for _, i := range f.GetEvidenceIndexes() {
+		if i < p.Index {
+			return false
+		}
+	}
+	return true
+}
+
+// redact removes from a serial's state what a participant reading it from
+// entry p.Index on may not see: custody changes, rival claims and a hub
+// arrival from before then, other participants' byte budgets, and findings
+// that rest on earlier entries. The GPU's own facts (model, ECCN,
+// manufacturer, first entry) stay: they are printed on it.
+func (n *Node) redact(ctx context.Context, st *pb.SerialState, p ledger.Party) {
+	c := callerOf(ctx)
+	if n.cfg.ReadScope != ScopeScoped || c == nil || c.all() {
+		return
+	}
+	st.CustodyChanges = slices.DeleteFunc(st.CustodyChanges, func(x *pb.CustodyChange) bool { return x.GetIndex() < p.Index })
+	st.Claims = slices.DeleteFunc(st.Claims, func(x *pb.Claim) bool { return x.GetIndex() < p.Index })
+	if st.GetHubArrival().GetIndex() < p.Index {
+		st.HubArrival = nil
+	}
+	st.Budgets = slices.DeleteFunc(st.Budgets, func(b *pb.ByteBudget) bool { return b.GetParticipant() != c.participant })
+	st.OpenFindings = slices.DeleteFunc(st.OpenFindings, func(f *pb.Finding) bool { return !n.findingVisible(ctx, f) })
 }
 
 // nonces remembers the nonces of recent tokens, so that each is used once.

@@ -184,8 +184,18 @@ func TestScopedReads(t *testing.T) {
 		t.Fatalf("the claimant reads its own entry: %v", err)
 	}
 
-	if _, err := eu.GetSerial(ctx, &pb.GetSerialRequest{Serial: "SC-1"}); err != nil {
+	st, err := eu.GetSerial(ctx, &pb.GetSerialRequest{Serial: "SC-1"})
+	if err != nil {
 		t.Fatalf("eu-dist, consignee, reads SC-1: %v", err)
+	}
+	// What the state says of the time before eu-dist became party is
+	// withheld: acme's and us-dist's byte budgets (who appended); the rival
+	// claim, made after, is shown.
+	if len(st.GetSerial().GetBudgets()) != 0 || len(st.GetSerial().GetClaims()) != 1 {
+		t.Fatalf("eu-dist sees budgets %v and claims %v of SC-1; want no budget of others and us-dist's claim", st.GetSerial().GetBudgets(), st.GetSerial().GetClaims())
+	}
+	if full, err := gpuledgerv1grpc.NewLedgerServiceClient(tn.as(t, "audit-office", false)).GetSerial(ctx, &pb.GetSerialRequest{Serial: "SC-1"}); err != nil || len(full.GetSerial().GetBudgets()) != 2 {
+		t.Fatalf("the auditor sees budgets %v (%v), want acme's and us-dist's", full.GetSerial().GetBudgets(), err)
 	}
 	h, err := eu.ListSerialEvents(ctx, &pb.ListSerialEventsRequest{Serial: "SC-1"})
 	if err != nil {
@@ -229,18 +239,18 @@ func TestScopedReads(t *testing.T) {
 	}
 
 	// Streaming everything is an auditor's.
-	st, err := eu.StreamEntries(ctx, &pb.StreamEntriesRequest{})
+	stream, err := eu.StreamEntries(ctx, &pb.StreamEntriesRequest{})
 	if err == nil {
-		_, err = st.Recv()
+		_, err = stream.Recv()
 	}
 	wantReason(t, "eu-dist streams every entry", err, codes.PermissionDenied, node.ReasonAuditorScope)
-	st, err = auditor.StreamEntries(ctx, &pb.StreamEntriesRequest{})
+	stream, err = auditor.StreamEntries(ctx, &pb.StreamEntriesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for ; ; n++ {
-		if _, err := st.Recv(); err != nil {
+		if _, err := stream.Recv(); err != nil {
 			break
 		}
 	}

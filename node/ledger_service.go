@@ -130,7 +130,8 @@ func (s *ledgerService) GetSerial(ctx context.Context, req *pb.GetSerialRequest)
 	if !custody.ValidSerial(req.GetSerial()) {
 		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -", custody.Quote(req.GetSerial())))
 	}
-	if _, err := s.n.visible(ctx, req.GetSerial()); err != nil {
+	party, err := s.n.visible(ctx, req.GetSerial())
+	if err != nil {
 		return nil, err
 	}
 	if err := s.n.waitSize(ctx, req.GetMinIndex()); err != nil {
@@ -144,6 +145,7 @@ func (s *ledgerService) GetSerial(ctx context.Context, req *pb.GetSerialRequest)
 	if st.OpenFindings, err = s.n.ledger.SerialFindings(ctx, req.GetSerial(), time.Now(), false); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
+	s.n.redact(ctx, st, party)
 	return &pb.GetSerialResponse{Serial: st, AppliedSize: size}, nil
 }
 
@@ -246,6 +248,15 @@ func (s *ledgerService) ListSerials(ctx context.Context, req *pb.ListSerialsRequ
 	sts, next, err := s.n.ledger.Serials(ctx, f, after, limit, maxScan)
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
+	}
+	if f.Party != "" {
+		for _, st := range sts {
+			p, err := s.n.ledger.PartyOf(ctx, f.Party, st.GetSerial())
+			if err != nil {
+				return nil, toStatus(ctx, s.n.log, err)
+			}
+			s.n.redact(ctx, st, p)
+		}
 	}
 	out := &pb.ListSerialsResponse{Serials: sts}
 	if next != "" {

@@ -120,12 +120,9 @@ func (v *Verifier) consistent(ctx context.Context, c *Client, store TrustStore, 
 	if err != nil {
 		return fmt.Errorf("consistency proof from %d to %d: %w", cp.Size, old.Size, err)
 	}
-	proof := make(tlog.TreeProof, len(r.GetProof().GetHashes()))
-	for i, h := range r.GetProof().GetHashes() {
-		if len(h) != tlog.HashSize {
-			return &ReceiptError{"malformed consistency proof"}
-		}
-		proof[i] = tlog.Hash(h)
+	proof, ok := treeProof(r.GetProof().GetHashes())
+	if !ok {
+		return &ReceiptError{"malformed consistency proof"}
 	}
 	if err := tlog.CheckTree(proof, int64(old.Size), old.Root, int64(cp.Size), cp.Root); err != nil {
 		return &ReceiptError{(&ForkError{old, cp, "the receipt's checkpoint is not a prefix of the trusted one: " + err.Error()}).Error()}

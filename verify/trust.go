@@ -68,12 +68,9 @@ func (v *Verifier) Advance(ctx context.Context, c *Client, store TrustStore, cp 
 			if err != nil {
 				return old, fmt.Errorf("consistency proof from %d to %d: %w", old.Size, cp.Size, err)
 			}
-			proof := make(tlog.TreeProof, len(r.GetProof().GetHashes()))
-			for i, h := range r.GetProof().GetHashes() {
-				if len(h) != tlog.HashSize {
-					return old, &ForkError{old, cp, "malformed consistency proof"}
-				}
-				proof[i] = tlog.Hash(h)
+			proof, ok := treeProof(r.GetProof().GetHashes())
+			if !ok {
+				return old, &ForkError{old, cp, "malformed consistency proof"}
 			}
 			if err := tlog.CheckTree(proof, int64(cp.Size), cp.Root, int64(old.Size), old.Root); err != nil {
 				return old, &ForkError{old, cp, "the consistency proof fails: " + err.Error()}
@@ -112,4 +109,17 @@ func (v *Verifier) Trusted(store TrustStore) (*Checkpoint, error) {
 		return nil, fmt.Errorf("trust store %s holds a checkpoint that does not verify: %w", store.path(v.origin), err)
 	}
 	return cp, nil
+}
+
+// treeProof converts a consistency proof's hashes, or reports that one is
+// not a hash.
+func treeProof(hashes [][]byte) (tlog.TreeProof, bool) {
+	proof := make(tlog.TreeProof, len(hashes))
+	for i, h := range hashes {
+		if len(h) != tlog.HashSize {
+			return nil, false
+		}
+		proof[i] = tlog.Hash(h)
+	}
+	return proof, true
 }

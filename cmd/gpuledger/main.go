@@ -103,7 +103,13 @@ it to read serials and checkpoints and to verify a serial's chain on their own
 machine, trusting only the genesis.
 
 Every read takes -o json for scripts. The node is --node, else $GPULEDGER_NODE,
-else ` + DefaultNode + ` (what "gpuledgerd dev" serves).`,
+else ` + DefaultNode + ` (what "gpuledgerd dev" serves). Nodes serve TLS: give the
+CA that issued the node's certificate with --cacert or $GPULEDGER_CACERT (run
+from a directory holding ./.gpuledger-dev, the dev node's CA is found by
+itself). Where a node's read scope is not open, authenticate with your
+participant key (--identity; commands that sign use their --key). Give the
+genesis you trust (--genesis or $GPULEDGER_GENESIS) and every receipt is
+verified before it is believed.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPostRun: func(*cobra.Command, []string) {

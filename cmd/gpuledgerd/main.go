@@ -154,6 +154,11 @@ func serve(ctx context.Context, c *common, log *slog.Logger, cfg node.Config, re
 		if c.tlsCert == "" || c.tlsKey == "" {
 			return errors.New("--tls-cert and --tls-key go together: give both")
 		}
+		if st, err := os.Stat(c.tlsKey); err != nil {
+			return fmt.Errorf("--tls-key: %w", err)
+		} else if st.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("--tls-key %s has mode %v: it must not be readable by group or others (chmod 600 %s)", c.tlsKey, st.Mode().Perm(), c.tlsKey)
+		}
 		cfg.TLS = &node.TLSFiles{CertFile: c.tlsCert, KeyFile: c.tlsKey, ClientCAFile: c.tlsCA}
 	case c.tlsCA != "":
 		return errors.New("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")

@@ -31,8 +31,19 @@ own entry included; writes succeed once a majority is up. To add a node to a
 running cluster, start it with --join host:port of any member: it asks,
 signed with its node key, to be added as a voter (the registry must list the
 node). --peers and --join count only on a node's first start; afterwards the
-raft state in --data says who the members are.`,
+raft state in --data says who the members are.
+
+A node on a network serves TLS 1.3 (--tls-cert, --tls-key: its organisation's
+certificate for the name clients use, re-read when the files change); only on
+loopback may it serve plaintext. Nodes reach each other over TLS bound to
+their node keys, so the organisations need no common CA. --read-scope says
+who reads what: open, authenticated (registered participants and nodes) or
+scoped (auditors, regulators and nodes everything; a participant the serials
+it has been party to). Clients authenticate with a certificate over their
+participant key (gpuledger --identity; gpuledger client-cert for others) or a
+signed token per call.`,
 		Example: `  gpuledgerd serve --data /var/lib/gpuledger --genesis genesis.json --node-key node.key \
+      --tls-cert /etc/gpuledger/node.pem --tls-key /etc/gpuledger/node-key.pem --read-scope scoped \
       --listen 10.0.0.1:7600 --peers acme-1=10.0.0.1:7600,eudist-1=10.0.1.1:7600,dcfra-1=10.0.2.1:7600`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
