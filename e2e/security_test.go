@@ -100,6 +100,16 @@ func TestScopedNode(t *testing.T) {
 	if out, errOut, code := as("eu-dist", "verify", "SCOPE-1"); code != 0 || !strings.Contains(out, "OK SCOPE-1") || !strings.Contains(out, "from event 1 on") {
 		t.Fatalf("eu-dist verifies SCOPE-1 from where it became party: exit %d\n%s%s", code, out, errOut)
 	}
+	passport := filepath.Join(t.TempDir(), "scope-1.passport")
+	if out, errOut, code := as("eu-dist", "passport", "SCOPE-1", "--file", passport); code != 0 {
+		t.Fatalf("eu-dist's passport of SCOPE-1: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code := run(t, bin.cli, "verify", "--passport", passport, "--genesis", genesis); code != 0 || !strings.Contains(out, "OK passport of SCOPE-1: 1 entry") || !strings.Contains(out, "from event 1 on") {
+		t.Fatalf("eu-dist's passport of SCOPE-1 verified offline: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := as("eu-dist", "passport", "SCOPE-2", "--file", passport); code == 0 || !strings.Contains(errOut, "NOT_A_PARTY") {
+		t.Fatalf("eu-dist's passport of SCOPE-2: exit %d\n%s", code, errOut)
+	}
 	if _, errOut, code := as("eu-dist", "serial", "SCOPE-2"); code == 0 || !strings.Contains(errOut, "PermissionDenied (NOT_A_PARTY)") {
 		t.Fatalf("eu-dist reads SCOPE-2: exit %d\n%s", code, errOut)
 	}

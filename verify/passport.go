@@ -22,6 +22,7 @@ const PassportHeader = "gpuledger-passport v1"
 //
 //	gpuledger-passport v1
 //	serial <serial>
+//	from <n>                                                     (only when the entries start at event n > 0)
 //	genesis <base64 of the genesis file>
 //	registry <index> <accepted_at Unix ns> <base64 envelope>     (each registry change)
 //	proof <base64 hash>...                                       (its inclusion proof)
@@ -32,13 +33,19 @@ const PassportHeader = "gpuledger-passport v1"
 //
 // Numbers are canonical decimal, base64 is standard with padding, and no
 // other line, space or byte is allowed: any change fails to parse or to
-// verify, with a message naming the line or entry.
+// verify, with a message naming the line or entry. A passport with a "from"
+// line is a reader's under read scope scoped: the serial's history from the
+// entry at which that reader became party.
 
 // FormatPassport writes a passport.
 func FormatPassport(p *pb.CustodyPassport) ([]byte, error) {
 	var b bytes.Buffer
 	enc := base64.StdEncoding.EncodeToString
-	fmt.Fprintf(&b, "%s\nserial %s\ngenesis %s\n", PassportHeader, p.GetSerial(), enc(p.GetGenesis()))
+	fmt.Fprintf(&b, "%s\nserial %s\n", PassportHeader, p.GetSerial())
+	if p.GetFirstPosition() > 0 {
+		fmt.Fprintf(&b, "from %d\n", p.GetFirstPosition())
+	}
+	fmt.Fprintf(&b, "genesis %s\n", enc(p.GetGenesis()))
 	write := func(kind string, es []*pb.Entry, proofs []*pb.InclusionProof) error {
 		if len(es) != len(proofs) {
 			return fmt.Errorf("passport: %d %s entries, %d proofs", len(es), kind, len(proofs))
@@ -92,6 +99,7 @@ func ParsePassport(data []byte) (*pb.CustodyPassport, error) {
 	}
 	var pending *[]*pb.InclusionProof
 	var last *pb.Entry
+	extra := 0 // 1 after a "from" line
 	for sc.Scan() {
 		line++
 		text := sc.Text()
@@ -106,7 +114,14 @@ func ParsePassport(data []byte) (*pb.CustodyPassport, error) {
 				return nil, bad("want serial <serial>")
 			}
 			p.Serial = f[1]
-		case line == 3:
+		case line == 3 && f[0] == "from":
+			n, err := num(strings.TrimPrefix(text, "from "))
+			if err != nil || n == 0 || len(f) != 2 {
+				return nil, bad("want from <position above 0>")
+			}
+			p.FirstPosition = n
+			extra = 1
+		case line == 3+extra:
 			if len(f) != 2 || f[0] != "genesis" {
 				return nil, bad("want genesis <base64>")
 			}
@@ -160,7 +175,7 @@ func ParsePassport(data []byte) (*pb.CustodyPassport, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("passport: %w", err)
 	}
-	if line < 3 || pending != nil || len(p.Entries) == 0 {
+	if line < 3+extra || pending != nil || len(p.Entries) == 0 {
 		return nil, fmt.Errorf("passport: incomplete (header, serial, genesis, entries each with a proof, then the checkpoint)")
 	}
 	return p, nil
