@@ -19,6 +19,7 @@ import (
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/ledger/custody"
 	"github.com/gpuledger/gpuledger/ledger/gaps"
+	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
@@ -190,6 +191,9 @@ type applier struct {
 	hashes    *hashReader
 	serials   map[string]*pb.SerialState // written this batch
 	seen      map[[32]byte]*pb.Entry     // accepted this batch
+	// regChanges and regLast count the registry changes accepted this
+	// batch and name the last one's index, for the serial map.
+	regChanges, regLast uint64
 }
 
 func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
@@ -270,6 +274,7 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 			return Result{Err: rej}, nil
 		}
 		a.reg, a.regCloned = reg, true
+		a.regChanges, a.regLast = a.regChanges+1, index
 		if err := a.txn.Set(regKey(index), nil); err != nil {
 			return Result{}, err
 		}
@@ -430,15 +435,38 @@ func (a *applier) append(d *decoded, index uint64, flags []*pb.Flag) (Result, er
 	return Result{Entry: e}, nil
 }
 
-// flush writes the serial states the batch changed.
+// flush writes the serial states the batch changed, and their leaves and
+// the registry's in the serial map (maps.go).
 func (a *applier) flush() error {
 	opts := proto.MarshalOptions{Deterministic: true}
+	updates := make([]smt.Update, 0, len(a.serials)+1)
 	for s, st := range a.serials { // order does not matter: distinct keys, one transaction
 		b, err := opts.Marshal(st)
 		if err != nil {
 			return err
 		}
 		if err := a.txn.Set(serialKey(s), b); err != nil {
+			return err
+		}
+		updates = append(updates, smt.Update{Key: MapKey(s), Value: SerialLeaf(st.GetHeadHash(), st.GetEventCount(), st.GetLastIndex(), sha256.Sum256(b))})
+	}
+	if a.regChanges > 0 {
+		changes, err := registryChanges(a.txn)
+		if err != nil {
+			return err
+		}
+		changes += a.regChanges
+		u, err := registryUpdate(a.reg, changes, a.regLast)
+		if err != nil {
+			return err
+		}
+		updates = append(updates, u)
+		if err := a.txn.Set(metaKey("registry"), be64(changes)); err != nil {
+			return err
+		}
+	}
+	if len(updates) > 0 {
+		if _, err := updateMap(a.txn, a.size, updates); err != nil {
 			return err
 		}
 	}

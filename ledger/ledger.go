@@ -273,10 +273,20 @@ func (l *Ledger) load(ctx context.Context) error {
 		return fmt.Errorf("open ledger %q: the store is new and no genesis was given", l.cfg.Dir)
 	case stored == nil:
 		stored = l.cfg.Genesis
-		if _, err := ParseGenesis(stored); err != nil {
+		g, err := ParseGenesis(stored)
+		if err != nil {
 			return err
 		}
-		if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey("genesis"), stored) }); err != nil {
+		reg, err := newRegistry(g)
+		if err != nil {
+			return err
+		}
+		if err := l.db.Update(func(txn *badger.Txn) error {
+			if err := txn.Set(metaKey("genesis"), stored); err != nil {
+				return err
+			}
+			return initMap(txn, reg)
+		}); err != nil {
 			return fmt.Errorf("store genesis: %w", err)
 		}
 	case l.cfg.Genesis != nil && !bytes.Equal(stored, l.cfg.Genesis):

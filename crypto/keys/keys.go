@@ -152,7 +152,11 @@ func (v *verifier) Verify(msg, sig []byte) bool {
 	if len(sig) != v.s.SignatureSize() {
 		return false
 	}
-	return v.s.circl().Verify(v.pub, msg, sig, nil)
+	ok := v.s.circl().Verify(v.pub, msg, sig, nil)
+	if v.s == MLDSA65 {
+		clearUpper()
+	}
+	return ok
 }
 
 // NewVerifier parses a raw public key of the scheme.
@@ -178,10 +182,16 @@ type signer struct {
 	seed []byte
 }
 
-func (k *signer) KeyID() string          { return k.id }
-func (k *signer) Scheme() Scheme         { return k.s }
-func (k *signer) Sign(msg []byte) []byte { return k.s.circl().Sign(k.priv, msg, nil) }
-func (k *signer) String() string         { return k.s.Name() + " key " + k.id }
+func (k *signer) KeyID() string  { return k.id }
+func (k *signer) Scheme() Scheme { return k.s }
+func (k *signer) Sign(msg []byte) []byte {
+	sig := k.s.circl().Sign(k.priv, msg, nil)
+	if k.s == MLDSA65 {
+		clearUpper()
+	}
+	return sig
+}
+func (k *signer) String() string { return k.s.Name() + " key " + k.id }
 
 // PublicKey is a scheme and raw public key.
 type PublicKey struct {

@@ -1,0 +1,101 @@
+package ledger_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/smt"
+	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// TestSerialMap: two stores fed the same batches agree on the map's root
+// after every batch; the root Apply keeps batch by batch equals a tree
+// built in one go from the serials' stored states and the registry; every
+// serial proves its head, count and state, and serials never seen prove
+// their absence.
+func TestSerialMap(t *testing.T) {
+	batches := mixedBatches(11, 400)
+	// Registry changes in the stream too: the registry leaf moves.
+	reg := testConsortium.Member("export-regulator")
+	change := func(i int) []byte {
+		return reg.SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(t0), Reason: fmt.Sprint("change ", i),
+			Change: &pb.RegistryChange_SuspendParticipant{SuspendParticipant: &pb.SuspendParticipant{ParticipantId: "rack-integrator"}}})
+	}
+	batches[3] = append(batches[3], change(1))
+	a, b := newFixture(t), newFixture(t)
+	at := t0.Add(365 * 24 * time.Hour)
+	for i, batch := range batches {
+		for _, f := range []*fixture{a, b} {
+			if _, err := f.l.Apply(context.Background(), ledger.Batch{AcceptedAt: at.Add(time.Duration(i) * time.Second), Envelopes: batch}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ra, errA := a.l.MapRoot(a.l.Size())
+		rb, errB := b.l.MapRoot(b.l.Size())
+		if errA != nil || errB != nil || ra != rb {
+			t.Fatalf("batch %d: map roots %x (%v) and %x (%v)", i, ra, errA, rb, errB)
+		}
+	}
+	if _, err := a.l.MapRoot(0); err != nil {
+		t.Fatalf("the map root at size 0: %v", err)
+	}
+
+	// Built again in one go, from what the store says.
+	var us []smt.Update
+	states := allSerials(t, a.l)
+	for _, st := range states {
+		st.OpenFindings = nil
+		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		us = append(us, smt.Update{Key: ledger.MapKey(st.GetSerial()), Value: ledger.SerialLeaf(st.GetHeadHash(), st.GetEventCount(), st.GetLastIndex(), sha256.Sum256(raw))})
+	}
+	d, err := ledger.RegistryDigest(a.l.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	us = append(us, smt.Update{Key: ledger.RegistryMapKey, Value: ledger.RegistryLeaf(1, registryIndex(t, a.l), d)})
+	want, err := smt.Apply(smt.MemStore{}, us)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := a.l.MapRoot(a.l.Size())
+	if got != want {
+		t.Fatalf("the map kept by Apply has root %x; built from the %d serials' states, %x", got, len(states), want)
+	}
+
+	for i, st := range states {
+		if i%7 != 0 {
+			continue
+		}
+		size, root, v, p, err := a.l.MapProof(ledger.MapKey(st.GetSerial()))
+		if err != nil || size != a.l.Size() || root != got || v == nil {
+			t.Fatalf("MapProof(%s): size %d root %x value %v: %v", st.GetSerial(), size, root, v, err)
+		}
+		if err := smt.Verify(root, ledger.MapKey(st.GetSerial()), v, p); err != nil {
+			t.Fatalf("the proof of %s: %v", st.GetSerial(), err)
+		}
+	}
+	for i := range 20 {
+		k := ledger.MapKey(fmt.Sprintf("NEVER-%d", i))
+		_, root, v, p, err := a.l.MapProof(k)
+		if err != nil || v != nil || smt.Verify(root, k, nil, p) != nil {
+			t.Fatalf("absence of NEVER-%d: value %v, %v", i, v, err)
+		}
+	}
+}
+
+func registryIndex(t *testing.T, l *ledger.Ledger) uint64 {
+	es, _, err := l.RegistryEntries(context.Background(), 0, 10)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("registry entries: %d, %v", len(es), err)
+	}
+	return es[0].GetIndex()
+}
