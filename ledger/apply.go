@@ -164,6 +164,9 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 	if err := txn.Commit(); err != nil {
 		return nil, fmt.Errorf("apply batch: commit: %w", err)
 	}
+	if a.mapStore != nil {
+		a.mapStore.commit()
+	}
 	l.view.Store(&view{size: a.size, root: root, reg: a.reg, applied: applied, at: b.AcceptedAt})
 	return results, nil
 }
@@ -194,6 +197,7 @@ type applier struct {
 	// regChanges and regLast count the registry changes accepted this
 	// batch and name the last one's index, for the serial map.
 	regChanges, regLast uint64
+	mapStore            *batchMap // the map's writes, once flushed
 }
 
 func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
@@ -465,8 +469,9 @@ func (a *applier) flush() error {
 			return err
 		}
 	}
-	if len(updates) > 0 {
-		if _, err := updateMap(a.txn, a.size, updates); err != nil {
+	if len(updates) > 0 && !a.l.cfg.NoSerialMap {
+		a.mapStore = newBatchMap(a.txn, a.l.mapCache)
+		if _, err := updateMap(a.txn, a.mapStore, a.size, updates); err != nil {
 			return err
 		}
 	}

@@ -205,3 +205,66 @@ func BenchmarkListFindings1M(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMapCost is BenchmarkDetectorCost for the serial map: the same
+// durable batches of 256 Ed25519 records to two stores, one keeping the map
+// and one not, alternating batch by batch, on stores that already hold
+// prefill serials (the map's depth, and its cost, grow with the log2 of
+// the serials). Reported: the map's share of Apply's time, and its stored
+// bytes per serial.
+func BenchmarkMapCost(b *testing.B) {
+	for _, prefill := range []int{0, 100_000} {
+		b.Run(fmt.Sprintf("prefill-%d", prefill), func(b *testing.B) {
+			const batch = 256
+			c := benchConsortium(b, "Ed25519", []keys.Scheme{keys.Ed25519})
+			pool := workload.New(c, 9, t0).Records("MC", 40*batch)
+			pool = pool[:len(pool)/batch*batch]
+			open := func(off bool) *ledger.Ledger {
+				cfg := ledger.DefaultConfig(b.TempDir())
+				cfg.Genesis, cfg.NodeSigner, cfg.NoSerialMap = c.Genesis, c.NodeSigner, off
+				cfg.Logger = slog.New(slog.DiscardHandler)
+				l, err := ledger.Open(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if prefill > 0 {
+					// Two events a serial, so that the map holds prefill serials.
+					if err := workload.Fill(context.Background(), l, c, "PF", 2*prefill, t0, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return l
+			}
+			on, off := open(false), open(true)
+			var tOn, tOff time.Duration
+			next := 0
+			at := t0.Add(365 * 24 * time.Hour)
+			apply := func(l *ledger.Ledger, envs [][]byte) time.Duration {
+				start := time.Now()
+				if _, err := l.Apply(context.Background(), ledger.Batch{AcceptedAt: at, Envelopes: envs}); err != nil {
+					b.Fatal(err)
+				}
+				return time.Since(start)
+			}
+			for b.Loop() {
+				if next == len(pool) {
+					b.Fatal("ran out of records: use -benchtime 40x or less")
+				}
+				envs := pool[next : next+batch]
+				if (next/batch)%2 == 0 {
+					tOn += apply(on, envs)
+					tOff += apply(off, envs)
+				} else {
+					tOff += apply(off, envs)
+					tOn += apply(on, envs)
+				}
+				next += batch
+			}
+			b.ReportMetric((tOn-tOff).Seconds()/tOn.Seconds(), "map-share")
+			b.ReportMetric(float64(b.N*batch)/tOn.Seconds(), "records/s-with-map")
+			b.ReportMetric(float64(b.N*batch)/tOff.Seconds(), "records/s-without")
+			on.Close()
+			off.Close()
+		})
+	}
+}

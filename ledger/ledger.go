@@ -71,6 +71,9 @@ type Config struct {
 	// RAPID_RESALE), to measure what they cost. For benchmarks only: a store written without them is not the
 	// ledger's replicated state.
 	NoDetectors bool
+	// NoSerialMap turns off the serial map (maps.go), to measure what it
+	// costs. For benchmarks only, like NoDetectors.
+	NoSerialMap bool
 	// ReadOnly opens an existing store for reads only: nothing is written,
 	// not even badger's own files (a node on a full disk serves reads so).
 	// Apply fails.
@@ -135,7 +138,9 @@ type Ledger struct {
 	pre preverified
 
 	applyMu sync.Mutex
-	view    atomic.Pointer[view]
+	// mapCache is the serial map's top levels (maps.go), under applyMu.
+	mapCache mapCache
+	view     atomic.Pointer[view]
 
 	cpMu sync.Mutex
 	cp   *pb.Checkpoint // latest signed checkpoint, by size
@@ -168,7 +173,7 @@ func Open(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %q: %w", cfg.Dir, err)
 	}
-	l := &Ledger{cfg: cfg, log: cfg.Logger, db: db}
+	l := &Ledger{cfg: cfg, log: cfg.Logger, db: db, mapCache: make(mapCache)}
 	if cfg.ReadOnly && cfg.Genesis != nil {
 		// load stores the genesis of a new store; a read-only one must
 		// have it already (load checks it matches).

@@ -80,28 +80,202 @@ func RegistryDigest(r *Registry) ([32]byte, error) {
 	return sha256.Sum256(b), nil
 }
 
-func mapNodeKey(p smt.Position) []byte { return append([]byte{'n'}, p.Bytes()...) }
-func mapRootKey(size uint64) []byte    { return u64('N', size) }
+func mapRootKey(size uint64) []byte { return u64('N', size) }
 
-// txnMap is the map's node store in a badger transaction.
-type txnMap struct{ txn *badger.Txn }
+// The map's nodes are stored in tiles: the nodes of tileLevels levels below
+// a depth that is a multiple of tileLevels, under one key ('n', the tile's
+// depth, the prefix bytes that hold its bits), so that an update writes a
+// key per tileLevels levels of its path, not one per node. A tile holds up
+// to 2^tileLevels - 1 nodes: a 16-bit mask of the slots in use, then 65
+// bytes a node (smt.Node.Marshal), slot i at local depth o and local bits b
+// being 2^o - 1 + b.
+const tileLevels = 4
 
-func (m txnMap) Get(p smt.Position) (*smt.Node, error) {
-	b, err := getValue(m.txn, mapNodeKey(p))
+type tile [1<<tileLevels - 1]*smt.Node
+
+func (t *tile) empty() bool {
+	for _, n := range t {
+		if n != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *tile) marshal() []byte {
+	var mask uint16
+	b := make([]byte, 2, 2+len(t)*65)
+	for i, n := range t {
+		if n != nil {
+			mask |= 1 << uint(i)
+			b = append(b, n.Marshal()...)
+		}
+	}
+	binary.BigEndian.PutUint16(b, mask)
+	return b
+}
+
+func unmarshalTile(b []byte) (*tile, error) {
+	t := new(tile)
+	if len(b) < 2 {
+		return nil, fmt.Errorf("%w: a map tile of %d bytes", ErrCorrupt, len(b))
+	}
+	mask, rest := binary.BigEndian.Uint16(b), b[2:]
+	for i := range t {
+		if mask&(1<<uint(i)) == 0 {
+			continue
+		}
+		if len(rest) < 65 {
+			return nil, fmt.Errorf("%w: a map tile is short", ErrCorrupt)
+		}
+		n, err := smt.UnmarshalNode(rest[:65])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		t[i], rest = n, rest[65:]
+	}
+	if len(rest) != 0 || mask>>uint(len(t)) != 0 {
+		return nil, fmt.Errorf("%w: a map tile has bytes past its nodes", ErrCorrupt)
+	}
+	return t, nil
+}
+
+// tileOf returns the key of the tile that holds position p, and p's slot.
+func tileOf(p smt.Position) (string, int) {
+	td := p.Depth / tileLevels * tileLevels
+	o := p.Depth - td
+	bits := 0
+	for i := td; i < p.Depth; i++ {
+		bits = bits<<1 | int((p.Prefix[i/8]>>(7-uint(i%8)))&1)
+	}
+	return string(append([]byte{'n'}, smt.At(p.Prefix, td).Bytes()...)), 1<<uint(o) - 1 + bits
+}
+
+func readTile(txn *badger.Txn, key string) (*tile, error) {
+	b, err := getValue(txn, []byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, nil
+		return new(tile), nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return smt.UnmarshalNode(b)
+	return unmarshalTile(b)
 }
 
-func (m txnMap) Put(p smt.Position, n *smt.Node) error {
-	if n == nil {
-		return m.txn.Delete(mapNodeKey(p))
+// mapCacheDepth bounds the tiles kept in memory: those of the levels above
+// it, which every update reads (at most 1 + 16 + 256 + 4,096 tiles).
+const mapCacheDepth = 16
+
+// mapCache holds the map's committed tiles above mapCacheDepth, by key;
+// Apply (under applyMu) alone reads and changes it.
+type mapCache map[string]*tile
+
+// batchMap is the map's store for one batch: tiles the batch has touched
+// are kept until flush writes the changed ones to the transaction; tiles
+// of the top levels come from the cache, which takes the batch's once the
+// transaction commits (commit).
+type batchMap struct {
+	txn   *badger.Txn
+	cache mapCache
+	tiles map[string]*tile
+	dirty map[string]bool
+}
+
+func newBatchMap(txn *badger.Txn, cache mapCache) *batchMap {
+	return &batchMap{txn: txn, cache: cache, tiles: make(map[string]*tile), dirty: make(map[string]bool)}
+}
+
+func cachedDepth(key string) bool { return int(key[1]) < mapCacheDepth }
+
+func (m *batchMap) tile(key string) (*tile, error) {
+	if t, ok := m.tiles[key]; ok {
+		return t, nil
 	}
-	return m.txn.Set(mapNodeKey(p), n.Marshal())
+	if t, ok := m.cache[key]; ok && cachedDepth(key) {
+		m.tiles[key] = t
+		return t, nil
+	}
+	t, err := readTile(m.txn, key)
+	if err != nil {
+		return nil, err
+	}
+	if cachedDepth(key) && !t.empty() {
+		m.cache[key] = t // as committed: the batch has not written it
+	}
+	m.tiles[key] = t
+	return t, nil
+}
+
+func (m *batchMap) Get(p smt.Position) (*smt.Node, error) {
+	key, slot := tileOf(p)
+	t, err := m.tile(key)
+	if err != nil {
+		return nil, err
+	}
+	return t[slot], nil
+}
+
+func (m *batchMap) Put(p smt.Position, n *smt.Node) error {
+	key, slot := tileOf(p)
+	t, err := m.tile(key)
+	if err != nil {
+		return err
+	}
+	if !m.dirty[key] {
+		c := *t // copy on first write: the cache keeps the committed tile
+		t = &c
+		m.tiles[key], m.dirty[key] = t, true
+	}
+	t[slot] = n
+	return nil
+}
+
+// flush writes the changed tiles to the transaction.
+func (m *batchMap) flush() error {
+	for key := range m.dirty {
+		t := m.tiles[key]
+		var err error
+		if t.empty() {
+			err = m.txn.Delete([]byte(key))
+		} else {
+			err = m.txn.Set([]byte(key), t.marshal())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commit gives the cache the batch's tiles of the top levels, once the
+// transaction has committed.
+func (m *batchMap) commit() {
+	for key := range m.dirty {
+		if !cachedDepth(key) {
+			continue
+		}
+		if t := m.tiles[key]; t.empty() {
+			delete(m.cache, key)
+		} else {
+			m.cache[key] = t
+		}
+	}
+}
+
+// txnMap reads the map's nodes in a transaction (for proofs).
+type txnMap struct{ txn *badger.Txn }
+
+func (m txnMap) Get(p smt.Position) (*smt.Node, error) {
+	key, slot := tileOf(p)
+	t, err := readTile(m.txn, key)
+	if err != nil {
+		return nil, err
+	}
+	return t[slot], nil
+}
+
+func (m txnMap) Put(smt.Position, *smt.Node) error {
+	return errors.New("serial map: read only")
 }
 
 // registryUpdate is the registry leaf's update for reg after changes
@@ -116,10 +290,13 @@ func registryUpdate(reg *Registry, changes, lastIndex uint64) (smt.Update, error
 
 // updateMap applies updates to the map in txn and records its root for the
 // log size.
-func updateMap(txn *badger.Txn, size uint64, updates []smt.Update) (smt.Hash, error) {
-	root, err := smt.Apply(txnMap{txn}, updates)
+func updateMap(txn *badger.Txn, store *batchMap, size uint64, updates []smt.Update) (smt.Hash, error) {
+	root, err := smt.Apply(store, updates)
 	if err != nil {
 		return root, fmt.Errorf("serial map: %w", err)
+	}
+	if err := store.flush(); err != nil {
+		return root, err
 	}
 	if err := txn.Set(metaKey("map"), root[:]); err != nil {
 		return root, err
@@ -189,6 +366,6 @@ func initMap(txn *badger.Txn, reg *Registry) error {
 	if err != nil {
 		return err
 	}
-	_, err = updateMap(txn, 0, []smt.Update{u})
+	_, err = updateMap(txn, newBatchMap(txn, make(mapCache)), 0, []smt.Update{u})
 	return err
 }

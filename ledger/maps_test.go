@@ -36,6 +36,11 @@ func TestSerialMap(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if i == len(batches)/2 {
+			// b restarts: its map's cache is gone, its tiles are read again.
+			b.l.Close()
+			b = openFixture(t, b.dir)
+		}
 		ra, errA := a.l.MapRoot(a.l.Size())
 		rb, errB := b.l.MapRoot(b.l.Size())
 		if errA != nil || errB != nil || ra != rb {
