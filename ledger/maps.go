@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -368,4 +369,39 @@ func initMap(txn *badger.Txn, reg *Registry) error {
 	}
 	_, err = updateMap(txn, newBatchMap(txn, make(mapCache)), 0, []smt.Update{u})
 	return err
+}
+
+// MapStats reports what the serial map holds: its leaves (the serials and
+// the registry) and the bytes of its tiles' keys and values, before
+// badger's own overhead and compression.
+func (l *Ledger) MapStats(ctx context.Context) (leaves int, bytes int64, err error) {
+	err = l.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{'n'}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			err := it.Item().Value(func(v []byte) error {
+				t, err := unmarshalTile(v)
+				if err != nil {
+					return err
+				}
+				for _, n := range t {
+					if n != nil && n.Leaf {
+						leaves++
+					}
+				}
+				bytes += int64(len(it.Item().Key()) + len(v))
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return leaves, bytes, err
 }
