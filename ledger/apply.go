@@ -167,7 +167,11 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 	if a.mapStore != nil {
 		a.mapStore.commit()
 	}
-	l.view.Store(&view{size: a.size, root: root, reg: a.reg, applied: applied, at: b.AcceptedAt})
+	nv := &view{size: a.size, root: root, reg: a.reg, applied: applied, at: b.AcceptedAt, mapRoot: v.mapRoot, hasMap: v.hasMap}
+	if a.mapStore != nil {
+		nv.mapRoot, nv.hasMap = a.mapRoot, true
+	}
+	l.view.Store(nv)
 	return results, nil
 }
 
@@ -198,6 +202,7 @@ type applier struct {
 	// batch and name the last one's index, for the serial map.
 	regChanges, regLast uint64
 	mapStore            *batchMap // the map's writes, once flushed
+	mapRoot             smt.Hash  // and its root after them
 }
 
 func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
@@ -471,7 +476,8 @@ func (a *applier) flush() error {
 	}
 	if len(updates) > 0 && !a.l.cfg.NoSerialMap {
 		a.mapStore = newBatchMap(a.txn, a.l.mapCache)
-		if _, err := updateMap(a.txn, a.mapStore, a.size, updates); err != nil {
+		var err error
+		if a.mapRoot, err = updateMap(a.txn, a.mapStore, a.size, updates); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/gpuledger/gpuledger/ledger/smt"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -153,6 +154,10 @@ type view struct {
 	reg     *Registry
 	applied uint64
 	at      time.Time // the last batch's acceptance time
+	// mapRoot is the serial map's root; hasMap is false for a store that
+	// keeps none (NoSerialMap, or written before the map).
+	mapRoot smt.Hash
+	hasMap  bool
 }
 
 // Open opens (creating if needed) the ledger in cfg.Dir.
@@ -290,6 +295,9 @@ func (l *Ledger) load(ctx context.Context) error {
 			if err := txn.Set(metaKey("genesis"), stored); err != nil {
 				return err
 			}
+			if l.cfg.NoSerialMap {
+				return nil
+			}
 			return initMap(txn, reg)
 		}); err != nil {
 			return fmt.Errorf("store genesis: %w", err)
@@ -329,7 +337,22 @@ func (l *Ledger) load(ctx context.Context) error {
 	} else {
 		root = sha256.Sum256(nil)
 	}
-	l.view.Store(&view{size: size, root: root, reg: reg, applied: applied, at: at})
+	nv := &view{size: size, root: root, reg: reg, applied: applied, at: at}
+	if err := l.db.View(func(txn *badger.Txn) error {
+		b, err := getValue(txn, metaKey("map"))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil || len(b) != smt.HashSize {
+			return fmt.Errorf("%w: the serial map's root: %v", ErrCorrupt, err)
+		}
+		copy(nv.mapRoot[:], b)
+		nv.hasMap = true
+		return nil
+	}); err != nil {
+		return err
+	}
+	l.view.Store(nv)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	tlogformat "github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -103,4 +106,47 @@ func registryIndex(t *testing.T, l *ledger.Ledger) uint64 {
 		t.Fatalf("registry entries: %d, %v", len(es), err)
 	}
 	return es[0].GetIndex()
+}
+
+// TestCheckpointCarriesMap: the signed checkpoint carries the serial map's
+// root as an extension line that x/mod's note and transparency-dev's
+// tlog-checkpoint parser both read past (the judges here), with the log's
+// size and root as before; the line is the map's root at that size.
+func TestCheckpointCarriesMap(t *testing.T) {
+	f := newFixture(t)
+	applyAll(t, f.l, mixedBatches(5, 100))
+	cp, err := f.l.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(testConsortium.NodeVerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, rest, n, err := tlogformat.ParseCheckpoint([]byte(cp.GetNote()), cp.GetOrigin(), v)
+	if err != nil {
+		t.Fatalf("transparency-dev/formats does not read the checkpoint: %v\n%s", err, cp.GetNote())
+	}
+	if parsed.Size != f.l.Size() || [32]byte(parsed.Hash) != f.l.Root() {
+		t.Fatalf("the parser reads size %d root %x; the log has %d %x", parsed.Size, parsed.Hash, f.l.Size(), f.l.Root())
+	}
+	want, err := f.l.MapRoot(f.l.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(rest) != ledger.MapLinePrefix+base64.StdEncoding.EncodeToString(want[:])+"\n" {
+		t.Fatalf("the checkpoint's extension lines are %q; want the map root %x", rest, want)
+	}
+	got, ok, err := ledger.CheckpointMapRoot(n.Text)
+	if err != nil || !ok || got != want || [32]byte(cp.GetMapRoot()) != want {
+		t.Fatalf("CheckpointMapRoot = %x %v %v; MapRoot %x; field %x", got, ok, err, want, cp.GetMapRoot())
+	}
+	// A cosigner's body for the same size is the same text.
+	co, err := f.l.SignCheckpointAt(context.Background(), f.l.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if co.GetNote() != cp.GetNote() {
+		t.Fatalf("SignCheckpointAt signs another body:\n%s\n%s", co.GetNote(), cp.GetNote())
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 
@@ -121,9 +122,16 @@ func (l *Ledger) SignCheckpointAt(ctx context.Context, size uint64) (*pb.Checkpo
 	if err != nil {
 		return nil, err
 	}
-	msg, err := note.Sign(&note.Note{Text: CheckpointBody(l.origin, size, root)}, l.cfg.NodeSigner)
+	body := CheckpointBody(l.origin, size, root)
+	var mapRoot []byte
+	if m, err := l.MapRoot(size); err == nil {
+		body, mapRoot = CheckpointBodyMap(l.origin, size, root, m), bytes.Clone(m[:])
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	msg, err := note.Sign(&note.Note{Text: body}, l.cfg.NodeSigner)
 	if err != nil {
 		return nil, fmt.Errorf("sign checkpoint: %w", err)
 	}
-	return &pb.Checkpoint{Note: string(msg), Origin: l.origin, Size: size, RootHash: bytes.Clone(root[:])}, nil
+	return &pb.Checkpoint{Note: string(msg), Origin: l.origin, Size: size, RootHash: bytes.Clone(root[:]), MapRoot: mapRoot}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/gpuledger/gpuledger/ledger/smt"
 	"strconv"
 	"strings"
 
@@ -18,6 +19,39 @@ import (
 // CheckpointBody formats a C2SP tlog-checkpoint body.
 func CheckpointBody(origin string, size uint64, root tlog.Hash) string {
 	return origin + "\n" + strconv.FormatUint(size, 10) + "\n" + base64.StdEncoding.EncodeToString(root[:]) + "\n"
+}
+
+// MapLinePrefix starts the checkpoint extension line that carries the
+// serial map's root: "serial-map <base64 root>".
+const MapLinePrefix = "serial-map "
+
+// CheckpointBodyMap is CheckpointBody with the serial map's root as an
+// extension line, which C2SP tlog-checkpoint readers that do not know it
+// ignore.
+func CheckpointBodyMap(origin string, size uint64, root tlog.Hash, mapRoot smt.Hash) string {
+	return CheckpointBody(origin, size, root) + MapLinePrefix + base64.StdEncoding.EncodeToString(mapRoot[:]) + "\n"
+}
+
+// CheckpointMapRoot returns the serial map's root a checkpoint body
+// carries, or false when it carries none; a malformed or repeated line is
+// an error.
+func CheckpointMapRoot(text string) (smt.Hash, bool, error) {
+	var root smt.Hash
+	found := false
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	for _, l := range lines[min(3, len(lines)):] {
+		v, ok := strings.CutPrefix(l, MapLinePrefix)
+		if !ok {
+			continue
+		}
+		h, err := base64.StdEncoding.Strict().DecodeString(v)
+		if err != nil || len(h) != smt.HashSize || base64.StdEncoding.EncodeToString(h) != v || found {
+			return root, false, fmt.Errorf("checkpoint: a malformed or repeated %q line", strings.TrimSpace(MapLinePrefix))
+		}
+		copy(root[:], h)
+		found = true
+	}
+	return root, found, nil
 }
 
 // ParseCheckpointBody parses a C2SP tlog-checkpoint body (extension lines are
@@ -54,11 +88,16 @@ func (l *Ledger) Checkpoint(ctx context.Context) (*pb.Checkpoint, error) {
 	if l.cp != nil && l.cp.GetSize() >= v.size {
 		return proto.Clone(l.cp).(*pb.Checkpoint), nil
 	}
-	msg, err := note.Sign(&note.Note{Text: CheckpointBody(l.origin, v.size, v.root)}, l.cfg.NodeSigner)
+	body := CheckpointBody(l.origin, v.size, v.root)
+	var mapRoot []byte
+	if v.hasMap {
+		body, mapRoot = CheckpointBodyMap(l.origin, v.size, v.root, v.mapRoot), bytes.Clone(v.mapRoot[:])
+	}
+	msg, err := note.Sign(&note.Note{Text: body}, l.cfg.NodeSigner)
 	if err != nil {
 		return nil, fmt.Errorf("sign checkpoint: %w", err)
 	}
-	l.cp = &pb.Checkpoint{Note: string(msg), Origin: l.origin, Size: v.size, RootHash: bytes.Clone(v.root[:])}
+	l.cp = &pb.Checkpoint{Note: string(msg), Origin: l.origin, Size: v.size, RootHash: bytes.Clone(v.root[:]), MapRoot: mapRoot}
 	return proto.Clone(l.cp).(*pb.Checkpoint), nil
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"github.com/hashicorp/raft"
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -364,9 +363,9 @@ func addCosignature(cp, peer *pb.Checkpoint, reg *ledger.Registry, name string) 
 	if err != nil {
 		return nil, fmt.Errorf("its signature does not verify with its registry key: %w", err)
 	}
-	var root tlog.Hash
-	copy(root[:], cp.GetRootHash())
-	if m.Text != ledger.CheckpointBody(cp.GetOrigin(), cp.GetSize(), root) {
+	// The peer signs the body it computed itself for the size (log root
+	// and serial map root): it must be this checkpoint's, byte for byte.
+	if body, _, _ := strings.Cut(cp.GetNote(), "\n\n"); m.Text != body+"\n" {
 		return nil, fmt.Errorf("it signed another checkpoint:\n%s", m.Text)
 	}
 	s := m.Sigs[0]

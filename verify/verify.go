@@ -20,6 +20,7 @@ import (
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/custody"
 	"github.com/gpuledger/gpuledger/ledger/gaps"
+	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"golang.org/x/mod/sumdb/note"
@@ -83,6 +84,9 @@ type Checkpoint struct {
 	Root    tlog.Hash
 	Signers []string
 	Note    string
+	// MapRoot is the serial map's root the checkpoint commits to (its
+	// serial-map line), nil when it carries none.
+	MapRoot *smt.Hash
 }
 
 // Checkpoint verifies a signed checkpoint note against the genesis's nodes:
@@ -150,6 +154,12 @@ func (v *Verifier) CheckpointWith(text string, registry []*pb.Entry) (*Checkpoin
 		return nil, fail(-1, "checkpoint is for %q, not this ledger (%q)", origin, v.origin)
 	}
 	cp := &Checkpoint{Size: size, Root: root, Note: text}
+	switch m, ok, err := ledger.CheckpointMapRoot(n.Text); {
+	case err != nil:
+		return nil, fail(-1, "%v", err)
+	case ok:
+		cp.MapRoot = &m
+	}
 	orgs := map[string]bool{}
 	for _, s := range n.Sigs {
 		if at, ok := addedAt[s.Name]; ok && at < size && !slices.Contains(cp.Signers, s.Name) {

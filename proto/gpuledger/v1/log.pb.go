@@ -161,7 +161,12 @@ type Checkpoint struct {
 	// The number of entries the checkpoint covers.
 	Size uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	// The RFC 6962 Merkle tree hash of the first size entries.
-	RootHash      []byte `protobuf:"bytes,4,opt,name=root_hash,json=rootHash,proto3" json:"root_hash,omitempty"`
+	RootHash []byte `protobuf:"bytes,4,opt,name=root_hash,json=rootHash,proto3" json:"root_hash,omitempty"`
+	// The root of the serial map after the first size entries: a sparse
+	// Merkle tree of every serial's head and the registry's (see
+	// docs/wire-format.md), carried in the note as the extension line
+	// "serial-map <base64 root>". Empty for a store without the map.
+	MapRoot       []byte `protobuf:"bytes,5,opt,name=map_root,json=mapRoot,proto3" json:"map_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -220,6 +225,13 @@ func (x *Checkpoint) GetSize() uint64 {
 func (x *Checkpoint) GetRootHash() []byte {
 	if x != nil {
 		return x.RootHash
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetMapRoot() []byte {
+	if x != nil {
+		return x.MapRoot
 	}
 	return nil
 }
@@ -480,13 +492,14 @@ const file_gpuledger_v1_log_proto_rawDesc = "" +
 	"\x05flags\x18\x06 \x03(\v2\x12.gpuledger.v1.FlagR\x05flags\x120\n" +
 	"\x05event\x18\a \x01(\v2\x1a.gpuledger.v1.CustodyEventR\x05event\x12E\n" +
 	"\x0fregistry_change\x18\b \x01(\v2\x1c.gpuledger.v1.RegistryChangeR\x0eregistryChange\x12$\n" +
-	"\x0esigner_key_ids\x18\t \x03(\tR\fsignerKeyIds\"i\n" +
+	"\x0esigner_key_ids\x18\t \x03(\tR\fsignerKeyIds\"\x84\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x12\n" +
 	"\x04note\x18\x01 \x01(\tR\x04note\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x1b\n" +
-	"\troot_hash\x18\x04 \x01(\fR\brootHash\"d\n" +
+	"\troot_hash\x18\x04 \x01(\fR\brootHash\x12\x19\n" +
+	"\bmap_root\x18\x05 \x01(\fR\amapRoot\"d\n" +
 	"\x0eInclusionProof\x12\x1d\n" +
 	"\n" +
 	"leaf_index\x18\x01 \x01(\x04R\tleafIndex\x12\x1b\n" +
