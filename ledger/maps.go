@@ -164,8 +164,9 @@ func readTile(txn *badger.Txn, key string) (*tile, error) {
 }
 
 // mapCacheDepth bounds the tiles kept in memory: those of the levels above
-// it, which every update reads (at most 1 + 16 + 256 + 4,096 tiles).
-const mapCacheDepth = 16
+// it, which every update reads (at most 1 + 16 + 256 + 4,096 + 65,536
+// tiles, about 70 MB when all are full).
+const mapCacheDepth = 20
 
 // mapCache holds the map's committed tiles above mapCacheDepth, by key;
 // Apply (under applyMu) alone reads and changes it.
