@@ -327,26 +327,62 @@ func (l *Ledger) MapRoot(size uint64) (smt.Hash, error) {
 	return h, err
 }
 
+// ErrNoMap means the store keeps no serial map: written before the map, or
+// with NoSerialMap.
+var ErrNoMap = errors.New("this store keeps no serial map (it was written before the map existed: start anew and import the histories again)")
+
 // MapProof returns, from one snapshot of the store, the log size, the map
 // root at that size, and key's value (nil: none) with its proof.
 func (l *Ledger) MapProof(key smt.Hash) (size uint64, root smt.Hash, value *smt.Hash, proof *smt.Proof, err error) {
+	p, err := l.mapProof(key, "")
+	return p.Size, p.Root, p.Value, p.Proof, err
+}
+
+// SerialMapProof is a serial's map leaf proved, read from one snapshot of
+// the store with the serial's stored state (nil when it has none).
+type SerialMapProof struct {
+	Size  uint64
+	Root  smt.Hash
+	Value *smt.Hash
+	Proof *smt.Proof
+	State []byte // the serial's stored state, whose SHA-256 the leaf commits to
+}
+
+// ProveSerial proves serial's map leaf (or its absence).
+func (l *Ledger) ProveSerial(serial string) (SerialMapProof, error) {
+	return l.mapProof(MapKey(serial), serial)
+}
+
+func (l *Ledger) mapProof(key smt.Hash, serial string) (out SerialMapProof, err error) {
 	err = l.db.View(func(txn *badger.Txn) error {
+		if serial != "" {
+			b, err := getValue(txn, serialKey(serial))
+			switch {
+			case err == nil:
+				out.State = b
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+		}
 		b, err := getValue(txn, metaKey("size"))
 		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
 		if len(b) == 8 {
-			size = binary.BigEndian.Uint64(b)
+			out.Size = binary.BigEndian.Uint64(b)
 		}
 		rb, err := getValue(txn, metaKey("map"))
-		if err != nil {
-			return fmt.Errorf("the store keeps no serial map: %w", err)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNoMap
 		}
-		copy(root[:], rb)
-		value, proof, err = smt.Prove(txnMap{txn}, key)
+		if err != nil {
+			return err
+		}
+		copy(out.Root[:], rb)
+		out.Value, out.Proof, err = smt.Prove(txnMap{txn}, key)
 		return err
 	})
-	return size, root, value, proof, err
+	return out, err
 }
 
 // registryChanges is the number of registry changes before this batch.

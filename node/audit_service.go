@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -296,4 +297,57 @@ func (n *Node) heavyCall(ctx context.Context) (func(), error) {
 	case <-ctx.Done():
 		return nil, toStatus(ctx, n.log, ctx.Err())
 	}
+}
+
+// GetMapProof proves a serial's map leaf (or its absence), or the
+// registry's, against a checkpoint this node signs for the log size the
+// proof was read at.
+func (s *auditService) GetMapProof(ctx context.Context, req *pb.GetMapProofRequest) (*pb.GetMapProofResponse, error) {
+	l := s.n.ledger
+	var p ledger.SerialMapProof
+	var err error
+	switch {
+	case req.GetRegistry() && req.GetSerial() != "":
+		return nil, invalid("give a serial or registry, not both")
+	case req.GetRegistry():
+		p.Size, p.Root, p.Value, p.Proof, err = l.MapProof(ledger.RegistryMapKey)
+	case !custody.ValidSerial(req.GetSerial()):
+		return nil, invalid(fmt.Sprintf("serial %s: want 1 to 64 characters of A-Z a-z 0-9 . _ : / -, or registry", custody.Quote(req.GetSerial())))
+	default:
+		if _, err := s.n.visible(ctx, req.GetSerial()); err != nil {
+			return nil, err
+		}
+		p, err = l.ProveSerial(req.GetSerial())
+	}
+	if errors.Is(err, ledger.ErrNoMap) {
+		return nil, withInfo(codes.FailedPrecondition, ReasonUnsupported, err.Error(), nil)
+	}
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	cp, err := l.SignCheckpointAt(ctx, p.Size)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	enc, err := p.Proof.Marshal()
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	key := ledger.RegistryMapKey
+	if !req.GetRegistry() {
+		key = ledger.MapKey(req.GetSerial())
+	}
+	out := &pb.MapProof{Key: key[:], Proof: enc}
+	if p.Value != nil {
+		out.Value = p.Value[:]
+	}
+	if p.State != nil {
+		st := new(pb.SerialState)
+		if err := proto.Unmarshal(p.State, st); err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
+		d := sha256.Sum256(p.State)
+		out.HeadHash, out.EventCount, out.HeadIndex, out.StateDigest = st.GetHeadHash(), st.GetEventCount(), st.GetLastIndex(), d[:]
+	}
+	return &pb.GetMapProofResponse{Checkpoint: cp, Proof: out}, nil
 }

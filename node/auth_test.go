@@ -169,6 +169,8 @@ func TestScopedReads(t *testing.T) {
 	wantReason(t, "eu-dist reads acme's serial", err, codes.PermissionDenied, node.ReasonNotAParty)
 	_, err = eu.GetSerial(ctx, &pb.GetSerialRequest{Serial: "NO-SUCH"})
 	wantReason(t, "eu-dist reads a serial that does not exist", err, codes.PermissionDenied, node.ReasonNotAParty)
+	_, err = euAudit.GetMapProof(ctx, &pb.GetMapProofRequest{Serial: "SC-1"})
+	wantReason(t, "eu-dist asks for the map proof of acme's serial", err, codes.PermissionDenied, node.ReasonNotAParty)
 
 	// acme ships to eu-dist: eu-dist is party from the SHIPPED entry on.
 	ship := appendEnv(sign(event("SC-1", pb.EventType_EVENT_TYPE_SHIPPED, "acme-gpu", entryHash(m), func(ev *pb.CustodyEvent) { ev.Counterparty = "eu-dist" })))

@@ -972,6 +972,224 @@ func (x *GetCustodyPassportResponse) GetPassport() *CustodyPassport {
 	return nil
 }
 
+// GetMapProofRequest names a map leaf: a serial's, or the registry's.
+type GetMapProofRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The serial. Empty with registry set.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// Prove the registry's leaf instead of a serial's.
+	Registry      bool `protobuf:"varint,2,opt,name=registry,proto3" json:"registry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMapProofRequest) Reset() {
+	*x = GetMapProofRequest{}
+	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMapProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMapProofRequest) ProtoMessage() {}
+
+func (x *GetMapProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMapProofRequest.ProtoReflect.Descriptor instead.
+func (*GetMapProofRequest) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_audit_api_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetMapProofRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *GetMapProofRequest) GetRegistry() bool {
+	if x != nil {
+		return x.Registry
+	}
+	return false
+}
+
+// MapProof proves one key of the serial map against a checkpoint's
+// map_root (docs/wire-format.md, "The serial map").
+type MapProof struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The map key: SHA-256 of "gpuledger-map-serial-v1", 0x00 and the serial,
+	// or of "gpuledger-map-registry-v1".
+	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The leaf's value; empty when the map holds no such key (a serial never
+	// recorded).
+	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// The proof, encoded: uint8 n, an n-bit mask of the non-empty siblings,
+	// those siblings (32 bytes each, root first), then 0x00, or 0x01 and
+	// another key's leaf key and value.
+	Proof []byte `protobuf:"bytes,3,opt,name=proof,proto3" json:"proof,omitempty"`
+	// For a serial's leaf, what its value commits to: the head entry hash,
+	// the event count, the head's log index and the SHA-256 of the stored
+	// state.
+	HeadHash []byte `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// The serial's event count.
+	EventCount uint64 `protobuf:"varint,5,opt,name=event_count,json=eventCount,proto3" json:"event_count,omitempty"`
+	// The serial's head log index.
+	HeadIndex uint64 `protobuf:"varint,6,opt,name=head_index,json=headIndex,proto3" json:"head_index,omitempty"`
+	// SHA-256 of the serial's stored state.
+	StateDigest   []byte `protobuf:"bytes,7,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapProof) Reset() {
+	*x = MapProof{}
+	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapProof) ProtoMessage() {}
+
+func (x *MapProof) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapProof.ProtoReflect.Descriptor instead.
+func (*MapProof) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_audit_api_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MapProof) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *MapProof) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *MapProof) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+func (x *MapProof) GetHeadHash() []byte {
+	if x != nil {
+		return x.HeadHash
+	}
+	return nil
+}
+
+func (x *MapProof) GetEventCount() uint64 {
+	if x != nil {
+		return x.EventCount
+	}
+	return 0
+}
+
+func (x *MapProof) GetHeadIndex() uint64 {
+	if x != nil {
+		return x.HeadIndex
+	}
+	return 0
+}
+
+func (x *MapProof) GetStateDigest() []byte {
+	if x != nil {
+		return x.StateDigest
+	}
+	return nil
+}
+
+// GetMapProofResponse is a map proof and the checkpoint whose map_root it
+// leads to.
+type GetMapProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A checkpoint signed by this node, of the log size the proof is for.
+	Checkpoint *Checkpoint `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The proof.
+	Proof         *MapProof `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMapProofResponse) Reset() {
+	*x = GetMapProofResponse{}
+	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMapProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMapProofResponse) ProtoMessage() {}
+
+func (x *GetMapProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMapProofResponse.ProtoReflect.Descriptor instead.
+func (*GetMapProofResponse) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_audit_api_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetMapProofResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *GetMapProofResponse) GetProof() *MapProof {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
 var File_gpuledger_v1_audit_api_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
@@ -1044,7 +1262,25 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\x0efirst_position\x18\n" +
 	" \x01(\x04R\rfirstPosition\"W\n" +
 	"\x1aGetCustodyPassportResponse\x129\n" +
-	"\bpassport\x18\x01 \x01(\v2\x1d.gpuledger.v1.CustodyPassportR\bpassportB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
+	"\bpassport\x18\x01 \x01(\v2\x1d.gpuledger.v1.CustodyPassportR\bpassport\"H\n" +
+	"\x12GetMapProofRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1a\n" +
+	"\bregistry\x18\x02 \x01(\bR\bregistry\"\xc8\x01\n" +
+	"\bMapProof\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
+	"\x05proof\x18\x03 \x01(\fR\x05proof\x12\x1b\n" +
+	"\thead_hash\x18\x04 \x01(\fR\bheadHash\x12\x1f\n" +
+	"\vevent_count\x18\x05 \x01(\x04R\n" +
+	"eventCount\x12\x1d\n" +
+	"\n" +
+	"head_index\x18\x06 \x01(\x04R\theadIndex\x12!\n" +
+	"\fstate_digest\x18\a \x01(\fR\vstateDigest\"}\n" +
+	"\x13GetMapProofResponse\x128\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x18.gpuledger.v1.CheckpointR\n" +
+	"checkpoint\x12,\n" +
+	"\x05proof\x18\x02 \x01(\v2\x16.gpuledger.v1.MapProofR\x05proofB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
 
 var (
 	file_gpuledger_v1_audit_api_proto_rawDescOnce sync.Once
@@ -1058,7 +1294,7 @@ func file_gpuledger_v1_audit_api_proto_rawDescGZIP() []byte {
 	return file_gpuledger_v1_audit_api_proto_rawDescData
 }
 
-var file_gpuledger_v1_audit_api_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_gpuledger_v1_audit_api_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_gpuledger_v1_audit_api_proto_goTypes = []any{
 	(*GetCheckpointRequest)(nil),        // 0: gpuledger.v1.GetCheckpointRequest
 	(*GetCheckpointResponse)(nil),       // 1: gpuledger.v1.GetCheckpointResponse
@@ -1075,43 +1311,48 @@ var file_gpuledger_v1_audit_api_proto_goTypes = []any{
 	(*GetCustodyPassportRequest)(nil),   // 12: gpuledger.v1.GetCustodyPassportRequest
 	(*CustodyPassport)(nil),             // 13: gpuledger.v1.CustodyPassport
 	(*GetCustodyPassportResponse)(nil),  // 14: gpuledger.v1.GetCustodyPassportResponse
-	(*Checkpoint)(nil),                  // 15: gpuledger.v1.Checkpoint
-	(*InclusionProof)(nil),              // 16: gpuledger.v1.InclusionProof
-	(*ConsistencyProof)(nil),            // 17: gpuledger.v1.ConsistencyProof
-	(FindingKind)(0),                    // 18: gpuledger.v1.FindingKind
-	(Severity)(0),                       // 19: gpuledger.v1.Severity
-	(*timestamppb.Timestamp)(nil),       // 20: google.protobuf.Timestamp
-	(*Finding)(nil),                     // 21: gpuledger.v1.Finding
-	(*Entry)(nil),                       // 22: gpuledger.v1.Entry
-	(*Policy)(nil),                      // 23: gpuledger.v1.Policy
-	(*Participant)(nil),                 // 24: gpuledger.v1.Participant
+	(*GetMapProofRequest)(nil),          // 15: gpuledger.v1.GetMapProofRequest
+	(*MapProof)(nil),                    // 16: gpuledger.v1.MapProof
+	(*GetMapProofResponse)(nil),         // 17: gpuledger.v1.GetMapProofResponse
+	(*Checkpoint)(nil),                  // 18: gpuledger.v1.Checkpoint
+	(*InclusionProof)(nil),              // 19: gpuledger.v1.InclusionProof
+	(*ConsistencyProof)(nil),            // 20: gpuledger.v1.ConsistencyProof
+	(FindingKind)(0),                    // 21: gpuledger.v1.FindingKind
+	(Severity)(0),                       // 22: gpuledger.v1.Severity
+	(*timestamppb.Timestamp)(nil),       // 23: google.protobuf.Timestamp
+	(*Finding)(nil),                     // 24: gpuledger.v1.Finding
+	(*Entry)(nil),                       // 25: gpuledger.v1.Entry
+	(*Policy)(nil),                      // 26: gpuledger.v1.Policy
+	(*Participant)(nil),                 // 27: gpuledger.v1.Participant
 }
 var file_gpuledger_v1_audit_api_proto_depIdxs = []int32{
-	15, // 0: gpuledger.v1.GetCheckpointResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	16, // 1: gpuledger.v1.GetInclusionProofResponse.proof:type_name -> gpuledger.v1.InclusionProof
-	15, // 2: gpuledger.v1.GetInclusionProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	17, // 3: gpuledger.v1.GetConsistencyProofResponse.proof:type_name -> gpuledger.v1.ConsistencyProof
-	15, // 4: gpuledger.v1.VerifySerialResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	18, // 5: gpuledger.v1.ListFindingsRequest.kinds:type_name -> gpuledger.v1.FindingKind
-	19, // 6: gpuledger.v1.ListFindingsRequest.min_severity:type_name -> gpuledger.v1.Severity
-	20, // 7: gpuledger.v1.ListFindingsRequest.as_of:type_name -> google.protobuf.Timestamp
-	21, // 8: gpuledger.v1.ListFindingsResponse.findings:type_name -> gpuledger.v1.Finding
-	18, // 9: gpuledger.v1.WatchFindingsRequest.kinds:type_name -> gpuledger.v1.FindingKind
-	19, // 10: gpuledger.v1.WatchFindingsRequest.min_severity:type_name -> gpuledger.v1.Severity
-	21, // 11: gpuledger.v1.WatchFindingsResponse.finding:type_name -> gpuledger.v1.Finding
-	22, // 12: gpuledger.v1.CustodyPassport.entries:type_name -> gpuledger.v1.Entry
-	16, // 13: gpuledger.v1.CustodyPassport.inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
-	15, // 14: gpuledger.v1.CustodyPassport.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	22, // 15: gpuledger.v1.CustodyPassport.registry_entries:type_name -> gpuledger.v1.Entry
-	23, // 16: gpuledger.v1.CustodyPassport.policy:type_name -> gpuledger.v1.Policy
-	24, // 17: gpuledger.v1.CustodyPassport.participants:type_name -> gpuledger.v1.Participant
-	16, // 18: gpuledger.v1.CustodyPassport.registry_inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
+	18, // 0: gpuledger.v1.GetCheckpointResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	19, // 1: gpuledger.v1.GetInclusionProofResponse.proof:type_name -> gpuledger.v1.InclusionProof
+	18, // 2: gpuledger.v1.GetInclusionProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	20, // 3: gpuledger.v1.GetConsistencyProofResponse.proof:type_name -> gpuledger.v1.ConsistencyProof
+	18, // 4: gpuledger.v1.VerifySerialResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	21, // 5: gpuledger.v1.ListFindingsRequest.kinds:type_name -> gpuledger.v1.FindingKind
+	22, // 6: gpuledger.v1.ListFindingsRequest.min_severity:type_name -> gpuledger.v1.Severity
+	23, // 7: gpuledger.v1.ListFindingsRequest.as_of:type_name -> google.protobuf.Timestamp
+	24, // 8: gpuledger.v1.ListFindingsResponse.findings:type_name -> gpuledger.v1.Finding
+	21, // 9: gpuledger.v1.WatchFindingsRequest.kinds:type_name -> gpuledger.v1.FindingKind
+	22, // 10: gpuledger.v1.WatchFindingsRequest.min_severity:type_name -> gpuledger.v1.Severity
+	24, // 11: gpuledger.v1.WatchFindingsResponse.finding:type_name -> gpuledger.v1.Finding
+	25, // 12: gpuledger.v1.CustodyPassport.entries:type_name -> gpuledger.v1.Entry
+	19, // 13: gpuledger.v1.CustodyPassport.inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
+	18, // 14: gpuledger.v1.CustodyPassport.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	25, // 15: gpuledger.v1.CustodyPassport.registry_entries:type_name -> gpuledger.v1.Entry
+	26, // 16: gpuledger.v1.CustodyPassport.policy:type_name -> gpuledger.v1.Policy
+	27, // 17: gpuledger.v1.CustodyPassport.participants:type_name -> gpuledger.v1.Participant
+	19, // 18: gpuledger.v1.CustodyPassport.registry_inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
 	13, // 19: gpuledger.v1.GetCustodyPassportResponse.passport:type_name -> gpuledger.v1.CustodyPassport
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	18, // 20: gpuledger.v1.GetMapProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	16, // 21: gpuledger.v1.GetMapProofResponse.proof:type_name -> gpuledger.v1.MapProof
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_audit_api_proto_init() }
@@ -1129,7 +1370,7 @@ func file_gpuledger_v1_audit_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gpuledger_v1_audit_api_proto_rawDesc), len(file_gpuledger_v1_audit_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -25,7 +25,7 @@ var File_gpuledger_v1_audit_service_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_audit_service_proto_rawDesc = "" +
 	"\n" +
-	" gpuledger/v1/audit_service.proto\x12\fgpuledger.v1\x1a\x1cgpuledger/v1/audit_api.proto2\xad\x05\n" +
+	" gpuledger/v1/audit_service.proto\x12\fgpuledger.v1\x1a\x1cgpuledger/v1/audit_api.proto2\x81\x06\n" +
 	"\fAuditService\x12X\n" +
 	"\rGetCheckpoint\x12\".gpuledger.v1.GetCheckpointRequest\x1a#.gpuledger.v1.GetCheckpointResponse\x12d\n" +
 	"\x11GetInclusionProof\x12&.gpuledger.v1.GetInclusionProofRequest\x1a'.gpuledger.v1.GetInclusionProofResponse\x12j\n" +
@@ -33,7 +33,8 @@ const file_gpuledger_v1_audit_service_proto_rawDesc = "" +
 	"\fVerifySerial\x12!.gpuledger.v1.VerifySerialRequest\x1a\".gpuledger.v1.VerifySerialResponse\x12U\n" +
 	"\fListFindings\x12!.gpuledger.v1.ListFindingsRequest\x1a\".gpuledger.v1.ListFindingsResponse\x12Z\n" +
 	"\rWatchFindings\x12\".gpuledger.v1.WatchFindingsRequest\x1a#.gpuledger.v1.WatchFindingsResponse0\x01\x12g\n" +
-	"\x12GetCustodyPassport\x12'.gpuledger.v1.GetCustodyPassportRequest\x1a(.gpuledger.v1.GetCustodyPassportResponseBCZAgithub.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpcb\x06proto3"
+	"\x12GetCustodyPassport\x12'.gpuledger.v1.GetCustodyPassportRequest\x1a(.gpuledger.v1.GetCustodyPassportResponse\x12R\n" +
+	"\vGetMapProof\x12 .gpuledger.v1.GetMapProofRequest\x1a!.gpuledger.v1.GetMapProofResponseBCZAgithub.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpcb\x06proto3"
 
 var file_gpuledger_v1_audit_service_proto_goTypes = []any{
 	(*v1.GetCheckpointRequest)(nil),        // 0: gpuledger.v1.GetCheckpointRequest
@@ -43,13 +44,15 @@ var file_gpuledger_v1_audit_service_proto_goTypes = []any{
 	(*v1.ListFindingsRequest)(nil),         // 4: gpuledger.v1.ListFindingsRequest
 	(*v1.WatchFindingsRequest)(nil),        // 5: gpuledger.v1.WatchFindingsRequest
 	(*v1.GetCustodyPassportRequest)(nil),   // 6: gpuledger.v1.GetCustodyPassportRequest
-	(*v1.GetCheckpointResponse)(nil),       // 7: gpuledger.v1.GetCheckpointResponse
-	(*v1.GetInclusionProofResponse)(nil),   // 8: gpuledger.v1.GetInclusionProofResponse
-	(*v1.GetConsistencyProofResponse)(nil), // 9: gpuledger.v1.GetConsistencyProofResponse
-	(*v1.VerifySerialResponse)(nil),        // 10: gpuledger.v1.VerifySerialResponse
-	(*v1.ListFindingsResponse)(nil),        // 11: gpuledger.v1.ListFindingsResponse
-	(*v1.WatchFindingsResponse)(nil),       // 12: gpuledger.v1.WatchFindingsResponse
-	(*v1.GetCustodyPassportResponse)(nil),  // 13: gpuledger.v1.GetCustodyPassportResponse
+	(*v1.GetMapProofRequest)(nil),          // 7: gpuledger.v1.GetMapProofRequest
+	(*v1.GetCheckpointResponse)(nil),       // 8: gpuledger.v1.GetCheckpointResponse
+	(*v1.GetInclusionProofResponse)(nil),   // 9: gpuledger.v1.GetInclusionProofResponse
+	(*v1.GetConsistencyProofResponse)(nil), // 10: gpuledger.v1.GetConsistencyProofResponse
+	(*v1.VerifySerialResponse)(nil),        // 11: gpuledger.v1.VerifySerialResponse
+	(*v1.ListFindingsResponse)(nil),        // 12: gpuledger.v1.ListFindingsResponse
+	(*v1.WatchFindingsResponse)(nil),       // 13: gpuledger.v1.WatchFindingsResponse
+	(*v1.GetCustodyPassportResponse)(nil),  // 14: gpuledger.v1.GetCustodyPassportResponse
+	(*v1.GetMapProofResponse)(nil),         // 15: gpuledger.v1.GetMapProofResponse
 }
 var file_gpuledger_v1_audit_service_proto_depIdxs = []int32{
 	0,  // 0: gpuledger.v1.AuditService.GetCheckpoint:input_type -> gpuledger.v1.GetCheckpointRequest
@@ -59,15 +62,17 @@ var file_gpuledger_v1_audit_service_proto_depIdxs = []int32{
 	4,  // 4: gpuledger.v1.AuditService.ListFindings:input_type -> gpuledger.v1.ListFindingsRequest
 	5,  // 5: gpuledger.v1.AuditService.WatchFindings:input_type -> gpuledger.v1.WatchFindingsRequest
 	6,  // 6: gpuledger.v1.AuditService.GetCustodyPassport:input_type -> gpuledger.v1.GetCustodyPassportRequest
-	7,  // 7: gpuledger.v1.AuditService.GetCheckpoint:output_type -> gpuledger.v1.GetCheckpointResponse
-	8,  // 8: gpuledger.v1.AuditService.GetInclusionProof:output_type -> gpuledger.v1.GetInclusionProofResponse
-	9,  // 9: gpuledger.v1.AuditService.GetConsistencyProof:output_type -> gpuledger.v1.GetConsistencyProofResponse
-	10, // 10: gpuledger.v1.AuditService.VerifySerial:output_type -> gpuledger.v1.VerifySerialResponse
-	11, // 11: gpuledger.v1.AuditService.ListFindings:output_type -> gpuledger.v1.ListFindingsResponse
-	12, // 12: gpuledger.v1.AuditService.WatchFindings:output_type -> gpuledger.v1.WatchFindingsResponse
-	13, // 13: gpuledger.v1.AuditService.GetCustodyPassport:output_type -> gpuledger.v1.GetCustodyPassportResponse
-	7,  // [7:14] is the sub-list for method output_type
-	0,  // [0:7] is the sub-list for method input_type
+	7,  // 7: gpuledger.v1.AuditService.GetMapProof:input_type -> gpuledger.v1.GetMapProofRequest
+	8,  // 8: gpuledger.v1.AuditService.GetCheckpoint:output_type -> gpuledger.v1.GetCheckpointResponse
+	9,  // 9: gpuledger.v1.AuditService.GetInclusionProof:output_type -> gpuledger.v1.GetInclusionProofResponse
+	10, // 10: gpuledger.v1.AuditService.GetConsistencyProof:output_type -> gpuledger.v1.GetConsistencyProofResponse
+	11, // 11: gpuledger.v1.AuditService.VerifySerial:output_type -> gpuledger.v1.VerifySerialResponse
+	12, // 12: gpuledger.v1.AuditService.ListFindings:output_type -> gpuledger.v1.ListFindingsResponse
+	13, // 13: gpuledger.v1.AuditService.WatchFindings:output_type -> gpuledger.v1.WatchFindingsResponse
+	14, // 14: gpuledger.v1.AuditService.GetCustodyPassport:output_type -> gpuledger.v1.GetCustodyPassportResponse
+	15, // 15: gpuledger.v1.AuditService.GetMapProof:output_type -> gpuledger.v1.GetMapProofResponse
+	8,  // [8:16] is the sub-list for method output_type
+	0,  // [0:8] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name

@@ -27,6 +27,7 @@ const (
 	AuditService_ListFindings_FullMethodName        = "/gpuledger.v1.AuditService/ListFindings"
 	AuditService_WatchFindings_FullMethodName       = "/gpuledger.v1.AuditService/WatchFindings"
 	AuditService_GetCustodyPassport_FullMethodName  = "/gpuledger.v1.AuditService/GetCustodyPassport"
+	AuditService_GetMapProof_FullMethodName         = "/gpuledger.v1.AuditService/GetMapProof"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -51,6 +52,10 @@ type AuditServiceClient interface {
 	WatchFindings(ctx context.Context, in *v1.WatchFindingsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.WatchFindingsResponse], error)
 	// GetCustodyPassport returns an offline evidence bundle for one serial.
 	GetCustodyPassport(ctx context.Context, in *v1.GetCustodyPassportRequest, opts ...grpc.CallOption) (*v1.GetCustodyPassportResponse, error)
+	// GetMapProof proves what the serial map of a signed checkpoint holds for
+	// a serial (its head, count and state, or that it has none) or for the
+	// registry.
+	GetMapProof(ctx context.Context, in *v1.GetMapProofRequest, opts ...grpc.CallOption) (*v1.GetMapProofResponse, error)
 }
 
 type auditServiceClient struct {
@@ -140,6 +145,16 @@ func (c *auditServiceClient) GetCustodyPassport(ctx context.Context, in *v1.GetC
 	return out, nil
 }
 
+func (c *auditServiceClient) GetMapProof(ctx context.Context, in *v1.GetMapProofRequest, opts ...grpc.CallOption) (*v1.GetMapProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.GetMapProofResponse)
+	err := c.cc.Invoke(ctx, AuditService_GetMapProof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -162,6 +177,10 @@ type AuditServiceServer interface {
 	WatchFindings(*v1.WatchFindingsRequest, grpc.ServerStreamingServer[v1.WatchFindingsResponse]) error
 	// GetCustodyPassport returns an offline evidence bundle for one serial.
 	GetCustodyPassport(context.Context, *v1.GetCustodyPassportRequest) (*v1.GetCustodyPassportResponse, error)
+	// GetMapProof proves what the serial map of a signed checkpoint holds for
+	// a serial (its head, count and state, or that it has none) or for the
+	// registry.
+	GetMapProof(context.Context, *v1.GetMapProofRequest) (*v1.GetMapProofResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -192,6 +211,9 @@ func (UnimplementedAuditServiceServer) WatchFindings(*v1.WatchFindingsRequest, g
 }
 func (UnimplementedAuditServiceServer) GetCustodyPassport(context.Context, *v1.GetCustodyPassportRequest) (*v1.GetCustodyPassportResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCustodyPassport not implemented")
+}
+func (UnimplementedAuditServiceServer) GetMapProof(context.Context, *v1.GetMapProofRequest) (*v1.GetMapProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMapProof not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -333,6 +355,24 @@ func _AuditService_GetCustodyPassport_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_GetMapProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(v1.GetMapProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).GetMapProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_GetMapProof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).GetMapProof(ctx, req.(*v1.GetMapProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -363,6 +403,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCustodyPassport",
 			Handler:    _AuditService_GetCustodyPassport_Handler,
+		},
+		{
+			MethodName: "GetMapProof",
+			Handler:    _AuditService_GetMapProof_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
