@@ -329,3 +329,36 @@ func (f *fakeNode) GetParticipant(ctx context.Context, req *pb.GetParticipantReq
 func (f *fakeNode) GetCheckpoint(ctx context.Context, req *pb.GetCheckpointRequest) (*pb.GetCheckpointResponse, error) {
 	return &pb.GetCheckpointResponse{Checkpoint: &pb.Checkpoint{Note: f.note, Origin: "gpuledger/" + f.id}}, nil
 }
+
+// TestWithholdingNode: a node that serves a serial's history without its
+// newest entry (the hidden --test-withhold-last) is caught by verify: the
+// serial map its checkpoint commits to names a later head and a larger
+// count (WITHHELD, naming the serial). The same store served honestly
+// passes, saying nothing was withheld.
+func TestWithholdingNode(t *testing.T) {
+	dir := t.TempDir()
+	d := startDev(t, dir)
+	genesis := filepath.Join(dir, "genesis.json")
+	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", "WH-1", "--model", "H100", "--genesis", genesis)
+	d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", "WH-1", "--to", "eu-dist", "--genesis", genesis)
+	// The shipment to the front: the entry a colluding operator would hide.
+	d.cli(t, "submit", "receive", "--key", d.key("eu-dist"), "--serial", "WH-1", "--genesis", genesis)
+	if out := d.cli(t, "verify", "--genesis", genesis, "WH-1"); !strings.Contains(out, "OK WH-1") || !strings.Contains(out, "nothing withheld") {
+		t.Fatalf("verify against the honest node:\n%s", out)
+	}
+	d.stop()
+	serve := func(extra ...string) *devNode {
+		return startDaemon(t, dir, append([]string{"serve", "--data", filepath.Join(dir, "node"), "--genesis", genesis,
+			"--node-key", filepath.Join(dir, "node.key")}, extra...)...)
+	}
+	w := serve("--test-withhold-last", "1")
+	out, errOut, code := run(t, bin.cli, "--node", w.addr, "verify", "--genesis", genesis, "WH-1")
+	if code == 0 || !strings.Contains(out+errOut, "WITHHELD") || !strings.Contains(out+errOut, "WH-1") || !strings.Contains(out+errOut, "3 events") {
+		t.Fatalf("verify against a node withholding the last entry: exit %d\n%s%s", code, out, errOut)
+	}
+	w.stop()
+	h := serve()
+	if out := h.cli(t, "verify", "--genesis", genesis, "WH-1"); !strings.Contains(out, "nothing withheld") {
+		t.Fatalf("verify against the same store served honestly:\n%s", out)
+	}
+}

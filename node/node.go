@@ -114,6 +114,10 @@ type Config struct {
 	// ApplyDelay makes a follower wait this long before it applies each
 	// batch: a follower behind the leader, for tests of reads across nodes.
 	ApplyDelay time.Duration
+	// WithholdLast makes the node serve every serial's history without its
+	// last WithholdLast entries: a withholding node, for tests of clients
+	// that must catch it (the serial map commits to each serial's head).
+	WithholdLast int
 	// Clock, if set, dates the batches the node proposes when it leads, as
 	// they are (not clamped to the last batch's date as time.Now is). Tests
 	// set it to play a leader whose clock is wrong, or that lies.

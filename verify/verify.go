@@ -26,6 +26,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -321,6 +323,9 @@ type SerialReport struct {
 	// rules, which need what came before, are not re-run (State is nil, and
 	// the flags are the node's).
 	From uint64
+	// MapSize is the log size of the serial map the history was checked
+	// against (its head and event count), 0 when the node keeps no map.
+	MapSize uint64
 }
 
 // OpenFindings returns the serial's findings open at asOf, computed here
@@ -369,6 +374,12 @@ func (v *Verifier) LatestCheckpoint(ctx context.Context, c *Client, store *Trust
 // Serial verifies a serial's whole chain as of the node's latest checkpoint,
 // which must extend the trust store's (when one is given).
 func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *TrustStore) (*SerialReport, error) {
+	// What the node's serial map commits to for the serial, first: the
+	// history fetched next must reach at least that far.
+	mp, mcp, err := v.mapProof(ctx, c, serial)
+	if err != nil {
+		return nil, err
+	}
 	cp, trusted, err := v.LatestCheckpoint(ctx, c, store)
 	if err != nil {
 		return nil, err
@@ -397,7 +408,109 @@ func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *
 		return nil, err
 	}
 	rep.Trusted = trusted
+	if mp != nil {
+		if err := v.checkMap(ctx, c, serial, rep, mp, mcp); err != nil {
+			return nil, err
+		}
+	}
 	return rep, nil
+}
+
+// mapProof fetches and checks the node's map proof for serial: its
+// checkpoint signed by a node of this ledger, the proof leading to the
+// checkpoint's map root, the value being the leaf of the head, count and
+// state digest it names. It returns nil, nil for a node that keeps no map.
+func (v *Verifier) mapProof(ctx context.Context, c *Client, serial string) (*pb.MapProof, *Checkpoint, error) {
+	r, err := c.Audit.GetMapProof(ctx, &pb.GetMapProofRequest{Serial: serial})
+	if st, ok := status.FromError(err); ok && (st.Code() == codes.Unimplemented || st.Code() == codes.FailedPrecondition) {
+		return nil, nil, nil // a node (or store) from before the map
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("map proof of %s: %w", serial, err)
+	}
+	one := *v
+	one.MinSigners = 1
+	reg, err := c.registryEntries(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	mcp, err := one.CheckpointWith(r.GetCheckpoint().GetNote(), reg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the checkpoint of the map proof of %s: %w", serial, err)
+	}
+	if mcp.MapRoot == nil {
+		return nil, nil, fail(-1, "the checkpoint of the map proof of %s names no serial map", serial)
+	}
+	mp := r.GetProof()
+	if key := ledger.MapKey(serial); !bytes.Equal(mp.GetKey(), key[:]) {
+		return nil, nil, fail(-1, "the map proof is for key %x, not %s's", mp.GetKey(), serial)
+	}
+	pr, err := smt.UnmarshalProof(mp.GetProof())
+	if err != nil {
+		return nil, nil, fail(-1, "the map proof of %s: %v", serial, err)
+	}
+	var value *smt.Hash
+	if len(mp.GetValue()) > 0 {
+		if len(mp.GetStateDigest()) != 32 {
+			return nil, nil, fail(-1, "the map proof of %s names no state digest", serial)
+		}
+		leaf := ledger.SerialLeaf(mp.GetHeadHash(), mp.GetEventCount(), mp.GetHeadIndex(), [32]byte(mp.GetStateDigest()))
+		if !bytes.Equal(leaf[:], mp.GetValue()) {
+			return nil, nil, fail(-1, "the map leaf of %s is not the head, count and state it names", serial)
+		}
+		value = &leaf
+	}
+	if err := smt.Verify(*mcp.MapRoot, smt.Hash(mp.GetKey()), value, pr); err != nil {
+		return nil, nil, fail(-1, "the map proof of %s does not lead to the checkpoint's map root: %v", serial, err)
+	}
+	return mp, mcp, nil
+}
+
+// checkMap checks the verified history against what the map committed to:
+// the map's checkpoint is a prefix of the one the history was verified
+// against, and the history below the map's size ends at the map's head,
+// with the map's event count. A node that withholds a serial's newest
+// events, or serves an old map beside a new log, fails here.
+func (v *Verifier) checkMap(ctx context.Context, c *Client, serial string, rep *SerialReport, mp *pb.MapProof, mcp *Checkpoint) error {
+	cp := rep.Checkpoint
+	if mcp.Size > cp.Size {
+		return fail(-1, "WITHHELD: the node's map proof of %s is of log size %d, beyond its checkpoint of size %d", serial, mcp.Size, cp.Size)
+	}
+	if mcp.Size == cp.Size && (cp.MapRoot == nil || *cp.MapRoot != *mcp.MapRoot) {
+		return fail(-1, "WITHHELD: two checkpoints of size %d name different serial maps", cp.Size)
+	}
+	if mcp.Size < cp.Size {
+		r, err := c.Audit.GetConsistencyProof(ctx, &pb.GetConsistencyProofRequest{OldSize: mcp.Size, NewSize: cp.Size})
+		if err != nil {
+			return fmt.Errorf("consistency proof from %d to %d: %w", mcp.Size, cp.Size, err)
+		}
+		proof, ok := treeProof(r.GetProof().GetHashes())
+		if !ok || tlog.CheckTree(proof, int64(cp.Size), cp.Root, int64(mcp.Size), mcp.Root) != nil {
+			return fail(-1, "the map proof's checkpoint (size %d) is not a prefix of the checkpoint (size %d)", mcp.Size, cp.Size)
+		}
+	}
+	var head []byte
+	var headIndex, count uint64
+	for _, e := range rep.Entries {
+		if e.GetIndex() < mcp.Size {
+			head, headIndex, count = e.GetEntryHash(), e.GetIndex(), count+1
+		}
+	}
+	if count > 0 {
+		count += rep.From
+	}
+	if len(mp.GetValue()) == 0 {
+		if count > 0 {
+			return fail(-1, "WITHHELD: the node's map says %s has no entries at size %d, and it served %d", serial, mcp.Size, count)
+		}
+		return nil
+	}
+	if count != mp.GetEventCount() || !bytes.Equal(head, mp.GetHeadHash()) || headIndex != mp.GetHeadIndex() {
+		return fail(-1, "WITHHELD: the node's map commits %s to %d events ending at entry %d (%x) at log size %d; the history it served has %d ending at entry %d (%x)",
+			serial, mp.GetEventCount(), mp.GetHeadIndex(), mp.GetHeadHash(), mcp.Size, count, headIndex, head)
+	}
+	rep.MapSize = mcp.Size
+	return nil
 }
 
 // chain verifies a serial's entries below the checkpoint: signatures under

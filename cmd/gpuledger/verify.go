@@ -113,7 +113,7 @@ and prints the custody story.`,
 			}()
 			if c.json() {
 				vd := verdict{OK: true, Serial: rep.Serial, Entries: uint64(len(rep.Entries)), CheckpointSize: rep.Checkpoint.Size,
-					Signers: rep.Checkpoint.Signers, Story: rep.Story(), FromEvent: rep.From}
+					Signers: rep.Checkpoint.Signers, Story: rep.Story(), FromEvent: rep.From, MapSize: rep.MapSize}
 				if rep.Trusted != nil {
 					vd.ConsistentWithSize = &rep.Trusted.Size
 				}
@@ -125,6 +125,9 @@ and prints the custody story.`,
 			}
 			fmt.Fprintf(c.out, "OK %s: chain intact; %s verified against checkpoint size %d signed by %v; %s\n",
 				rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers, plural(len(open), "open finding"))
+			if rep.MapSize > 0 {
+				fmt.Fprintf(c.out, "  nothing withheld: the serial map of the checkpoint of size %d commits %s to this head\n", rep.MapSize, rep.Serial)
+			}
 			if rep.From > 0 {
 				fmt.Fprintf(c.out, "  from event %d on: the node serves this reader (read scope scoped) the history from where it became party; links, signatures and inclusion are verified from there, the %d events before and the custody rules over them are not\n", rep.From, rep.From)
 			}
@@ -239,6 +242,7 @@ type verdict struct {
 	OpenFindings       []json.RawMessage `json:"openFindings,omitempty"`
 	Story              []string          `json:"story,omitempty"`
 	FromEvent          uint64            `json:"fromEvent,omitempty"`
+	MapSize            uint64            `json:"mapSize,omitempty"`
 	Seconds            float64           `json:"seconds,omitempty"`
 	EntriesPerSecond   float64           `json:"entriesPerSecond,omitempty"`
 }

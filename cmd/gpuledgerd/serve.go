@@ -15,6 +15,7 @@ func serveCmd() *cobra.Command {
 	var c common
 	var genesis, nodeKey, peers, join, advertise string
 	var applyDelay time.Duration
+	var withhold int
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR --genesis FILE --node-key FILE [--listen ADDR] [--peers LIST | --join ADDR]",
 		Short: "serve a node of an existing consortium",
@@ -66,7 +67,7 @@ signed token per call.`,
 			}
 			cfg := node.DefaultConfig(signer.Name(), c.data)
 			cfg.Genesis, cfg.NodeSigner, cfg.Join, cfg.Advertise = g, signer, join, advertise
-			cfg.ApplyDelay = applyDelay
+			cfg.ApplyDelay, cfg.WithholdLast = applyDelay, withhold
 			if cfg.Peers, err = parsePeers(peers); err != nil {
 				return err
 			}
@@ -83,6 +84,8 @@ signed token per call.`,
 	cmd.Flags().StringVar(&advertise, "advertise", "", "address peers and clients reach this node at (default: --listen)")
 	cmd.Flags().DurationVar(&applyDelay, "test-apply-delay", 0, "as a follower, wait this long before applying each batch (tests of reads across nodes)")
 	cmd.Flags().MarkHidden("test-apply-delay")
+	cmd.Flags().IntVar(&withhold, "test-withhold-last", 0, "serve every serial's history without its last N entries (tests of clients that must catch a withholding node)")
+	cmd.Flags().MarkHidden("test-withhold-last")
 	cmd.MarkFlagsMutuallyExclusive("peers", "join")
 	return cmd
 }
