@@ -343,6 +343,8 @@ func TestWithholdingNode(t *testing.T) {
 	d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", "WH-1", "--to", "eu-dist", "--genesis", genesis)
 	// The shipment to the front: the entry a colluding operator would hide.
 	d.cli(t, "submit", "receive", "--key", d.key("eu-dist"), "--serial", "WH-1", "--genesis", genesis)
+	// A registry change, which a passport must carry (its registry map proof).
+	d.cli(t, "registry", "suspend", "--key", d.key("export-regulator"), "--participant", "rack-integrator", "--reason", "test", "--genesis", genesis)
 	if out := d.cli(t, "verify", "--genesis", genesis, "WH-1"); !strings.Contains(out, "OK WH-1") || !strings.Contains(out, "nothing withheld") {
 		t.Fatalf("verify against the honest node:\n%s", out)
 	}
@@ -356,9 +358,19 @@ func TestWithholdingNode(t *testing.T) {
 	if code == 0 || !strings.Contains(out+errOut, "WITHHELD") || !strings.Contains(out+errOut, "WH-1") || !strings.Contains(out+errOut, "3 events") {
 		t.Fatalf("verify against a node withholding the last entry: exit %d\n%s%s", code, out, errOut)
 	}
+	passport := filepath.Join(t.TempDir(), "wh-1.passport")
+	w.cli(t, "passport", "WH-1", "--file", passport)
+	out, errOut, code = run(t, bin.cli, "verify", "--passport", passport, "--genesis", genesis)
+	if code == 0 || !strings.Contains(out+errOut, "WITHHELD") || !strings.Contains(out+errOut, "WH-1") {
+		t.Fatalf("a passport from a node withholding the last entry, verified offline: exit %d\n%s%s", code, out, errOut)
+	}
 	w.stop()
 	h := serve()
 	if out := h.cli(t, "verify", "--genesis", genesis, "WH-1"); !strings.Contains(out, "nothing withheld") {
 		t.Fatalf("verify against the same store served honestly:\n%s", out)
+	}
+	h.cli(t, "passport", "WH-1", "--file", passport)
+	if out, errOut, code := run(t, bin.cli, "verify", "--passport", passport, "--genesis", genesis); code != 0 || !strings.Contains(out, "nothing withheld") {
+		t.Fatalf("the honest node's passport, verified offline: exit %d\n%s%s", code, out, errOut)
 	}
 }

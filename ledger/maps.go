@@ -334,8 +334,11 @@ var ErrNoMap = errors.New("this store keeps no serial map (it was written before
 // MapProof returns, from one snapshot of the store, the log size, the map
 // root at that size, and key's value (nil: none) with its proof.
 func (l *Ledger) MapProof(key smt.Hash) (size uint64, root smt.Hash, value *smt.Hash, proof *smt.Proof, err error) {
-	p, err := l.mapProof(key, "")
-	return p.Size, p.Root, p.Value, p.Proof, err
+	p, err := l.mapProofs("", key)
+	if err != nil {
+		return 0, root, nil, nil, err
+	}
+	return p[0].Size, p[0].Root, p[0].Value, p[0].Proof, nil
 }
 
 // SerialMapProof is a serial's map leaf proved, read from one snapshot of
@@ -350,11 +353,26 @@ type SerialMapProof struct {
 
 // ProveSerial proves serial's map leaf (or its absence).
 func (l *Ledger) ProveSerial(serial string) (SerialMapProof, error) {
-	return l.mapProof(MapKey(serial), serial)
+	p, err := l.mapProofs(serial, MapKey(serial))
+	return p[0], err
 }
 
-func (l *Ledger) mapProof(key smt.Hash, serial string) (out SerialMapProof, err error) {
-	err = l.db.View(func(txn *badger.Txn) error {
+// ProveSerialAndRegistry proves serial's map leaf and the registry's, from
+// one snapshot (a passport's).
+func (l *Ledger) ProveSerialAndRegistry(serial string) (SerialMapProof, SerialMapProof, error) {
+	p, err := l.mapProofs(serial, MapKey(serial), RegistryMapKey)
+	if err != nil {
+		return SerialMapProof{}, SerialMapProof{}, err
+	}
+	return p[0], p[1], nil
+}
+
+// mapProofs proves each key from one snapshot; the first proof carries
+// serial's stored state, when serial is given.
+func (l *Ledger) mapProofs(serial string, keys ...smt.Hash) ([]SerialMapProof, error) {
+	outs := make([]SerialMapProof, len(keys))
+	err := l.db.View(func(txn *badger.Txn) error {
+		var out SerialMapProof
 		if serial != "" {
 			b, err := getValue(txn, serialKey(serial))
 			switch {
@@ -379,10 +397,19 @@ func (l *Ledger) mapProof(key smt.Hash, serial string) (out SerialMapProof, err 
 			return err
 		}
 		copy(out.Root[:], rb)
-		out.Value, out.Proof, err = smt.Prove(txnMap{txn}, key)
-		return err
+		for i, key := range keys {
+			o := out
+			if i > 0 {
+				o.State = nil
+			}
+			if o.Value, o.Proof, err = smt.Prove(txnMap{txn}, key); err != nil {
+				return err
+			}
+			outs[i] = o
+		}
+		return nil
 	})
-	return out, err
+	return outs, err
 }
 
 // registryChanges is the number of registry changes before this batch.

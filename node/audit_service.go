@@ -10,6 +10,7 @@ import (
 
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/custody"
+	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"golang.org/x/mod/sumdb/tlog"
@@ -220,9 +221,35 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 	}
 	defer release()
 	l := s.n.ledger
-	cp, err := s.checkpoint(ctx, req.GetMinCosigners())
-	if err != nil {
-		return nil, err
+	// The checkpoint, and the serial's and the registry's map proofs for its
+	// size (read at the size the proofs were: a cosigned checkpoint is
+	// gathered for the current size, and asked again if a batch came
+	// between).
+	var cp *pb.Checkpoint
+	var sp, rp ledger.SerialMapProof
+	haveMap := true
+	for attempt := 0; ; attempt++ {
+		sp, rp, err = l.ProveSerialAndRegistry(req.GetSerial())
+		if errors.Is(err, ledger.ErrNoMap) {
+			haveMap = false
+		} else if err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
+		if haveMap && req.GetMinCosigners() <= 1 {
+			if cp, err = l.SignCheckpointAt(ctx, sp.Size); err != nil {
+				return nil, toStatus(ctx, s.n.log, err)
+			}
+		} else if cp, err = s.checkpoint(ctx, req.GetMinCosigners()); err != nil {
+			return nil, err
+		}
+		if !haveMap || cp.GetSize() == sp.Size {
+			break
+		}
+		if attempt == 4 {
+			// Writes keep moving the log between the cosigned checkpoint and
+			// the map proofs: a passport without them would not verify.
+			return nil, withInfo(codes.Unavailable, ReasonStale, "the log grew while the passport's checkpoint was being cosigned, five times; retry", nil)
+		}
 	}
 	p := &pb.CustodyPassport{Genesis: l.Genesis(), Serial: req.GetSerial(), Checkpoint: cp,
 		Policy: l.Registry().Policy().Proto(), Participants: l.Registry().Participants()}
@@ -252,6 +279,17 @@ func (s *auditService) GetCustodyPassport(ctx context.Context, req *pb.GetCustod
 		return l.SerialHistory(ctx, req.GetSerial(), from, limit)
 	}); err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
+	}
+	if k := s.n.cfg.WithholdLast; k > 0 { // a lying node, for tests
+		p.Entries = p.Entries[:max(0, len(p.Entries)-k)]
+	}
+	if haveMap {
+		if p.MapProof, err = mapProofMessage(ledger.MapKey(req.GetSerial()), sp); err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
+		if p.RegistryMapProof, err = mapProofMessage(ledger.RegistryMapKey, rp); err != nil {
+			return nil, toStatus(ctx, s.n.log, err)
+		}
 	}
 	if p.RegistryEntries, err = below(0, func(from uint64, limit int) ([]*pb.Entry, uint64, error) {
 		return l.RegistryEntries(ctx, from, limit)
@@ -329,13 +367,23 @@ func (s *auditService) GetMapProof(ctx context.Context, req *pb.GetMapProofReque
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
-	enc, err := p.Proof.Marshal()
-	if err != nil {
-		return nil, toStatus(ctx, s.n.log, err)
-	}
 	key := ledger.RegistryMapKey
 	if !req.GetRegistry() {
 		key = ledger.MapKey(req.GetSerial())
+	}
+	out, err := mapProofMessage(key, p)
+	if err != nil {
+		return nil, toStatus(ctx, s.n.log, err)
+	}
+	return &pb.GetMapProofResponse{Checkpoint: cp, Proof: out}, nil
+}
+
+// mapProofMessage is a map proof on the wire, with what a serial's leaf
+// commits to when p carries the serial's state.
+func mapProofMessage(key smt.Hash, p ledger.SerialMapProof) (*pb.MapProof, error) {
+	enc, err := p.Proof.Marshal()
+	if err != nil {
+		return nil, err
 	}
 	out := &pb.MapProof{Key: key[:], Proof: enc}
 	if p.Value != nil {
@@ -344,10 +392,10 @@ func (s *auditService) GetMapProof(ctx context.Context, req *pb.GetMapProofReque
 	if p.State != nil {
 		st := new(pb.SerialState)
 		if err := proto.Unmarshal(p.State, st); err != nil {
-			return nil, toStatus(ctx, s.n.log, err)
+			return nil, err
 		}
 		d := sha256.Sum256(p.State)
 		out.HeadHash, out.EventCount, out.HeadIndex, out.StateDigest = st.GetHeadHash(), st.GetEventCount(), st.GetLastIndex(), d[:]
 	}
-	return &pb.GetMapProofResponse{Checkpoint: cp, Proof: out}, nil
+	return out, nil
 }

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -28,6 +30,8 @@ const PassportHeader = "gpuledger-passport v1"
 //	proof <base64 hash>...                                       (its inclusion proof)
 //	entry <index> <accepted_at Unix ns> <base64 envelope>        (each entry of the serial)
 //	proof <base64 hash>...
+//	map <base64 MapProof>                                        (the serial's map proof, when the checkpoint has a map)
+//	registry-map <base64 MapProof>                               (the registry's)
 //	<blank line>
 //	<checkpoint: a C2SP signed note>
 //
@@ -64,6 +68,19 @@ func FormatPassport(p *pb.CustodyPassport) ([]byte, error) {
 	}
 	if err := write("entry", p.GetEntries(), p.GetInclusionProofs()); err != nil {
 		return nil, err
+	}
+	for _, m := range []struct {
+		name string
+		p    *pb.MapProof
+	}{{"map", p.GetMapProof()}, {"registry-map", p.GetRegistryMapProof()}} {
+		if m.p == nil {
+			continue
+		}
+		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.p)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "%s %s\n", m.name, enc(raw))
 	}
 	b.WriteString("\n")
 	b.WriteString(p.GetCheckpoint().GetNote())
@@ -147,6 +164,9 @@ func ParsePassport(data []byte) (*pb.CustodyPassport, error) {
 				return nil, err
 			}
 			last = &pb.Entry{Index: idx, AcceptedAt: timestamppb.New(time.Unix(0, int64(ns))), Envelope: env}
+			if p.MapProof != nil {
+				return nil, bad("entries come before the map proofs")
+			}
 			if f[0] == "registry" {
 				if len(p.Entries) > 0 {
 					return nil, bad("registry entries come before the serial's")
@@ -156,6 +176,23 @@ func ParsePassport(data []byte) (*pb.CustodyPassport, error) {
 			} else {
 				p.Entries = append(p.Entries, last)
 				pending = &p.InclusionProofs
+			}
+		case (f[0] == "map" || f[0] == "registry-map") && pending == nil && len(p.Entries) > 0:
+			if len(f) != 2 || (f[0] == "map" && (p.MapProof != nil || p.RegistryMapProof != nil)) || (f[0] == "registry-map" && (p.MapProof == nil || p.RegistryMapProof != nil)) {
+				return nil, bad("want map then registry-map <base64>, once each, after the entries")
+			}
+			raw, err := b64(f[1])
+			if err != nil {
+				return nil, err
+			}
+			m := new(pb.MapProof)
+			if err := proto.Unmarshal(raw, m); err != nil {
+				return nil, bad("not a map proof: %v", err)
+			}
+			if f[0] == "map" {
+				p.MapProof = m
+			} else {
+				p.RegistryMapProof = m
 			}
 		case f[0] == "proof" && pending != nil:
 			pr := &pb.InclusionProof{LeafIndex: last.GetIndex()}
@@ -174,6 +211,9 @@ func ParsePassport(data []byte) (*pb.CustodyPassport, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("passport: %w", err)
+	}
+	if (p.MapProof == nil) != (p.RegistryMapProof == nil) {
+		return nil, fmt.Errorf("passport: a map proof without the registry's")
 	}
 	if line < 3+extra || pending != nil || len(p.Entries) == 0 {
 		return nil, fmt.Errorf("passport: incomplete (header, serial, genesis, entries each with a proof, then the checkpoint)")
@@ -217,5 +257,37 @@ func Passport(p *pb.CustodyPassport, pinned []byte, minSigners int) (*SerialRepo
 			return nil, fail(int64(e.GetIndex()), "beyond the passport's checkpoint (size %d)", cp.Size)
 		}
 	}
-	return v.chain(p.GetSerial(), p.GetFirstPosition(), cp, changes, p.GetEntries(), proofOf(p.GetEntries(), p.GetInclusionProofs()), false)
+	rep, err := v.chain(p.GetSerial(), p.GetFirstPosition(), cp, changes, p.GetEntries(), proofOf(p.GetEntries(), p.GetInclusionProofs()), false)
+	if err != nil || cp.MapRoot == nil {
+		return rep, err
+	}
+	// The checkpoint commits to a serial map: the passport must show that
+	// its entries are the serial's whole history at that size, and its
+	// registry entries the whole registry.
+	if p.GetMapProof() == nil || p.GetRegistryMapProof() == nil {
+		return nil, fail(-1, "WITHHELD: the passport's checkpoint commits to a serial map, and the passport carries no map proof of %s", p.GetSerial())
+	}
+	if err := serialMapProof(p.GetSerial(), p.GetMapProof(), *cp.MapRoot); err != nil {
+		return nil, err
+	}
+	if err := mapHead(p.GetSerial(), rep, p.GetMapProof(), cp.Size); err != nil {
+		return nil, err
+	}
+	var last uint64
+	if len(changes) > 0 {
+		last = changes[len(changes)-1].index
+	}
+	d, err := ledger.RegistryDigest(rep.Registry)
+	if err != nil {
+		return nil, err
+	}
+	want := ledger.RegistryLeaf(uint64(len(changes)), last, d)
+	if rm := p.GetRegistryMapProof(); !bytes.Equal(rm.GetKey(), ledger.RegistryMapKey[:]) || !bytes.Equal(rm.GetValue(), want[:]) {
+		return nil, fail(-1, "WITHHELD: the passport's %d registry entries do not rebuild the registry its checkpoint commits to", len(changes))
+	}
+	if err := mapProofLeads(p.GetRegistryMapProof(), &want, *cp.MapRoot, "the registry"); err != nil {
+		return nil, err
+	}
+	rep.MapSize = cp.Size
+	return rep, nil
 }

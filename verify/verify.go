@@ -441,29 +441,47 @@ func (v *Verifier) mapProof(ctx context.Context, c *Client, serial string) (*pb.
 	if mcp.MapRoot == nil {
 		return nil, nil, fail(-1, "the checkpoint of the map proof of %s names no serial map", serial)
 	}
-	mp := r.GetProof()
-	if key := ledger.MapKey(serial); !bytes.Equal(mp.GetKey(), key[:]) {
-		return nil, nil, fail(-1, "the map proof is for key %x, not %s's", mp.GetKey(), serial)
+	if err := serialMapProof(serial, r.GetProof(), *mcp.MapRoot); err != nil {
+		return nil, nil, err
 	}
-	pr, err := smt.UnmarshalProof(mp.GetProof())
-	if err != nil {
-		return nil, nil, fail(-1, "the map proof of %s: %v", serial, err)
+	return r.GetProof(), mcp, nil
+}
+
+// serialMapProof checks a serial's map proof against a map root: the key is
+// the serial's, the value the leaf of the head, count and state digest it
+// names (or none), and the proof leads to the root.
+func serialMapProof(serial string, mp *pb.MapProof, root smt.Hash) error {
+	if key := ledger.MapKey(serial); !bytes.Equal(mp.GetKey(), key[:]) {
+		return fail(-1, "the map proof is for key %x, not %s's", mp.GetKey(), serial)
 	}
 	var value *smt.Hash
 	if len(mp.GetValue()) > 0 {
 		if len(mp.GetStateDigest()) != 32 {
-			return nil, nil, fail(-1, "the map proof of %s names no state digest", serial)
+			return fail(-1, "the map proof of %s names no state digest", serial)
 		}
 		leaf := ledger.SerialLeaf(mp.GetHeadHash(), mp.GetEventCount(), mp.GetHeadIndex(), [32]byte(mp.GetStateDigest()))
 		if !bytes.Equal(leaf[:], mp.GetValue()) {
-			return nil, nil, fail(-1, "the map leaf of %s is not the head, count and state it names", serial)
+			return fail(-1, "the map leaf of %s is not the head, count and state it names", serial)
 		}
 		value = &leaf
 	}
-	if err := smt.Verify(*mcp.MapRoot, smt.Hash(mp.GetKey()), value, pr); err != nil {
-		return nil, nil, fail(-1, "the map proof of %s does not lead to the checkpoint's map root: %v", serial, err)
+	return mapProofLeads(mp, value, root, serial)
+}
+
+// mapProofLeads checks that mp proves value (nil: absence) at its key
+// against root.
+func mapProofLeads(mp *pb.MapProof, value *smt.Hash, root smt.Hash, what string) error {
+	pr, err := smt.UnmarshalProof(mp.GetProof())
+	if err != nil {
+		return fail(-1, "the map proof of %s: %v", what, err)
 	}
-	return mp, mcp, nil
+	if len(mp.GetKey()) != smt.HashSize {
+		return fail(-1, "the map proof of %s has a key of %d bytes", what, len(mp.GetKey()))
+	}
+	if err := smt.Verify(root, smt.Hash(mp.GetKey()), value, pr); err != nil {
+		return fail(-1, "the map proof of %s does not lead to the checkpoint's map root: %v", what, err)
+	}
+	return nil
 }
 
 // checkMap checks the verified history against what the map committed to:
@@ -489,6 +507,17 @@ func (v *Verifier) checkMap(ctx context.Context, c *Client, serial string, rep *
 			return fail(-1, "the map proof's checkpoint (size %d) is not a prefix of the checkpoint (size %d)", mcp.Size, cp.Size)
 		}
 	}
+	if err := mapHead(serial, rep, mp, mcp.Size); err != nil {
+		return err
+	}
+	rep.MapSize = mcp.Size
+	return nil
+}
+
+// mapHead checks that the verified history, below log size size, ends at
+// the head the map proof names, with its event count.
+func mapHead(serial string, rep *SerialReport, mp *pb.MapProof, size uint64) error {
+	mcp := &Checkpoint{Size: size}
 	var head []byte
 	var headIndex, count uint64
 	for _, e := range rep.Entries {
@@ -509,7 +538,6 @@ func (v *Verifier) checkMap(ctx context.Context, c *Client, serial string, rep *
 		return fail(-1, "WITHHELD: the node's map commits %s to %d events ending at entry %d (%x) at log size %d; the history it served has %d ending at entry %d (%x)",
 			serial, mp.GetEventCount(), mp.GetHeadIndex(), mp.GetHeadHash(), mcp.Size, count, headIndex, head)
 	}
-	rep.MapSize = mcp.Size
 	return nil
 }
 

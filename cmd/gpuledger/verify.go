@@ -281,10 +281,13 @@ func (c *cli) verifyPassport(file, genesis string, minSigners int) error {
 	if err == nil {
 		var rep *verify.SerialReport
 		if rep, err = verify.Passport(p, pinned, minSigners); err == nil {
-			vd := verdict{OK: true, Passport: file, Serial: rep.Serial, Entries: uint64(len(rep.Entries)), CheckpointSize: rep.Checkpoint.Size, FromEvent: rep.From,
+			vd := verdict{OK: true, Passport: file, Serial: rep.Serial, Entries: uint64(len(rep.Entries)), CheckpointSize: rep.Checkpoint.Size, FromEvent: rep.From, MapSize: rep.MapSize,
 				Signers: rep.Checkpoint.Signers, Story: rep.Story()}
 			return c.verdict(vd, func() {
 				fmt.Fprintf(c.out, "OK passport of %s: %s verified offline against checkpoint size %d signed by %v\n", rep.Serial, plural(len(rep.Entries), "entry"), rep.Checkpoint.Size, rep.Checkpoint.Signers)
+				if rep.MapSize > 0 {
+					fmt.Fprintf(c.out, "  nothing withheld: the serial map of its checkpoint commits %s to this head, and the registry to the registry entries it carries\n", rep.Serial)
+				}
 				if rep.From > 0 {
 					fmt.Fprintf(c.out, "  from event %d on: the passport holds the history from where its reader became party; the %d events before, and the custody rules over them, are not in it\n", rep.From, rep.From)
 				}

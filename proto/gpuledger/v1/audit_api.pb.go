@@ -822,8 +822,16 @@ type CustodyPassport struct {
 	// signatures and inclusion are verified from there, the custody rules
 	// (which need the history before) are not.
 	FirstPosition uint64 `protobuf:"varint,10,opt,name=first_position,json=firstPosition,proto3" json:"first_position,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The serial's map proof against the checkpoint's map_root: the head and
+	// event count the entries must end at (absent from a passport whose
+	// checkpoint carries no serial map).
+	MapProof *MapProof `protobuf:"bytes,11,opt,name=map_proof,json=mapProof,proto3" json:"map_proof,omitempty"`
+	// The registry's map proof: the number of registry changes, the last one's
+	// index and the registry's digest at the checkpoint, which the registry
+	// entries must rebuild.
+	RegistryMapProof *MapProof `protobuf:"bytes,12,opt,name=registry_map_proof,json=registryMapProof,proto3" json:"registry_map_proof,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CustodyPassport) Reset() {
@@ -924,6 +932,20 @@ func (x *CustodyPassport) GetFirstPosition() uint64 {
 		return x.FirstPosition
 	}
 	return 0
+}
+
+func (x *CustodyPassport) GetMapProof() *MapProof {
+	if x != nil {
+		return x.MapProof
+	}
+	return nil
+}
+
+func (x *CustodyPassport) GetRegistryMapProof() *MapProof {
+	if x != nil {
+		return x.RegistryMapProof
+	}
+	return nil
 }
 
 // GetCustodyPassportResponse carries a passport.
@@ -1246,7 +1268,7 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\afinding\x18\x01 \x01(\v2\x15.gpuledger.v1.FindingR\afinding\"X\n" +
 	"\x19GetCustodyPassportRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12#\n" +
-	"\rmin_cosigners\x18\x02 \x01(\rR\fminCosigners\"\xa3\x04\n" +
+	"\rmin_cosigners\x18\x02 \x01(\rR\fminCosigners\"\x9e\x05\n" +
 	"\x0fCustodyPassport\x12\x18\n" +
 	"\agenesis\x18\x01 \x01(\fR\agenesis\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12-\n" +
@@ -1260,7 +1282,9 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\fparticipants\x18\b \x03(\v2\x19.gpuledger.v1.ParticipantR\fparticipants\x12X\n" +
 	"\x19registry_inclusion_proofs\x18\t \x03(\v2\x1c.gpuledger.v1.InclusionProofR\x17registryInclusionProofs\x12%\n" +
 	"\x0efirst_position\x18\n" +
-	" \x01(\x04R\rfirstPosition\"W\n" +
+	" \x01(\x04R\rfirstPosition\x123\n" +
+	"\tmap_proof\x18\v \x01(\v2\x16.gpuledger.v1.MapProofR\bmapProof\x12D\n" +
+	"\x12registry_map_proof\x18\f \x01(\v2\x16.gpuledger.v1.MapProofR\x10registryMapProof\"W\n" +
 	"\x1aGetCustodyPassportResponse\x129\n" +
 	"\bpassport\x18\x01 \x01(\v2\x1d.gpuledger.v1.CustodyPassportR\bpassport\"H\n" +
 	"\x12GetMapProofRequest\x12\x16\n" +
@@ -1345,14 +1369,16 @@ var file_gpuledger_v1_audit_api_proto_depIdxs = []int32{
 	26, // 16: gpuledger.v1.CustodyPassport.policy:type_name -> gpuledger.v1.Policy
 	27, // 17: gpuledger.v1.CustodyPassport.participants:type_name -> gpuledger.v1.Participant
 	19, // 18: gpuledger.v1.CustodyPassport.registry_inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
-	13, // 19: gpuledger.v1.GetCustodyPassportResponse.passport:type_name -> gpuledger.v1.CustodyPassport
-	18, // 20: gpuledger.v1.GetMapProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	16, // 21: gpuledger.v1.GetMapProofResponse.proof:type_name -> gpuledger.v1.MapProof
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	16, // 19: gpuledger.v1.CustodyPassport.map_proof:type_name -> gpuledger.v1.MapProof
+	16, // 20: gpuledger.v1.CustodyPassport.registry_map_proof:type_name -> gpuledger.v1.MapProof
+	13, // 21: gpuledger.v1.GetCustodyPassportResponse.passport:type_name -> gpuledger.v1.CustodyPassport
+	18, // 22: gpuledger.v1.GetMapProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	16, // 23: gpuledger.v1.GetMapProofResponse.proof:type_name -> gpuledger.v1.MapProof
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_audit_api_proto_init() }
