@@ -408,10 +408,15 @@ func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *
 		return nil, err
 	}
 	rep.Trusted = trusted
-	if mp != nil {
+	switch {
+	case mp != nil:
 		if err := v.checkMap(ctx, c, serial, rep, mp, mcp); err != nil {
 			return nil, err
 		}
+	case cp.MapRoot != nil:
+		// The node's checkpoint commits to a serial map, and the node would
+		// not prove the serial against it.
+		return nil, fail(-1, "WITHHELD: the node's checkpoint commits to a serial map, and it gives no map proof of %s", serial)
 	}
 	return rep, nil
 }
