@@ -103,12 +103,23 @@ func (t *tile) empty() bool {
 	return true
 }
 
+// A tile's slots form a heap: slot i's children are slots 2i+1 and 2i+2,
+// and slots 0 to 6 have theirs in the tile. So an inner node in those slots
+// is written as one byte, 0x02, and its children's hashes computed again
+// when the tile is read: a full tile is about 540 bytes, not 980.
+const tileInner = 7 // slots whose children are in the tile
+
 func (t *tile) marshal() []byte {
 	var mask uint16
 	b := make([]byte, 2, 2+len(t)*65)
 	for i, n := range t {
-		if n != nil {
-			mask |= 1 << uint(i)
+		if n == nil {
+			continue
+		}
+		mask |= 1 << uint(i)
+		if !n.Leaf && i < tileInner {
+			b = append(b, 2)
+		} else {
 			b = append(b, n.Marshal()...)
 		}
 	}
@@ -122,8 +133,13 @@ func unmarshalTile(b []byte) (*tile, error) {
 		return nil, fmt.Errorf("%w: a map tile of %d bytes", ErrCorrupt, len(b))
 	}
 	mask, rest := binary.BigEndian.Uint16(b), b[2:]
+	var derive [tileInner]bool
 	for i := range t {
 		if mask&(1<<uint(i)) == 0 {
+			continue
+		}
+		if len(rest) > 0 && rest[0] == 2 && i < tileInner {
+			t[i], derive[i], rest = &smt.Node{}, true, rest[1:]
 			continue
 		}
 		if len(rest) < 65 {
@@ -137,6 +153,20 @@ func unmarshalTile(b []byte) (*tile, error) {
 	}
 	if len(rest) != 0 || mask>>uint(len(t)) != 0 {
 		return nil, fmt.Errorf("%w: a map tile has bytes past its nodes", ErrCorrupt)
+	}
+	hash := func(n *smt.Node) smt.Hash {
+		if n == nil {
+			return smt.Empty
+		}
+		return n.Hash()
+	}
+	for i := tileInner - 1; i >= 0; i-- {
+		if derive[i] {
+			t[i].Left, t[i].Right = hash(t[2*i+1]), hash(t[2*i+2])
+			if t[i].Left == smt.Empty && t[i].Right == smt.Empty {
+				return nil, fmt.Errorf("%w: a map tile's inner node has no children", ErrCorrupt)
+			}
+		}
 	}
 	return t, nil
 }
