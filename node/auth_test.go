@@ -91,15 +91,7 @@ func startTLSNodeWith(t testing.TB, c *consortium.Consortium, scope node.Scope, 
 	if mod != nil {
 		mod(dir, &cfg)
 	}
-	n, err := node.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if err := n.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	n := openLeader(t, cfg)
 	s := n.NewServer()
 	go s.Serve(n.GRPCListener())
 	t.Cleanup(func() {

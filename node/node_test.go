@@ -61,15 +61,7 @@ func startNodeWith(t testing.TB, dir string, mod func(*node.Config)) *testNode {
 	if mod != nil {
 		mod(&cfg)
 	}
-	n, err := node.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if err := n.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	n := openLeader(t, cfg)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -559,4 +551,19 @@ func TestNothingUnsignedReachesRaft(t *testing.T) {
 	if got := tn.n.RaftLastIndex(); got != before+1 || tn.n.Size() != 2 {
 		t.Fatalf("after a valid write: raft index %d (want %d), %d entries", got, before+1, tn.n.Size())
 	}
+}
+
+// openLeader opens a one-node cluster and waits until it leads.
+func openLeader(t testing.TB, cfg node.Config) *node.Node {
+	t.Helper()
+	n, err := node.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := n.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
