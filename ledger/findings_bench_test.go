@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -237,6 +238,18 @@ func BenchmarkMapCost(b *testing.B) {
 				tOn, tOff = tOn+dOn, tOff+dOff
 				next += batch
 			}
+			// Proofs from the store, of serials spread over the map.
+			var prove []time.Duration
+			for i := range 2000 {
+				serial := fmt.Sprintf("PF-%08d", (i*7919)%max(prefill, 1))
+				t0 := time.Now()
+				if _, err := on.ProveSerial(serial); err != nil {
+					b.Fatal(err)
+				}
+				prove = append(prove, time.Since(t0))
+			}
+			slices.Sort(prove)
+			b.ReportMetric(float64(prove[len(prove)*99/100].Microseconds()), "prove-p99-µs")
 			leaves, bytes, err := on.MapStats(context.Background())
 			if err != nil {
 				b.Fatal(err)
