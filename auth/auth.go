@@ -32,7 +32,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"os"
@@ -78,31 +77,6 @@ func SelfSigned(key crypto.Signer, name string) (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
-}
-
-// edSigner is a crypto.Signer over a sign function of pure Ed25519.
-type edSigner struct {
-	pub  ed25519.PublicKey
-	sign func([]byte) ([]byte, error)
-}
-
-func (s edSigner) Public() crypto.PublicKey { return s.pub }
-
-func (s edSigner) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
-	if opts.HashFunc() != 0 {
-		return nil, errors.New("ed25519 signs the message itself, not a digest")
-	}
-	return s.sign(msg)
-}
-
-// NodeSigner returns a crypto.Signer over a node's signed-note key, whose
-// public half is verifierKey ("<name>+<hash>+<base64 key>").
-func NodeSigner(s note.Signer, verifierKey string) (crypto.Signer, error) {
-	pub, err := NodePublicKey(verifierKey)
-	if err != nil {
-		return nil, err
-	}
-	return edSigner{pub: pub, sign: s.Sign}, nil
 }
 
 // NodeKey is a node's signed-note key that can also sign for TLS, as the

@@ -108,7 +108,7 @@ func (n *Node) authenticate(ctx context.Context, method string) (*caller, error)
 				return nil, withInfo(codes.Unauthenticated, ReasonUnknownKey,
 					"the client certificate's key is not Ed25519, so it is no registered key: present a certificate over your participant's Ed25519 key (gpuledger client-cert)", nil)
 			}
-			if name := nodeByKey(reg, pub); name != "" {
+			if name := n.nodeByKey(reg, pub); name != "" {
 				return &caller{node: name, via: "certificate", reg: reg}, nil
 			}
 			return n.participantKey(reg, id, "certificate")

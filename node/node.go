@@ -268,6 +268,7 @@ type Node struct {
 	tls       *tls.Config
 	verifiers keys.Cache
 	nonces    nonces
+	nodeKeys  atomic.Pointer[nodeKeys]
 
 	applied atomic.Pointer[chan struct{}] // closed and replaced after each applied batch
 	alarm   atomic.Pointer[string]

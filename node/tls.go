@@ -160,21 +160,34 @@ func (n *Node) registeredKey(pub ed25519.PublicKey) bool {
 		return false
 	}
 	reg := n.ledger.Registry()
-	if nodeByKey(reg, pub) != "" {
+	if n.nodeByKey(reg, pub) != "" {
 		return true
 	}
 	k, _ := reg.Key(keys.KeyID(keys.Ed25519, pub))
 	return k != nil
 }
 
-// nodeByKey returns the name of the registry's node whose key pub is.
-func nodeByKey(reg *ledger.Registry, pub ed25519.PublicKey) string {
-	for _, nd := range reg.Nodes() {
-		if k, err := auth.NodePublicKey(nd.GetVerifierKey()); err == nil && k.Equal(pub) {
-			return nd.GetName()
+// nodeKeys are the registry's node keys (raw Ed25519 public key to node
+// name), as read from the registry reg; authenticated calls look them up.
+type nodeKeys struct {
+	reg   *ledger.Registry
+	names map[string]string
+}
+
+// nodeByKey returns the name of the registry's node whose key pub is, from
+// keys parsed once per registry (a registry change replaces the registry).
+func (n *Node) nodeByKey(reg *ledger.Registry, pub ed25519.PublicKey) string {
+	nk := n.nodeKeys.Load()
+	if nk == nil || nk.reg != reg {
+		nk = &nodeKeys{reg: reg, names: make(map[string]string)}
+		for _, nd := range reg.Nodes() {
+			if k, err := auth.NodePublicKey(nd.GetVerifierKey()); err == nil {
+				nk.names[string(k)] = nd.GetName()
+			}
 		}
+		n.nodeKeys.Store(nk)
 	}
-	return ""
+	return nk.names[string(pub)]
 }
 
 // peerCredentials are the TLS credentials a node dials other nodes with:
@@ -196,7 +209,7 @@ func (n *Node) peerCredentials(nodeCert tls.Certificate) credentials.TransportCr
 			if !ok {
 				return errors.New("the peer's certificate is not over an Ed25519 node key")
 			}
-			if n.ledger != nil && nodeByKey(n.ledger.Registry(), pub) == "" && n.cfg.Join == "" {
+			if n.ledger != nil && n.nodeByKey(n.ledger.Registry(), pub) == "" && n.cfg.Join == "" {
 				return errors.New("the peer's certificate is not over the key of a node of the registry")
 			}
 			return nil

@@ -51,16 +51,8 @@ func (v *Verifier) Receipts(ctx context.Context, c *Client, store *TrustStore, e
 		note := r.GetCheckpoint().GetNote()
 		cp, ok := checked[note]
 		if !ok {
-			if cp, err = v.Checkpoint(note); err != nil {
-				// Signed by a node added after the genesis: verify with the
-				// registry's history, itself checked entry by entry.
-				reg, rerr := c.registryEntries(ctx)
-				if rerr != nil {
-					return &ReceiptError{"its checkpoint: " + err.Error()}
-				}
-				if cp, err = v.CheckpointWith(note, reg); err != nil {
-					return &ReceiptError{"its checkpoint: " + err.Error()}
-				}
+			if cp, err = v.checkpointOf(ctx, c, note); err != nil {
+				return &ReceiptError{"its checkpoint: " + err.Error()}
 			}
 			checked[note] = cp
 		}

@@ -435,11 +435,7 @@ func (v *Verifier) mapProof(ctx context.Context, c *Client, serial string) (*pb.
 	}
 	one := *v
 	one.MinSigners = 1
-	reg, err := c.registryEntries(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	mcp, err := one.CheckpointWith(r.GetCheckpoint().GetNote(), reg)
+	mcp, err := one.checkpointOf(ctx, c, r.GetCheckpoint().GetNote())
 	if err != nil {
 		return nil, nil, fmt.Errorf("the checkpoint of the map proof of %s: %w", serial, err)
 	}
@@ -660,4 +656,19 @@ func flagKinds(fs []*pb.Flag) []string {
 // and entries they name, and their country.
 func sameFlags(a, b []*pb.Flag) bool {
 	return slices.EqualFunc(a, b, func(x, y *pb.Flag) bool { return proto.Equal(x, y) })
+}
+
+// checkpointOf verifies a checkpoint the node sent beside an answer (a
+// receipt, a map proof): against the genesis's nodes, and only when that
+// fails against the registry's later ones, fetched and checked then.
+func (v *Verifier) checkpointOf(ctx context.Context, c *Client, note string) (*Checkpoint, error) {
+	cp, err := v.Checkpoint(note)
+	if err == nil {
+		return cp, nil
+	}
+	reg, rerr := c.registryEntries(ctx)
+	if rerr != nil {
+		return nil, err
+	}
+	return v.CheckpointWith(note, reg)
 }

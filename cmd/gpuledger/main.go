@@ -322,12 +322,8 @@ func (c *cli) clientOptions() (client.Options, error) {
 }
 
 func hasEd25519(ks *keys.KeySet) bool {
-	for _, s := range ks.Signers() {
-		if s.Scheme() == keys.Ed25519 {
-			return true
-		}
-	}
-	return false
+	_, ok := ks.Ed25519()
+	return ok
 }
 
 // ledgerID returns the id of the node's ledger, from its checkpoint's
