@@ -19,6 +19,7 @@ import (
 	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/ledger/custody"
 	"github.com/gpuledger/gpuledger/ledger/gaps"
+	"github.com/gpuledger/gpuledger/ledger/policy"
 	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"golang.org/x/mod/sumdb/tlog"
@@ -312,9 +313,14 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 // another's events). It returns the actor's budget after the event, to keep
 // in the serial's state once the event is accepted.
 func (a *applier) withinLimits(d *decoded, st *pb.SerialState) (*pb.ByteBudget, *custody.Error) {
-	pol := a.reg.Policy()
+	return budgetAfter(a.reg.Policy(), st, d.event, d.actor, len(d.raw), a.at)
+}
+
+// budgetAfter is withinLimits for an event of actor, its envelope size
+// bytes, accepted at the ledger's time at.
+func budgetAfter(pol *policy.Policy, st *pb.SerialState, ev *pb.CustodyEvent, actor string, size int, at time.Time) (*pb.ByteBudget, *custody.Error) {
 	n := 0
-	for _, e := range d.event.GetEvidence() {
+	for _, e := range ev.GetEvidence() {
 		n += len(e.GetType()) + len(e.GetData())
 	}
 	if max := pol.MaxEvidenceBytes(); n > max {
@@ -324,11 +330,11 @@ func (a *applier) withinLimits(d *decoded, st *pb.SerialState) (*pb.ByteBudget, 
 		return nil, rej
 	}
 	burst, rate, window := pol.SerialBurstBytes(), pol.SerialBytesPerWindow(), uint64(pol.SerialByteWindow())
-	now := a.at.UnixNano()
-	b := &pb.ByteBudget{Participant: d.actor, RefilledAtNs: now, BytesLeft: burst} // a budget not used yet is full
+	now := at.UnixNano()
+	b := &pb.ByteBudget{Participant: actor, RefilledAtNs: now, BytesLeft: burst} // a budget not used yet is full
 	for _, old := range st.GetBudgets() {
-		if old.GetParticipant() == d.actor {
-			b = &pb.ByteBudget{Participant: d.actor, RefilledAtNs: old.GetRefilledAtNs(), BytesLeft: old.GetBytesLeft()}
+		if old.GetParticipant() == actor {
+			b = &pb.ByteBudget{Participant: actor, RefilledAtNs: old.GetRefilledAtNs(), BytesLeft: old.GetBytesLeft()}
 		}
 	}
 	if elapsed := now - b.RefilledAtNs; elapsed > 0 { // refill, in integers: every replica alike
@@ -340,11 +346,11 @@ func (a *applier) withinLimits(d *decoded, st *pb.SerialState) (*pb.ByteBudget, 
 		b.BytesLeft = min(burst, b.BytesLeft+min(add, burst))
 		b.RefilledAtNs = now
 	}
-	size := uint64(len(d.raw))
-	if size > b.BytesLeft {
+	sz := uint64(size)
+	if sz > b.BytesLeft {
 		wait := time.Duration(0)
 		if rate > 0 {
-			hi, lo := bits.Mul64(size-b.BytesLeft, window)
+			hi, lo := bits.Mul64(sz-b.BytesLeft, window)
 			if hi < rate {
 				q, _ := bits.Div64(hi, lo, rate)
 				wait = time.Duration(min(q, math.MaxInt64))
@@ -352,10 +358,30 @@ func (a *applier) withinLimits(d *decoded, st *pb.SerialState) (*pb.ByteBudget, 
 		}
 		return nil, custody.Reject(custody.TooLarge, custody.ReasonSerialBudget,
 			"%s has %d bytes left of its budget on serial %s and this envelope is %d (the policy: %d bytes, refilled at %d per %v): retry after %s",
-			d.actor, b.BytesLeft, d.event.GetSerial(), size, burst, rate, time.Duration(window), a.at.Add(wait).UTC().Format(time.RFC3339))
+			actor, b.BytesLeft, ev.GetSerial(), sz, burst, rate, time.Duration(window), at.Add(wait).UTC().Format(time.RFC3339))
 	}
-	b.BytesLeft -= size
+	b.BytesLeft -= sz
 	return b, nil
+}
+
+// NextState is what Apply makes of a serial's state st (nil before its
+// first event) when it accepts the custody event ev, of envelope raw with
+// hash (its entry hash), at index and the ledger's time at, under reg: the
+// custody rules' next state and flags, with the actor's byte budget. An
+// auditor rebuilding the serial map from the log (verify --all) computes
+// every state with it, so that its leaves' state digests are the node's.
+// A rejection means Apply would have refused the event.
+func NextState(reg *Registry, st *pb.SerialState, ev *pb.CustodyEvent, raw, hash []byte, index uint64, at time.Time) (*pb.SerialState, []*pb.Flag, *custody.Error) {
+	budget, rej := budgetAfter(reg.Policy(), st, ev, ev.GetActor(), len(raw), at)
+	if rej != nil {
+		return nil, nil, rej
+	}
+	next, flags, rej := custody.Next(custody.Step{State: st, Event: ev, Actor: reg.Participant(ev.GetActor()), Index: index, EntryHash: hash}, reg, reg.Policy())
+	if rej != nil {
+		return nil, nil, rej
+	}
+	setBudget(next, budget)
+	return next, flags, nil
 }
 
 // setBudget puts the actor's budget into the serial's state.

@@ -4,32 +4,34 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"runtime"
+	"sort"
+	"strings"
 	"sync"
 
 	"github.com/gpuledger/gpuledger/ledger"
+	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"google.golang.org/protobuf/proto"
 )
 
-// AllReport is the outcome of verifying a whole log.
+// AllReport is the outcome of verifying a whole log, or the part of it
+// after an audit store's mark.
 type AllReport struct {
-	Entries   uint64
-	Root      [32]byte
-	Serials   int
-	Registry  int // registry-change entries applied
-	Failures  []*Failure
-	Truncated bool // more failures than kept
-	// Heads is each serial's last entry hash and entry count, as rebuilt.
-	Heads map[string]Head
-}
-
-// Head is a serial's head as rebuilt from the log.
-type Head struct {
-	Hash  [32]byte
-	Count uint64
+	From     uint64 // the first entry verified this run (0: the whole log)
+	Entries  uint64 // the log size verified up to
+	Root     [32]byte
+	Serials  int
+	Registry int // registry-change entries applied this run
+	Failures []*Failure
+	// Truncated says there were more failures than kept.
+	Truncated bool
+	// MapRoot is the serial map rebuilt from the verified log at Entries,
+	// once Commit has run.
+	MapRoot *smt.Hash
 }
 
 // FirstProblem says what failed at the lowest failing index.
@@ -62,49 +64,75 @@ const maxFailures = 100
 // All verifies a log streamed from index 0 by next (which returns nil at the
 // end): every entry's index, its leaf (recomputed from its bytes) into a
 // Merkle root, its signatures under the registry rebuilt from the genesis and
-// the log's registry changes (in parallel on all cores), and every serial's
-// chain links. Memory grows with the number of serials, not of entries.
-// progress, if set, is called with the entries seen so far.
+// the log's registry changes (in parallel on all cores), every serial's
+// chain links, the custody rules over every event (with the flags the node
+// reports), and the serial map that follows, rebuilt in memory. Memory grows
+// with the number of serials, not of entries. progress, if set, is called
+// with the entries seen so far.
 func (v *Verifier) All(ctx context.Context, next func() (*pb.Entry, error), progress func(uint64)) (*AllReport, error) {
 	s := v.NewStream()
 	defer s.Close()
+	if err := s.Run(ctx, next, progress); err != nil {
+		return nil, err
+	}
+	rep, err := s.Finish()
+	if err != nil || !rep.OK() {
+		return rep, err
+	}
+	_, err = s.Commit()
+	return rep, err
+}
+
+// Run feeds the stream from next until it returns nil or the stream stops
+// at a missing entry.
+func (s *Stream) Run(ctx context.Context, next func() (*pb.Entry, error), progress func(uint64)) error {
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		e, err := next()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if e == nil {
-			break
+			return nil
 		}
 		if err := s.Add(e); err != nil {
-			return nil, err
+			return err
 		}
 		if progress != nil && e.GetIndex()%4096 == 0 {
 			progress(e.GetIndex())
 		}
 		if s.stopped {
-			break
+			return nil
 		}
 	}
-	return s.Finish()
 }
 
-// Stream verifies a log fed to it entry by entry, in order (see All). Add
-// and Finish must be called from one goroutine; Close releases the
+// Stream verifies a log fed to it entry by entry, in order (see All),
+// rebuilding every serial's state and the serial map in an audit store.
+// Add and Finish must be called from one goroutine; Close releases the
 // signature-checking goroutines.
 type Stream struct {
-	v       *Verifier
-	rep     *AllReport
-	rng     *compact.Range
-	reg     *ledger.Registry
-	next    uint64
-	stopped bool
-	mu      sync.Mutex
-	jobs    chan streamJob
-	wg      sync.WaitGroup
+	v        *Verifier
+	rep      *AllReport
+	rng      *compact.Range
+	reg      *ledger.Registry
+	next     uint64
+	stopped  bool
+	mu       sync.Mutex
+	jobs     chan streamJob
+	wg       sync.WaitGroup
+	store    *ledger.AuditStore
+	ownStore bool
+	// fresh: the store held nothing at the start, so a serial not in
+	// states has no state.
+	fresh      bool
+	states     map[string]*pb.SerialState // changed since the store's mark
+	changes    []ledger.AuditChange       // registry changes since the mark
+	regChanges uint64                     // registry changes up to next
+	regLast    uint64
+	serials    uint64
 }
 
 type streamJob struct {
@@ -114,11 +142,86 @@ type streamJob struct {
 
 var rangeFactory = compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
 
-// NewStream starts a stream verifier.
+// NewStream starts a stream verifier from entry 0, with an audit store in
+// memory.
 func (v *Verifier) NewStream() *Stream {
-	s := &Stream{v: v, rep: &AllReport{Heads: map[string]Head{}}, rng: rangeFactory.NewEmptyRange(0), reg: v.registry}
+	store, err := ledger.OpenAuditStore("")
+	if err != nil {
+		panic(err) // an in-memory badger opens, or nothing does
+	}
+	s := &Stream{v: v, rep: &AllReport{}, rng: rangeFactory.NewEmptyRange(0), reg: v.registry, store: store, ownStore: true, fresh: true,
+		states: map[string]*pb.SerialState{}}
 	s.start()
 	return s
+}
+
+// ResumeStream starts a stream verifier where the audit store's mark
+// says the last run stopped (from entry 0 when it has none): its Merkle
+// tree's right edge, its registry rebuilt from the genesis and the
+// registry changes it holds, its serials' states.
+func (v *Verifier) ResumeStream(store *ledger.AuditStore) (*Stream, error) {
+	m, err := store.Mark()
+	if err != nil {
+		return nil, err
+	}
+	s := &Stream{v: v, rep: &AllReport{}, rng: rangeFactory.NewEmptyRange(0), reg: v.registry, store: store, fresh: m == nil,
+		states: map[string]*pb.SerialState{}}
+	if m != nil {
+		if s.rng, err = rangeFactory.NewRange(0, m.Size, m.Range); err != nil {
+			return nil, fmt.Errorf("the audit store's mark: %w", err)
+		}
+		if root, err := s.root(); err != nil || root != m.Root {
+			return nil, fmt.Errorf("the audit store's mark does not hold together (its tree edge gives root %x, it says %x): run with --from-scratch", root[:], m.Root[:])
+		}
+		err := store.RegistryChanges(func(index uint64, envelope []byte) error {
+			env, rej := ledger.DecodeEnvelope(envelope)
+			if rej != nil {
+				return rej
+			}
+			ch := new(pb.RegistryChange)
+			if err := ledger.UnmarshalPayload(env, ch); err != nil {
+				return err
+			}
+			next, err := s.reg.WithChange(ch, index)
+			if err != nil {
+				return err
+			}
+			s.reg = next
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("the audit store's registry changes: %w", err)
+		}
+		s.next, s.regChanges, s.regLast, s.serials = m.Size, m.Changes, m.LastChange, m.Serials
+		s.rep.From = m.Size
+	}
+	s.start()
+	return s, nil
+}
+
+// Next is the index of the entry the stream expects next.
+func (s *Stream) Next() uint64 { return s.next }
+
+// Mark returns the audit store's mark (nil: none).
+func (s *Stream) Mark() (*ledger.AuditMark, error) { return s.store.Mark() }
+
+// Changed returns the serials whose state changed since the store's mark,
+// newest change first.
+func (s *Stream) Changed() []string {
+	out := make([]string, 0, len(s.states))
+	for k := range s.states {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return s.states[out[i]].GetLastIndex() > s.states[out[j]].GetLastIndex() })
+	return out
+}
+
+// State returns a serial's state as rebuilt so far, or nil.
+func (s *Stream) State(serial string) (*pb.SerialState, error) {
+	if st, ok := s.states[serial]; ok || s.fresh {
+		return st, nil
+	}
+	return s.store.State(serial)
 }
 
 func (s *Stream) fail(f *Failure) {
@@ -155,12 +258,17 @@ func (s *Stream) Wait() {
 	s.start()
 }
 
-// Close stops the checkers (after the queued checks).
+// Close stops the checkers (after the queued checks), and closes the
+// audit store when the stream opened it.
 func (s *Stream) Close() {
 	if s.jobs != nil {
 		close(s.jobs)
 		s.wg.Wait()
 		s.jobs = nil
+	}
+	if s.ownStore && s.store != nil {
+		s.store.Close()
+		s.store = nil
 	}
 }
 
@@ -207,6 +315,8 @@ func (s *Stream) Add(e *pb.Entry) error {
 		}
 		s.reg = next
 		s.rep.Registry++
+		s.regChanges, s.regLast = s.regChanges+1, i
+		s.changes = append(s.changes, ledger.AuditChange{Index: i, Envelope: e.GetEnvelope()})
 		return nil
 	}
 	ev := new(pb.CustodyEvent)
@@ -214,34 +324,134 @@ func (s *Stream) Add(e *pb.Entry) error {
 		s.fail(fail(int64(i), "custody event: %v", err))
 		return nil
 	}
-	h, seen := s.rep.Heads[ev.GetSerial()]
-	switch {
-	case !seen && ev.GetType() != pb.EventType_EVENT_TYPE_MANUFACTURED:
-		s.fail(fail(int64(i), "serial %s starts without MANUFACTURED", ev.GetSerial()))
-	case seen && !bytes.Equal(ev.GetPrevEventHash(), h.Hash[:]):
-		s.fail(fail(int64(i), "serial %s: prev_event_hash %x does not link to its previous entry %x", ev.GetSerial(), ev.GetPrevEventHash(), h.Hash[:]))
+	serial := ev.GetSerial()
+	st, err := s.State(serial)
+	if err != nil {
+		return err
 	}
-	s.rep.Heads[ev.GetSerial()] = Head{Hash: eh, Count: h.Count + 1}
+	switch {
+	case st == nil && ev.GetType() != pb.EventType_EVENT_TYPE_MANUFACTURED:
+		s.fail(fail(int64(i), "serial %s starts without MANUFACTURED", serial))
+	case st != nil && !bytes.Equal(ev.GetPrevEventHash(), st.GetHeadHash()):
+		s.fail(fail(int64(i), "serial %s: prev_event_hash %x does not link to its previous entry %x", serial, ev.GetPrevEventHash(), st.GetHeadHash()))
+	default:
+		// The state Apply made of it, whose digest the serial's map leaf
+		// commits to; and the flags the rules give, which the node reports
+		// beside the entry (they are not in its Merkle leaf).
+		next, flags, rej := ledger.NextState(s.reg, st, ev, e.GetEnvelope(), eh[:], i, e.GetAcceptedAt().AsTime())
+		switch {
+		case rej != nil:
+			s.fail(fail(int64(i), "serial %s: the node accepted an event the ledger's rules refuse: %v", serial, rej))
+		case !sameFlags(flags, e.GetFlags()):
+			s.fail(fail(int64(i), "serial %s: the node reports flags %v; the rules give %v", serial, flagKinds(e.GetFlags()), flagKinds(flags)))
+		default:
+			if st == nil {
+				s.serials++
+			}
+			s.states[serial] = next
+		}
+	}
 	s.jobs <- streamJob{e, s.reg}
 	return nil
 }
 
-// Finish waits for the queued checks and returns the report.
+// Finish waits for the queued checks and returns the report: the entries
+// verified up to Next and the Merkle root there.
 func (s *Stream) Finish() (*AllReport, error) {
 	s.Wait()
-	return s.v.finish(s.rep, s.rng, s.rng.End())
-}
-
-func (v *Verifier) finish(rep *AllReport, rng *compact.Range, n uint64) (*AllReport, error) {
-	rep.Entries = n
-	rep.Serials = len(rep.Heads)
-	root, err := rng.GetRootHash(nil)
+	root, err := s.root()
 	if err != nil {
 		return nil, err
 	}
-	if n == 0 {
-		root = rfc6962.DefaultHasher.EmptyRoot()
-	}
-	copy(rep.Root[:], root)
-	return rep, nil
+	s.rep.Entries, s.rep.Root, s.rep.Serials = s.next, root, int(s.serials)
+	return s.rep, nil
 }
+
+func (s *Stream) root() ([32]byte, error) {
+	var root [32]byte
+	if s.rng.End() == 0 {
+		copy(root[:], rfc6962.DefaultHasher.EmptyRoot())
+		return root, nil
+	}
+	r, err := s.rng.GetRootHash(nil)
+	copy(root[:], r)
+	return root, err
+}
+
+// Commit writes what the stream rebuilt up to Next to its audit store
+// (every changed serial's state, the registry changes, the tree's edge)
+// and returns the serial map's root there, which the caller compares with
+// the checkpoint's. Call it only after Finish has reported no failures and
+// the root was the checkpoint's: the store then holds a verified prefix of
+// the log, which the next run resumes from.
+func (s *Stream) Commit() (smt.Hash, error) {
+	rep, err := s.Finish()
+	if err != nil {
+		return smt.Hash{}, err
+	}
+	if !rep.OK() {
+		return smt.Hash{}, fmt.Errorf("the log did not verify: nothing to commit")
+	}
+	mark := ledger.AuditMark{Size: s.next, Root: rep.Root, Range: s.rng.Hashes(), Changes: s.regChanges, LastChange: s.regLast, Serials: s.serials}
+	root, err := s.store.Commit(mark, s.states, s.reg, s.changes)
+	if err != nil {
+		return root, fmt.Errorf("audit store: %w", err)
+	}
+	s.rep.MapRoot = &root
+	s.fresh, s.states, s.changes = false, map[string]*pb.SerialState{}, nil
+	return root, nil
+}
+
+// MapMismatch explains why a checkpoint's serial map root is not the one
+// rebuilt from the log at its size, naming the serials it misstates where it
+// can: when the root is that of the map verified before (prev, the audit
+// store's earlier mark), every serial changed since is left out of it;
+// otherwise the node is asked to prove the serials changed since (newest
+// first, at most limit), and a proof that leads to the checkpoint's root
+// with a leaf that is not the rebuilt one names its serial.
+func (s *Stream) MapMismatch(ctx context.Context, c *Client, cp *Checkpoint, rebuilt smt.Hash, prev *ledger.AuditMark, changed []string, states map[string]*pb.SerialState, limit int) *Failure {
+	names := func(ss []string) string {
+		if len(ss) > 5 {
+			return fmt.Sprintf("%s and %d more", strings.Join(ss[:5], ", "), len(ss)-5)
+		}
+		return strings.Join(ss, ", ")
+	}
+	if prev != nil && *cp.MapRoot == prev.MapRoot && prev.Size < cp.Size {
+		return fail(-1, "WITHHELD: the checkpoint of size %d signs the serial map of log size %d (verified before): it leaves out every event since, of %s",
+			cp.Size, prev.Size, names(changed))
+	}
+	for i, serial := range changed {
+		if i == limit || ctx.Err() != nil {
+			break
+		}
+		r, err := c.Audit.GetMapProof(ctx, &pb.GetMapProofRequest{Serial: serial})
+		if err != nil {
+			break
+		}
+		mcp, err := s.v.checkpointOf(ctx, c, r.GetCheckpoint().GetNote())
+		if err != nil || mcp.Size != cp.Size || mcp.MapRoot == nil || *mcp.MapRoot != *cp.MapRoot {
+			continue // a proof of another map: it says nothing of this one
+		}
+		if serialMapProof(serial, r.GetProof(), *cp.MapRoot) != nil {
+			continue
+		}
+		mp, st := r.GetProof(), states[serial]
+		if len(mp.GetValue()) == 0 {
+			return fail(int64(st.GetLastIndex()), "WITHHELD: the checkpoint of size %d signs a serial map without %s; the log holds %d of its events, the last at entry %d",
+				cp.Size, serial, st.GetEventCount(), st.GetLastIndex())
+		}
+		if mp.GetEventCount() != st.GetEventCount() || mp.GetHeadIndex() != st.GetLastIndex() || !bytes.Equal(mp.GetHeadHash(), st.GetHeadHash()) {
+			return fail(int64(st.GetLastIndex()), "WITHHELD: the checkpoint of size %d signs a serial map that commits %s to %d events ending at entry %d; the log holds %d, ending at entry %d",
+				cp.Size, serial, mp.GetEventCount(), mp.GetHeadIndex(), st.GetEventCount(), st.GetLastIndex())
+		}
+		if b, err := (proto.MarshalOptions{Deterministic: true}).Marshal(st); err == nil && sha256.Sum256(b) != [32]byte(mp.GetStateDigest()) {
+			return fail(int64(st.GetLastIndex()), "the checkpoint of size %d signs a serial map whose state of %s is not the one its events give", cp.Size, serial)
+		}
+	}
+	return fail(-1, "the checkpoint of size %d signs serial map root %x; the log rebuilds it to %x: the node's map misstates a serial (of %s) or the registry",
+		cp.Size, cp.MapRoot[:], rebuilt[:], names(changed))
+}
+
+// States returns the states changed since the store's mark (for
+// MapMismatch, before Commit).
+func (s *Stream) States() map[string]*pb.SerialState { return s.states }

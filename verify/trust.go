@@ -36,6 +36,12 @@ func (s TrustStore) path(origin string) string {
 	return filepath.Join(s.Dir, strings.TrimPrefix(origin, "gpuledger/")+".checkpoint")
 }
 
+// AuditDir is where verify --all keeps its audit store for the ledger of
+// origin (ledger.AuditStore): Dir/<ledger id>.audit.
+func (s TrustStore) AuditDir(origin string) string {
+	return filepath.Join(s.Dir, strings.TrimPrefix(origin, "gpuledger/")+".audit")
+}
+
 // ForkError means a node showed a history that does not extend a checkpoint
 // verified before: someone rewrote or forked the log.
 type ForkError struct {

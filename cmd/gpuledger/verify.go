@@ -13,14 +13,16 @@ import (
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/gaps"
 	"github.com/gpuledger/gpuledger/verify"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 )
 
 func verifyCmd(c *cli) *cobra.Command {
 	var trustDir, passport string
-	var all, failOnFindings bool
+	var all, failOnFindings, fromScratch bool
 	var minSigners int
 	cmd := &cobra.Command{
 		Use:   "verify --genesis FILE (SERIAL | --all) | verify --passport FILE [--genesis FILE]",
@@ -47,9 +49,13 @@ DIR/genesis.json).
 
 verify --all checks the whole log instead: it streams every entry up to the
 checkpoint, recomputes the Merkle root, re-verifies every signature on all
-cores, rebuilds the registry and every serial's chain, and compares with the
-checkpoint, with a progress bar; it names the first bad entry and exits 0
-only when everything holds.
+cores, rebuilds the registry, every serial's chain and state under the custody
+rules (with the flags the node reports), and the serial map from them, and
+compares the roots with the checkpoint's, with a progress bar; it names the
+first bad entry, or the serial a node's map misstates (WITHHELD), and exits 0
+only when everything holds. What it verified is kept in --trust-dir
+(<ledger id>.audit): the next run resumes from there and verifies only the
+entries appended since, and --from-scratch verifies everything again.
 
 verify --passport FILE checks a custody passport (gpuledger passport) offline,
 with no network: the checkpoint against the genesis in the passport (pinned
@@ -92,7 +98,7 @@ and prints the custody story.`,
 				return err
 			}
 			if all {
-				return c.verifyAll(cmd.Context(), v, verify.NewClient(conn), &verify.TrustStore{Dir: trustDir})
+				return c.verifyAll(cmd.Context(), v, verify.NewClient(conn), &verify.TrustStore{Dir: trustDir}, fromScratch)
 			}
 			ctx, cancel := c.ctx(cmd.Context())
 			defer cancel()
@@ -146,6 +152,7 @@ and prints the custody story.`,
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "verify the whole log, not one serial")
+	cmd.Flags().BoolVar(&fromScratch, "from-scratch", false, "with --all: verify every entry again, not only those after the last run's")
 	cmd.Flags().IntVar(&minSigners, "min-signers", 1, "require the checkpoint signed by nodes of K distinct organisations (the node gathers its peers' cosignatures)")
 	cmd.Flags().StringVar(&passport, "passport", "", "verify a custody passport file offline")
 	cmd.Flags().BoolVar(&failOnFindings, "fail-on-findings", false, "exit 3 when the chain holds but the serial has open findings")
@@ -153,8 +160,10 @@ and prints the custody story.`,
 	return cmd
 }
 
-// verifyAll streams and verifies the whole log up to the node's checkpoint.
-func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.Client, store *verify.TrustStore) error {
+// verifyAll verifies the log up to the node's checkpoint: the entries after
+// the audit store's mark (all of them the first time, or with fromScratch),
+// then the serial map rebuilt from them against every checkpoint seen.
+func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.Client, store *verify.TrustStore, fromScratch bool) error {
 	cp, trusted, err := v.LatestCheckpoint(ctx, client, store)
 	if err != nil {
 		var fork *verify.ForkError
@@ -164,66 +173,136 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 		}
 		return err
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := client.Ledger.StreamEntries(sctx, &pb.StreamEntriesRequest{})
+	if err := os.MkdirAll(store.Dir, 0o700); err != nil {
+		return fmt.Errorf("trust store: %w", err)
+	}
+	audit, err := ledger.OpenAuditStore(store.AuditDir(v.Origin()))
 	if err != nil {
 		return err
+	}
+	defer audit.Close()
+	if fromScratch {
+		if err := audit.Reset(); err != nil {
+			return err
+		}
+	}
+	s, err := v.ResumeStream(audit)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	vd := verdict{CheckpointSize: cp.Size, Signers: cp.Signers}
+	if trusted != nil {
+		vd.ConsistentWithSize = &trusted.Size
+	}
+	if s.Next() > cp.Size {
+		vd.Error = fmt.Sprintf("FORK: this client verified the log up to size %d before; the node's checkpoint is of size %d", s.Next(), cp.Size)
+		return c.verdict(vd, func() { fmt.Fprintf(c.out, "FAILED: %s\n", vd.Error) })
+	}
+	// The checkpoints whose map roots are checked: the one verified before,
+	// when this run passes through it, and the node's.
+	stops := []*verify.Checkpoint{cp}
+	if trusted != nil && trusted.Size > s.Next() && trusted.Size < cp.Size {
+		stops = []*verify.Checkpoint{trusted, cp}
+	}
+	var stream grpc.ServerStreamingClient[pb.StreamEntriesResponse]
+	if s.Next() < cp.Size {
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if stream, err = client.Ledger.StreamEntries(sctx, &pb.StreamEntriesRequest{StartIndex: s.Next()}); err != nil {
+			return err
+		}
 	}
 	barOut := io.Discard
 	if interactive(c.errOut) {
 		barOut = c.errOut
 	}
-	bar := progressbar.NewOptions64(int64(cp.Size), progressbar.OptionSetWriter(barOut), progressbar.OptionSetDescription("verifying"),
+	from := s.Next()
+	bar := progressbar.NewOptions64(int64(cp.Size-from), progressbar.OptionSetWriter(barOut), progressbar.OptionSetDescription("verifying"),
 		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("entries"),
 		progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 	start := time.Now()
-	var seen uint64
-	rep, err := v.All(ctx, func() (*pb.Entry, error) {
-		if seen == cp.Size {
-			return nil, nil // entries after the checkpoint are verified next time
-		}
-		m, err := stream.Recv()
-		if err == io.EOF {
-			return nil, nil
-		}
+	var rep *verify.AllReport
+	for _, stop := range stops {
+		err := s.Run(ctx, func() (*pb.Entry, error) {
+			if s.Next() == stop.Size {
+				return nil, nil // entries after the checkpoint are verified next time
+			}
+			m, err := stream.Recv()
+			if err == io.EOF {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			return m.GetEntry(), nil
+		}, func(n uint64) { bar.Set64(int64(n - from)) })
 		if err != nil {
-			return nil, err
+			return err
 		}
-		seen++
-		return m.GetEntry(), nil
-	}, func(n uint64) { bar.Set64(int64(n)) })
-	if err != nil {
-		return err
+		if rep, err = s.Finish(); err != nil {
+			return err
+		}
+		switch {
+		case !rep.OK():
+			vd.Error = fmt.Sprintf("entry %d: %s (%d problems)", rep.First(), rep.FirstProblem(), len(rep.Failures))
+		case rep.Entries != stop.Size:
+			vd.Error = fmt.Sprintf("the node streamed the log up to %d entries; its checkpoint commits to %d", rep.Entries, stop.Size)
+		case rep.Root != stop.Root:
+			vd.Error = fmt.Sprintf("the entries hash to root %x at size %d; the signed checkpoint says %x", rep.Root[:], stop.Size, stop.Root[:])
+		}
+		if vd.Error != "" {
+			break
+		}
+		prev, err := s.Mark()
+		if err != nil {
+			return err
+		}
+		changed, states := s.Changed(), s.States()
+		root, err := s.Commit()
+		if err != nil {
+			return err
+		}
+		if stop.MapRoot != nil && *stop.MapRoot != root {
+			vd.Error = s.MapMismatch(ctx, client, stop, root, prev, changed, states, 1000).Error()
+			break
+		}
 	}
 	bar.Finish()
 	elapsed := time.Since(start)
-	vd := verdict{Entries: rep.Entries, Serials: rep.Serials, RegistryChanges: rep.Registry, CheckpointSize: cp.Size, Signers: cp.Signers,
-		Seconds: elapsed.Seconds(), EntriesPerSecond: float64(rep.Entries) / elapsed.Seconds()}
-	if trusted != nil {
-		vd.ConsistentWithSize = &trusted.Size
-	}
-	switch {
-	case !rep.OK():
-		vd.Error = fmt.Sprintf("entry %d: %s (%d problems)", rep.First(), rep.FirstProblem(), len(rep.Failures))
-	case rep.Entries != cp.Size:
-		vd.Error = fmt.Sprintf("the node streamed %d entries; its checkpoint commits to %d", rep.Entries, cp.Size)
-	case rep.Root != cp.Root:
-		vd.Error = fmt.Sprintf("the entries hash to root %x; the signed checkpoint says %x", rep.Root[:], cp.Root[:])
-	default:
+	vd.From, vd.Entries, vd.Serials, vd.RegistryChanges = from, rep.Entries-from, rep.Serials, rep.Registry
+	vd.Seconds, vd.EntriesPerSecond = elapsed.Seconds(), float64(rep.Entries-from)/elapsed.Seconds()
+	if vd.Error == "" {
 		vd.OK = true
+		if rep.MapRoot != nil && cp.MapRoot != nil {
+			vd.MapSize = cp.Size
+		}
 	}
 	return c.verdict(vd, func() {
 		if !vd.OK {
 			fmt.Fprintf(c.out, "FAILED: %s\n", vd.Error)
 			return
 		}
+		what := plural(int(cp.Size), "entry")
+		switch {
+		case from > 0 && from == cp.Size:
+			what = fmt.Sprintf("nothing appended since the %s verified before", plural(int(from), "entry"))
+		case from > 0:
+			what = fmt.Sprintf("the %s after the %d verified before", plural(int(cp.Size-from), "entry"), from)
+		}
 		fmt.Fprintf(c.out, "OK: %s (%s, %s) verified against checkpoint size %d signed by %v in %v (%.0f entries/s)\n",
-			plural(int(rep.Entries), "entry"), plural(rep.Serials, "serial"), plural(rep.Registry, "registry change"), cp.Size, cp.Signers,
+			what, plural(rep.Serials, "serial"), plural(rep.Registry, "registry change"), cp.Size, cp.Signers,
 			elapsed.Round(time.Millisecond), vd.EntriesPerSecond)
+		switch {
+		case vd.MapSize > 0 && len(stops) > 1:
+			fmt.Fprintf(c.out, "  serial map rebuilt from the log: the map roots of the checkpoints of sizes %d and %d are the log's (nothing withheld, nothing misstated)\n", stops[0].Size, cp.Size)
+		case vd.MapSize > 0:
+			fmt.Fprintf(c.out, "  serial map rebuilt from the log: the checkpoint's map root is the log's (nothing withheld, nothing misstated)\n")
+		}
 		if trusted != nil {
 			fmt.Fprintf(c.out, "  the checkpoint extends the one verified before (size %d): consistency proved\n", trusted.Size)
 		}
+		fmt.Fprintf(c.out, "  verified state kept in %s: the next run verifies only what is appended (--from-scratch: everything)\n", store.AuditDir(v.Origin()))
 	})
 }
 
@@ -242,6 +321,7 @@ type verdict struct {
 	OpenFindings       []json.RawMessage `json:"openFindings,omitempty"`
 	Story              []string          `json:"story,omitempty"`
 	FromEvent          uint64            `json:"fromEvent,omitempty"`
+	From               uint64            `json:"from,omitempty"`
 	MapSize            uint64            `json:"mapSize,omitempty"`
 	Seconds            float64           `json:"seconds,omitempty"`
 	EntriesPerSecond   float64           `json:"entriesPerSecond,omitempty"`

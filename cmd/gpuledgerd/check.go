@@ -118,6 +118,13 @@ func runCheck(ctx context.Context, dir string, out, errOut io.Writer) error {
 		fmt.Fprintf(out, "FAILED: the entries hash to root %x; the store's tree to %x\n", rep.Root[:], root[:])
 		return errFailed
 	}
+	switch mr, err := l.MapRoot(l.Size()); {
+	case err == nil && rep.MapRoot != nil && *rep.MapRoot != mr:
+		fmt.Fprintf(out, "FAILED: the serial map rebuilt from the entries has root %x; the store's map, %x\n", rep.MapRoot[:], mr[:])
+		return errFailed
+	case err != nil && !errors.Is(err, ledger.ErrNotFound):
+		return err
+	}
 	fmt.Fprintf(out, "OK: %s, %s, %s; root %x\n", count(int(rep.Entries), "entry", "entries"), count(rep.Serials, "serial", "serials"),
 		count(rep.Registry, "registry change", "registry changes"), root[:])
 	return nil
