@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -372,5 +373,79 @@ func TestWithholdingNode(t *testing.T) {
 	h.cli(t, "passport", "WH-1", "--file", passport)
 	if out, errOut, code := run(t, bin.cli, "verify", "--passport", passport, "--genesis", genesis); code != 0 || !strings.Contains(out, "nothing withheld") {
 		t.Fatalf("the honest node's passport, verified offline: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestStaleMapNode runs a node whose operator signs an old serial map beside
+// the new log: its checkpoints name the map of an earlier size, so that the
+// newest events of every serial changed since look withheld from the map.
+// verify --all, which rebuilds the map from the log, must name them; so must
+// a run from scratch; the honest node passes again, resuming where the
+// audit left off.
+func TestStaleMapNode(t *testing.T) {
+	dir := t.TempDir()
+	d := startDev(t, dir)
+	genesis := filepath.Join(dir, "genesis.json")
+	trust := filepath.Join(t.TempDir(), "trust")
+	all := func(n *devNode, extra ...string) (verdict map[string]any, out string, code int) {
+		t.Helper()
+		out, errOut, code := run(t, bin.cli, append(n.cliArgs(), append([]string{"verify", "--all", "--genesis", genesis, "--trust-dir", trust, "-o", "json"}, extra...)...)...)
+		if err := json.Unmarshal([]byte(out), &verdict); err != nil {
+			t.Fatalf("verify --all %v: exit %d, not JSON: %v\n%s%s", extra, code, err, out, errOut)
+		}
+		return verdict, out, code
+	}
+	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", "SM-1", "--model", "H100", "--genesis", genesis)
+	d.cli(t, "submit", "ship", "--key", d.key("acme-gpu"), "--serial", "SM-1", "--to", "eu-dist", "--genesis", genesis)
+	v, out, code := all(d)
+	if code != 0 || v["ok"] != true {
+		t.Fatalf("verify --all against the honest node: exit %d\n%s", code, out)
+	}
+	old := uint64(v["checkpointSize"].(float64))
+	d.cli(t, "submit", "receive", "--key", d.key("eu-dist"), "--serial", "SM-1", "--genesis", genesis)
+	d.cli(t, "submit", "manufacture", "--key", d.key("acme-gpu"), "--serial", "SM-2", "--model", "H100", "--genesis", genesis)
+	d.stop()
+	serve := func(extra ...string) *devNode {
+		return startDaemon(t, dir, append([]string{"serve", "--data", filepath.Join(dir, "node"), "--genesis", genesis,
+			"--node-key", filepath.Join(dir, "node.key")}, extra...)...)
+	}
+	s := serve("--test-stale-map-size", fmt.Sprint(old))
+	v, out, code = all(s)
+	if code != 1 || v["ok"] != false || !strings.Contains(v["error"].(string), "WITHHELD") ||
+		!strings.Contains(v["error"].(string), "SM-1") || !strings.Contains(v["error"].(string), "SM-2") || v["from"] != float64(old) {
+		t.Fatalf("incremental verify --all against a node signing the map of size %d beside a longer log: exit %d\n%s", old, code, out)
+	}
+	// From scratch, with the stale checkpoint trusted already: no map
+	// verified before to recognise, so the run names the serials the map
+	// may misstate.
+	v, out, code = all(s, "--from-scratch")
+	if code != 1 || !strings.Contains(v["error"].(string), "misstates") || !strings.Contains(v["error"].(string), "SM-1") || v["from"] != nil {
+		t.Fatalf("verify --all --from-scratch against the stale-map node: exit %d\n%s", code, out)
+	}
+	// With no audit behind it, the run still refuses the map and names the
+	// serials it may misstate.
+	fresh := filepath.Join(t.TempDir(), "trust")
+	out, errOut, code := run(t, bin.cli, append(s.cliArgs(), "verify", "--all", "--genesis", genesis, "--trust-dir", fresh)...)
+	if code != 1 || !strings.Contains(out, "FAILED") || !strings.Contains(out, "SM-1") {
+		t.Fatalf("verify --all from a new trust dir against the stale-map node: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = run(t, bin.cli, append(s.cliArgs(), "verify", "--genesis", genesis, "--trust-dir", fresh, "SM-1")...)
+	if code != 1 || !strings.Contains(out+errOut, "SM-1") || !strings.Contains(out+errOut, "map") {
+		t.Fatalf("verify SM-1 against the stale-map node: exit %d\n%s%s", code, out, errOut)
+	}
+	s.stop()
+	h := serve()
+	v, out, code = all(h)
+	if code != 0 || v["ok"] != true || v["entries"] != float64(0) {
+		t.Fatalf("verify --all against the same store served honestly, resuming: exit %d\n%s", code, out)
+	}
+	h.cli(t, "submit", "ship", "--key", d.key("eu-dist"), "--serial", "SM-1", "--to", "us-dist", "--genesis", genesis)
+	v, out, code = all(h)
+	if code != 0 || v["ok"] != true || v["entries"] != float64(1) || v["mapSize"] != v["checkpointSize"] {
+		t.Fatalf("verify --all after one more entry: exit %d\n%s", code, out)
+	}
+	v, out, code = all(h, "--from-scratch")
+	if code != 0 || v["ok"] != true || v["entries"] != v["checkpointSize"] {
+		t.Fatalf("verify --all --from-scratch against the honest node: exit %d\n%s", code, out)
 	}
 }

@@ -75,6 +75,12 @@ type Config struct {
 	// NoSerialMap turns off the serial map (maps.go), to measure what it
 	// costs. For benchmarks only, like NoDetectors.
 	NoSerialMap bool
+	// StaleMap makes the node sign every checkpoint with the serial map
+	// root of log size StaleMapSize, whatever the checkpoint's size: a lying
+	// operator serving an old map beside a new log, for tests of the
+	// auditors that must catch it.
+	StaleMap     bool
+	StaleMapSize uint64
 	// ReadOnly opens an existing store for reads only: nothing is written,
 	// not even badger's own files (a node on a full disk serves reads so).
 	// Apply fails.

@@ -125,6 +125,9 @@ func (l *Ledger) SignCheckpointAt(ctx context.Context, size uint64) (*pb.Checkpo
 	body := CheckpointBody(l.origin, size, root)
 	var mapRoot []byte
 	if m, err := l.MapRoot(size); err == nil {
+		if m, err = l.signedMapRoot(m); err != nil {
+			return nil, err
+		}
 		body, mapRoot = CheckpointBodyMap(l.origin, size, root, m), bytes.Clone(m[:])
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err

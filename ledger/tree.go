@@ -91,7 +91,11 @@ func (l *Ledger) Checkpoint(ctx context.Context) (*pb.Checkpoint, error) {
 	body := CheckpointBody(l.origin, v.size, v.root)
 	var mapRoot []byte
 	if v.hasMap {
-		body, mapRoot = CheckpointBodyMap(l.origin, v.size, v.root, v.mapRoot), bytes.Clone(v.mapRoot[:])
+		m, err := l.signedMapRoot(v.mapRoot)
+		if err != nil {
+			return nil, err
+		}
+		body, mapRoot = CheckpointBodyMap(l.origin, v.size, v.root, m), bytes.Clone(m[:])
 	}
 	msg, err := note.Sign(&note.Note{Text: body}, l.cfg.NodeSigner)
 	if err != nil {
@@ -222,4 +226,13 @@ func (c *cachedReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		}
 	}
 	return out, nil
+}
+
+// signedMapRoot is the map root a checkpoint signs: m, or with StaleMap
+// (a lying node, for tests) the root of StaleMapSize.
+func (l *Ledger) signedMapRoot(m smt.Hash) (smt.Hash, error) {
+	if !l.cfg.StaleMap {
+		return m, nil
+	}
+	return l.MapRoot(l.cfg.StaleMapSize)
 }

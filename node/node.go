@@ -118,6 +118,10 @@ type Config struct {
 	// last WithholdLast entries: a withholding node, for tests of clients
 	// that must catch it (the serial map commits to each serial's head).
 	WithholdLast int
+	// StaleMap makes the node sign checkpoints with the serial map root of
+	// log size StaleMapSize (ledger.Config.StaleMap): for tests only.
+	StaleMap     bool
+	StaleMapSize uint64
 	// Clock, if set, dates the batches the node proposes when it leads, as
 	// they are (not clamped to the last batch's date as time.Now is). Tests
 	// set it to play a leader whose clock is wrong, or that lies.
@@ -287,6 +291,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	lcfg := ledger.DefaultConfig(filepath.Join(cfg.Dir, "ledger"))
 	lcfg.Genesis, lcfg.NodeSigner, lcfg.Logger = cfg.Genesis, cfg.NodeSigner, cfg.Logger
+	lcfg.StaleMap, lcfg.StaleMapSize = cfg.StaleMap, cfg.StaleMapSize
 	// The raft log is fsynced before a command commits, and the ledger
 	// records the raft index of each batch in the same transaction, so after
 	// a crash raft replays exactly what the ledger lost. The ledger need not

@@ -16,6 +16,7 @@ func serveCmd() *cobra.Command {
 	var genesis, nodeKey, peers, join, advertise string
 	var applyDelay time.Duration
 	var withhold int
+	var staleMap int64
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR --genesis FILE --node-key FILE [--listen ADDR] [--peers LIST | --join ADDR]",
 		Short: "serve a node of an existing consortium",
@@ -68,6 +69,7 @@ signed token per call.`,
 			cfg := node.DefaultConfig(signer.Name(), c.data)
 			cfg.Genesis, cfg.NodeSigner, cfg.Join, cfg.Advertise = g, signer, join, advertise
 			cfg.ApplyDelay, cfg.WithholdLast = applyDelay, withhold
+			cfg.StaleMap, cfg.StaleMapSize = staleMap >= 0, uint64(max(staleMap, 0))
 			if cfg.Peers, err = parsePeers(peers); err != nil {
 				return err
 			}
@@ -86,6 +88,8 @@ signed token per call.`,
 	cmd.Flags().MarkHidden("test-apply-delay")
 	cmd.Flags().IntVar(&withhold, "test-withhold-last", 0, "serve every serial's history without its last N entries (tests of clients that must catch a withholding node)")
 	cmd.Flags().MarkHidden("test-withhold-last")
+	cmd.Flags().Int64Var(&staleMap, "test-stale-map-size", -1, "sign every checkpoint with the serial map of log size N (tests of auditors that must catch an old map beside a new log)")
+	cmd.Flags().MarkHidden("test-stale-map-size")
 	cmd.MarkFlagsMutuallyExclusive("peers", "join")
 	return cmd
 }
