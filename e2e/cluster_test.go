@@ -528,6 +528,48 @@ func TestClusterTamperedFollower(t *testing.T) {
 	}
 }
 
+// TestClusterTamperedMap: a follower whose serial map was altered on disk
+// (a hash in the map's root tile), with its log untouched, stops applying
+// at the next batch that carries the leader's state: followers compare the
+// map root with the leader's like the log root.
+func TestClusterTamperedMap(t *testing.T) {
+	c := startCluster(t, []int{1, 2, 3})
+	leader := c.waitLeader(1, 2, 3)
+	follower := leader%3 + 1
+	for k := range 40 {
+		if code, out := c.manufacture(leader, fmt.Sprintf("GPU-TM-%02d", k)); code != 0 {
+			t.Fatalf("write: %s", out)
+		}
+	}
+	size := c.waitConverged(40, 1, 2, 3)
+	c.stop(follower)
+	tamperAt(t, filepath.Join(c.dir, fmt.Sprintf("node-%d", follower), "ledger"), func(txn *badger.Txn) {
+		key := []byte("n\x00") // the root tile: its last byte is a child's hash
+		v := value(t, txn, key)
+		v[len(v)-1] ^= 0xff
+		txn.Set(key, v)
+	})
+	d := c.start(follower)
+	c.waitConverged(size, 1, 2, 3)
+	c.manufacture(leader, "GPU-TM-next")  // applied by all: the follower's map now differs
+	c.manufacture(leader, "GPU-TM-after") // carries the leader's state after it
+	want := "serial map has root"
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, _ := c.status(follower)
+		if strings.Contains(st.Alarm, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node-%d did not raise its alarm: %+v\n%s", follower, st, d.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, out := c.manufacture(leader, "GPU-TM-later"); code != 0 {
+		t.Fatalf("the others stopped too: %s", out)
+	}
+}
+
 // TestClusterNoQuorum: with two of three nodes stopped, a write fails with
 // UNAVAILABLE (after the CLI's retries) and reads are served, marked stale.
 func TestClusterNoQuorum(t *testing.T) {

@@ -398,6 +398,13 @@ func (l *Ledger) Size() uint64 { return l.view.Load().size }
 // Root returns the Merkle tree hash of the whole log.
 func (l *Ledger) Root() tlog.Hash { return l.view.Load().root }
 
+// CurrentMapRoot returns the serial map's root at Size, and false for a
+// store that keeps no map.
+func (l *Ledger) CurrentMapRoot() (smt.Hash, bool) {
+	v := l.view.Load()
+	return v.mapRoot, v.hasMap
+}
+
 // AppliedIndex returns the replication index recorded with the last batch.
 func (l *Ledger) AppliedIndex() uint64 { return l.view.Load().applied }
 

@@ -13,32 +13,52 @@ import (
 //
 //	cmdBatch:        int64be(accepted_at Unix ns) uvarint(n) n × (uvarint(len) envelope)
 //	cmdCheckedBatch: uint64be(raft index) uint64be(size) root[32], then as cmdBatch
+//	cmdMapBatch:     as cmdCheckedBatch, then map_root[32], then as cmdBatch
 //
 // A checked batch carries the proposer's state after the last batch it had
-// applied (its raft index, log size and Merkle root), for followers to
-// compare with their own (see fsm.Apply). Nodes write only checked batches;
-// they read both.
+// applied (its raft index, log size and Merkle root, and with the map its
+// serial map's root), for followers to compare with their own (see
+// fsm.Apply): the map root like the log root. Nodes write map batches (or
+// checked batches, from a store without the map); they read all three.
 const (
 	cmdBatch        byte = 1
 	cmdCheckedBatch byte = 2
+	cmdMapBatch     byte = 3
 )
 
 // batchState is a node's log after applying the batch at a raft index.
 type batchState struct {
 	index, size uint64
 	root        tlog.Hash
+	mapRoot     [32]byte
+	hasMap      bool
+}
+
+// checkBytes is the length of a command's check: 48 bytes, 80 with the map.
+func checkBytes(typ byte) int {
+	if typ == cmdMapBatch {
+		return 80
+	}
+	return 48
 }
 
 func encodeBatch(at time.Time, check batchState, envs [][]byte) []byte {
-	size := 1 + 48 + 8 + binary.MaxVarintLen64
+	size := 1 + 80 + 8 + binary.MaxVarintLen64
 	for _, e := range envs {
 		size += binary.MaxVarintLen64 + len(e)
 	}
 	b := make([]byte, 0, size)
-	b = append(b, cmdCheckedBatch)
+	typ := cmdCheckedBatch
+	if check.hasMap {
+		typ = cmdMapBatch
+	}
+	b = append(b, typ)
 	b = binary.BigEndian.AppendUint64(b, check.index)
 	b = binary.BigEndian.AppendUint64(b, check.size)
 	b = append(b, check.root[:]...)
+	if check.hasMap {
+		b = append(b, check.mapRoot[:]...)
+	}
 	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixNano()))
 	b = binary.AppendUvarint(b, uint64(len(envs)))
 	for _, e := range envs {
@@ -55,8 +75,8 @@ var errBadCommand = errors.New("malformed raft command")
 func batchTime(b []byte) (time.Time, bool) {
 	off := 1
 	switch {
-	case len(b) >= 1+48+8 && b[0] == cmdCheckedBatch:
-		off += 48
+	case len(b) >= 1 && (b[0] == cmdCheckedBatch || b[0] == cmdMapBatch) && len(b) >= 1+checkBytes(b[0])+8:
+		off += checkBytes(b[0])
 	case len(b) >= 1+8 && b[0] == cmdBatch:
 	default:
 		return time.Time{}, false
@@ -68,11 +88,15 @@ func batchTime(b []byte) (time.Time, bool) {
 func decodeBatch(b []byte) (time.Time, batchState, [][]byte, error) {
 	var check batchState
 	switch {
-	case len(b) >= 1+48 && b[0] == cmdCheckedBatch:
+	case len(b) >= 1 && (b[0] == cmdCheckedBatch || b[0] == cmdMapBatch) && len(b) >= 1+checkBytes(b[0]):
 		check.index = binary.BigEndian.Uint64(b[1:9])
 		check.size = binary.BigEndian.Uint64(b[9:17])
 		copy(check.root[:], b[17:49])
-		b = b[48:]
+		if b[0] == cmdMapBatch {
+			copy(check.mapRoot[:], b[49:81])
+			check.hasMap = true
+		}
+		b = b[checkBytes(b[0]):]
 	case len(b) >= 1 && b[0] == cmdBatch:
 	default:
 		return time.Time{}, check, nil, fmt.Errorf("%w: type %x", errBadCommand, b[:min(1, len(b))])

@@ -366,7 +366,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.lastBatch.Store(&batchState{index: l.AppliedIndex(), size: l.Size(), root: l.Root()})
+	n.lastBatch.Store(stateOf(l, l.AppliedIndex()))
 	n.clock.lastAt = l.LastAcceptedAt()
 	if err := n.startRaft(ctx); err != nil {
 		l.Close()
@@ -672,9 +672,16 @@ func (f *fsm) Apply(lg *raft.Log) any {
 		n.raiseAlarm(fmt.Sprintf("raft entry %d: %v", lg.Index, err))
 		return fsmResponse{err: err}
 	}
-	n.recordBatch(batchState{index: lg.Index, size: n.ledger.Size(), root: n.ledger.Root()})
+	n.recordBatch(*stateOf(n.ledger, lg.Index))
 	n.notifyApplied()
 	return fsmResponse{results: rs}
+}
+
+// stateOf is l's state after the batch at raft index index.
+func stateOf(l *ledger.Ledger, index uint64) *batchState {
+	b := &batchState{index: index, size: l.Size(), root: l.Root()}
+	b.mapRoot, b.hasMap = l.CurrentMapRoot()
+	return b
 }
 
 // recentBatches is how many batch states a node keeps for compare.
@@ -702,8 +709,13 @@ func (n *Node) compare(check batchState) error {
 	n.recentMu.Lock()
 	mine, ok := n.recent[check.index]
 	n.recentMu.Unlock()
-	if !ok || (mine.size == check.size && mine.root == check.root) {
+	if !ok || (mine.size == check.size && mine.root == check.root && (!check.hasMap || !mine.hasMap || mine.mapRoot == check.mapRoot)) {
 		return nil
+	}
+	if mine.size == check.size && mine.root == check.root {
+		return fmt.Errorf("after raft entry %d the leader's serial map has root %x, this node's %x (the same log of %d entries): "+
+			"the two rebuilt a serial's state differently or one store was altered; this node stopped applying instead of diverging (run gpuledgerd check on its store)",
+			check.index, check.mapRoot[:], mine.mapRoot[:], mine.size)
 	}
 	return fmt.Errorf("after raft entry %d the leader's log has %d entries with root %x, this node's %d entries with root %x: "+
 		"the two judged a batch differently or one store was altered; this node stopped applying instead of diverging (run gpuledgerd check on its store)",
@@ -744,7 +756,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	n.recentMu.Lock()
 	clear(n.recent)
 	n.recentMu.Unlock()
-	n.lastBatch.Store(&batchState{index: n.ledger.AppliedIndex(), size: n.ledger.Size(), root: n.ledger.Root()})
+	n.lastBatch.Store(stateOf(n.ledger, n.ledger.AppliedIndex()))
 	n.log.Info("installed a snapshot", "entries_before", old, "entries", n.ledger.Size(), "raft_index", n.ledger.AppliedIndex(), "took", time.Since(start).Round(time.Millisecond))
 	n.notifyApplied()
 	return nil
