@@ -225,3 +225,60 @@ func TestOrderIndependent(t *testing.T) {
 		t.Fatalf("a key twice: %v", err)
 	}
 }
+
+// TestProofsAtMillion: at 1,000,000 leaves, the root is the reference's,
+// a sample of leaves proves its value, keys never inserted prove their
+// absence, and every single-bit change of a few of those proofs is refused.
+func TestProofsAtMillion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a tree of a million leaves")
+	}
+	const n = 1_000_000
+	s := MemStore{}
+	m := make(map[Hash]Hash, n)
+	var root Hash
+	for start := 0; start < n; start += 100_000 {
+		us := make([]Update, 0, 100_000)
+		for i := start; i < start+100_000; i++ {
+			us = append(us, Update{Key: key(i), Value: val(i, 0)})
+			m[key(i)] = val(i, 0)
+		}
+		var err error
+		if root, err = Apply(s, us); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := reference(m); root != want {
+		t.Fatalf("root %x, the reference's %x", root, want)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for j := range 400 {
+		k, want := key(n+j), (*Hash)(nil) // never inserted
+		if j%2 == 0 {
+			i := rng.IntN(n)
+			w := val(i, 0)
+			k, want = key(i), &w
+		}
+		v, p, err := Prove(s, k)
+		if err != nil || (v == nil) != (want == nil) || (v != nil && *v != *want) {
+			t.Fatalf("Prove(%x) = %v, %v; want %v", k[:4], v, err, want)
+		}
+		if err := Verify(root, k, v, p); err != nil {
+			t.Fatalf("Verify(%x): %v", k[:4], err)
+		}
+		if j >= 4 {
+			continue
+		}
+		b, err := p.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 8 * len(b) {
+			c := bytes.Clone(b)
+			c[i/8] ^= 0x80 >> uint(i%8)
+			if q, err := UnmarshalProof(c); err == nil && Verify(root, k, v, q) == nil {
+				t.Fatalf("proof of %x with bit %d flipped verifies", k[:4], i)
+			}
+		}
+	}
+}
