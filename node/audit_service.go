@@ -124,6 +124,9 @@ func (s *auditService) VerifySerial(ctx context.Context, req *pb.VerifySerialReq
 	}
 	entries = slices.DeleteFunc(entries, func(e *pb.Entry) bool { return e.GetIndex() >= cp.GetSize() })
 	out := &pb.VerifySerialResponse{Checkpoint: cp, EntriesChecked: uint64(len(entries))}
+	if out.MapProof, out.MapCheckpoint, err = s.n.serialMapProof(ctx, req.GetSerial()); err != nil {
+		return nil, err
+	}
 	problem := func(format string, args ...any) { out.Problems = append(out.Problems, fmt.Sprintf(format, args...)) }
 	idx := make([]uint64, len(entries))
 	for i, e := range entries {
@@ -363,7 +366,7 @@ func (s *auditService) GetMapProof(ctx context.Context, req *pb.GetMapProofReque
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
-	cp, err := l.SignCheckpointAt(ctx, p.Size)
+	cp, err := s.n.checkpointAt(ctx, p.Size)
 	if err != nil {
 		return nil, toStatus(ctx, s.n.log, err)
 	}
@@ -376,6 +379,39 @@ func (s *auditService) GetMapProof(ctx context.Context, req *pb.GetMapProofReque
 		return nil, toStatus(ctx, s.n.log, err)
 	}
 	return &pb.GetMapProofResponse{Checkpoint: cp, Proof: out}, nil
+}
+
+// checkpointAt is a checkpoint this node signs at log size size: its
+// latest (signed once per size) when that is the size.
+func (n *Node) checkpointAt(ctx context.Context, size uint64) (*pb.Checkpoint, error) {
+	if cp, err := n.ledger.Checkpoint(ctx); err != nil || cp.GetSize() == size {
+		return cp, err
+	}
+	return n.ledger.SignCheckpointAt(ctx, size)
+}
+
+// serialMapProof proves serial's map leaf (or its absence) with a
+// checkpoint signed at the proof's log size, for the responses that serve
+// a serial (GetSerial, ListSerialEvents, VerifySerial); nil, nil from a
+// store that keeps no map. The caller has checked that the serial is
+// visible to the caller.
+func (n *Node) serialMapProof(ctx context.Context, serial string) (*pb.MapProof, *pb.Checkpoint, error) {
+	p, err := n.ledger.ProveSerial(serial)
+	if errors.Is(err, ledger.ErrNoMap) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, toStatus(ctx, n.log, err)
+	}
+	cp, err := n.checkpointAt(ctx, p.Size)
+	if err != nil {
+		return nil, nil, toStatus(ctx, n.log, err)
+	}
+	mp, err := mapProofMessage(ledger.MapKey(serial), p)
+	if err != nil {
+		return nil, nil, toStatus(ctx, n.log, err)
+	}
+	return mp, cp, nil
 }
 
 // mapProofMessage is a map proof on the wire, with what a serial's leaf

@@ -146,7 +146,11 @@ func (s *ledgerService) GetSerial(ctx context.Context, req *pb.GetSerialRequest)
 		return nil, toStatus(ctx, s.n.log, err)
 	}
 	s.n.redact(ctx, st, party)
-	return &pb.GetSerialResponse{Serial: st, AppliedSize: size}, nil
+	out := &pb.GetSerialResponse{Serial: st, AppliedSize: size}
+	if out.MapProof, out.MapCheckpoint, err = s.n.serialMapProof(ctx, req.GetSerial()); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (s *ledgerService) ListSerialEvents(ctx context.Context, req *pb.ListSerialEventsRequest) (*pb.ListSerialEventsResponse, error) {
@@ -174,6 +178,11 @@ func (s *ledgerService) ListSerialEvents(ctx context.Context, req *pb.ListSerial
 		es = es[:max(0, len(es)-k)]
 	}
 	out := &pb.ListSerialEventsResponse{Entries: es, FirstPosition: from}
+	if req.GetPageToken() == "" {
+		if out.MapProof, out.MapCheckpoint, err = s.n.serialMapProof(ctx, req.GetSerial()); err != nil {
+			return nil, err
+		}
+	}
 	if next != 0 {
 		out.NextPageToken = pageToken("events", fmt.Sprint(next))
 	}

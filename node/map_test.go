@@ -13,7 +13,8 @@ import (
 // TestGetMapProof: over gRPC, a serial's map proof leads, with the head,
 // count and state digest it names, to the map root of a checkpoint signed
 // by the node (x/mod's note checks the signature); a serial never recorded
-// proves its absence; the registry's leaf proves too.
+// proves its absence; the registry's leaf proves too. GetSerial, the first
+// page of ListSerialEvents and VerifySerial carry the serial's proof.
 func TestGetMapProof(t *testing.T) {
 	tn := startNode(t, t.TempDir())
 	m := sign(event("MP-1", pb.EventType_EVENT_TYPE_MANUFACTURED, "acme-gpu", nil))
@@ -77,6 +78,43 @@ func TestGetMapProof(t *testing.T) {
 
 	p, root = prove(&pb.GetMapProofRequest{Registry: true})
 	check(p, root, true)
+
+	// The responses that serve a serial carry its map proof too, with a
+	// checkpoint signed at the proof's size.
+	checkServed := func(what string, p *pb.MapProof, cp *pb.Checkpoint) {
+		t.Helper()
+		if p == nil || cp == nil {
+			t.Fatalf("%s carries no map proof", what)
+		}
+		n, err := note.Open([]byte(cp.GetNote()), note.VerifierList(v))
+		if err != nil {
+			t.Fatalf("%s: the map checkpoint does not verify: %v", what, err)
+		}
+		root, ok, err := ledger.CheckpointMapRoot(n.Text)
+		if err != nil || !ok || !bytes.Equal(p.GetHeadHash(), entryHash(ship)) || p.GetEventCount() != 2 {
+			t.Fatalf("%s: map root %v %v; head %x after %d events", what, ok, err, p.GetHeadHash(), p.GetEventCount())
+		}
+		check(p, root, true)
+	}
+	gs, err := tn.lc.GetSerial(t.Context(), &pb.GetSerialRequest{Serial: "MP-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkServed("GetSerial", gs.GetMapProof(), gs.GetMapCheckpoint())
+	ls, err := tn.lc.ListSerialEvents(t.Context(), &pb.ListSerialEventsRequest{Serial: "MP-1", PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkServed("ListSerialEvents' first page", ls.GetMapProof(), ls.GetMapCheckpoint())
+	ls, err = tn.lc.ListSerialEvents(t.Context(), &pb.ListSerialEventsRequest{Serial: "MP-1", PageSize: 1, PageToken: ls.GetNextPageToken()})
+	if err != nil || ls.GetMapProof() != nil || len(ls.GetEntries()) != 1 {
+		t.Fatalf("the second page: %d entries, map proof %v, %v", len(ls.GetEntries()), ls.GetMapProof() != nil, err)
+	}
+	vs, err := tn.ac.VerifySerial(t.Context(), &pb.VerifySerialRequest{Serial: "MP-1"})
+	if err != nil || !vs.GetOk() {
+		t.Fatalf("VerifySerial: %v, %v", vs, err)
+	}
+	checkServed("VerifySerial", vs.GetMapProof(), vs.GetMapCheckpoint())
 
 	_, err = tn.ac.GetMapProof(t.Context(), &pb.GetMapProofRequest{Serial: "MP-1", Registry: true})
 	if reasonOf(err) != "BAD_REQUEST" {

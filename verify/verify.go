@@ -374,22 +374,10 @@ func (v *Verifier) LatestCheckpoint(ctx context.Context, c *Client, store *Trust
 // Serial verifies a serial's whole chain as of the node's latest checkpoint,
 // which must extend the trust store's (when one is given).
 func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *TrustStore) (*SerialReport, error) {
-	// What the node's serial map commits to for the serial, first: the
-	// history fetched next must reach at least that far.
-	mp, mcp, err := v.mapProof(ctx, c, serial)
-	if err != nil {
-		return nil, err
-	}
-	cp, trusted, err := v.LatestCheckpoint(ctx, c, store)
-	if err != nil {
-		return nil, err
-	}
-	changes, err := v.registryHistory(ctx, c, cp)
-	if err != nil {
-		return nil, err
-	}
 	var entries []*pb.Entry
 	var from uint64
+	var mp *pb.MapProof
+	var mcp *Checkpoint
 	for tok := ""; ; {
 		r, err := c.Ledger.ListSerialEvents(ctx, &pb.ListSerialEventsRequest{Serial: serial, PageSize: 1000, PageToken: tok})
 		if err != nil {
@@ -397,11 +385,30 @@ func (v *Verifier) Serial(ctx context.Context, c *Client, serial string, store *
 		}
 		if tok == "" {
 			from = r.GetFirstPosition()
+			// What the node's serial map commits to for the serial, served
+			// with the first page: the history must reach at least that far.
+			if r.GetMapProof() != nil {
+				if mp, mcp, err = v.checkMapProof(ctx, c, serial, r.GetMapProof(), r.GetMapCheckpoint()); err != nil {
+					return nil, err
+				}
+			} else if mp, mcp, err = v.mapProof(ctx, c, serial); err != nil { // a node from before the map in responses
+				return nil, err
+			}
 		}
 		entries = append(entries, r.GetEntries()...)
 		if tok = r.GetNextPageToken(); tok == "" {
 			break
 		}
+	}
+	// The checkpoint last: at least as new as the map proof and the pages,
+	// so that all the map committed to is below it.
+	cp, trusted, err := v.LatestCheckpoint(ctx, c, store)
+	if err != nil {
+		return nil, err
+	}
+	changes, err := v.registryHistory(ctx, c, cp)
+	if err != nil {
+		return nil, err
 	}
 	rep, err := v.chain(serial, from, cp, changes, entries, func(e *pb.Entry) ([][]byte, error) { return c.proof(ctx, e, cp) }, true)
 	if err != nil {
@@ -433,19 +440,25 @@ func (v *Verifier) mapProof(ctx context.Context, c *Client, serial string) (*pb.
 	if err != nil {
 		return nil, nil, fmt.Errorf("map proof of %s: %w", serial, err)
 	}
+	return v.checkMapProof(ctx, c, serial, r.GetProof(), r.GetCheckpoint())
+}
+
+// checkMapProof checks a serial's map proof served with a checkpoint (by
+// GetMapProof, or beside the first page of ListSerialEvents).
+func (v *Verifier) checkMapProof(ctx context.Context, c *Client, serial string, mp *pb.MapProof, cp *pb.Checkpoint) (*pb.MapProof, *Checkpoint, error) {
 	one := *v
 	one.MinSigners = 1
-	mcp, err := one.checkpointOf(ctx, c, r.GetCheckpoint().GetNote())
+	mcp, err := one.checkpointOf(ctx, c, cp.GetNote())
 	if err != nil {
 		return nil, nil, fmt.Errorf("the checkpoint of the map proof of %s: %w", serial, err)
 	}
 	if mcp.MapRoot == nil {
 		return nil, nil, fail(-1, "the checkpoint of the map proof of %s names no serial map", serial)
 	}
-	if err := serialMapProof(serial, r.GetProof(), *mcp.MapRoot); err != nil {
+	if err := serialMapProof(serial, mp, *mcp.MapRoot); err != nil {
 		return nil, nil, err
 	}
-	return r.GetProof(), mcp, nil
+	return mp, mcp, nil
 }
 
 // serialMapProof checks a serial's map proof against a map root: the key is

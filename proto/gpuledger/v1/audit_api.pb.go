@@ -391,7 +391,13 @@ type VerifySerialResponse struct {
 	// What failed, one line each, naming the index.
 	Problems []string `protobuf:"bytes,3,rep,name=problems,proto3" json:"problems,omitempty"`
 	// The checkpoint the inclusion proofs were checked against.
-	Checkpoint    *Checkpoint `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Checkpoint *Checkpoint `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The serial's leaf in the serial map (or its absence), proved against
+	// map_checkpoint: what a client checks the history it is served against
+	// (see GetMapProof). Unset from a store that keeps no map.
+	MapProof *MapProof `protobuf:"bytes,5,opt,name=map_proof,json=mapProof,proto3" json:"map_proof,omitempty"`
+	// A checkpoint this node signs at the log size of map_proof.
+	MapCheckpoint *Checkpoint `protobuf:"bytes,6,opt,name=map_checkpoint,json=mapCheckpoint,proto3" json:"map_checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -450,6 +456,20 @@ func (x *VerifySerialResponse) GetProblems() []string {
 func (x *VerifySerialResponse) GetCheckpoint() *Checkpoint {
 	if x != nil {
 		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *VerifySerialResponse) GetMapProof() *MapProof {
+	if x != nil {
+		return x.MapProof
+	}
+	return nil
+}
+
+func (x *VerifySerialResponse) GetMapCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.MapCheckpoint
 	}
 	return nil
 }
@@ -1049,113 +1069,6 @@ func (x *GetMapProofRequest) GetRegistry() bool {
 	return false
 }
 
-// MapProof proves one key of the serial map against a checkpoint's
-// map_root (docs/wire-format.md, "The serial map").
-type MapProof struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The map key: SHA-256 of "gpuledger-map-serial-v1", 0x00 and the serial,
-	// or of "gpuledger-map-registry-v1".
-	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// The leaf's value; empty when the map holds no such key (a serial never
-	// recorded).
-	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	// The proof, encoded: uint8 n, an n-bit mask of the non-empty siblings,
-	// those siblings (32 bytes each, root first), then 0x00, or 0x01 and
-	// another key's leaf key and value.
-	Proof []byte `protobuf:"bytes,3,opt,name=proof,proto3" json:"proof,omitempty"`
-	// For a serial's leaf, what its value commits to: the head entry hash,
-	// the event count, the head's log index and the SHA-256 of the stored
-	// state.
-	HeadHash []byte `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
-	// The serial's event count.
-	EventCount uint64 `protobuf:"varint,5,opt,name=event_count,json=eventCount,proto3" json:"event_count,omitempty"`
-	// The serial's head log index.
-	HeadIndex uint64 `protobuf:"varint,6,opt,name=head_index,json=headIndex,proto3" json:"head_index,omitempty"`
-	// SHA-256 of the serial's stored state.
-	StateDigest   []byte `protobuf:"bytes,7,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *MapProof) Reset() {
-	*x = MapProof{}
-	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *MapProof) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*MapProof) ProtoMessage() {}
-
-func (x *MapProof) ProtoReflect() protoreflect.Message {
-	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use MapProof.ProtoReflect.Descriptor instead.
-func (*MapProof) Descriptor() ([]byte, []int) {
-	return file_gpuledger_v1_audit_api_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *MapProof) GetKey() []byte {
-	if x != nil {
-		return x.Key
-	}
-	return nil
-}
-
-func (x *MapProof) GetValue() []byte {
-	if x != nil {
-		return x.Value
-	}
-	return nil
-}
-
-func (x *MapProof) GetProof() []byte {
-	if x != nil {
-		return x.Proof
-	}
-	return nil
-}
-
-func (x *MapProof) GetHeadHash() []byte {
-	if x != nil {
-		return x.HeadHash
-	}
-	return nil
-}
-
-func (x *MapProof) GetEventCount() uint64 {
-	if x != nil {
-		return x.EventCount
-	}
-	return 0
-}
-
-func (x *MapProof) GetHeadIndex() uint64 {
-	if x != nil {
-		return x.HeadIndex
-	}
-	return 0
-}
-
-func (x *MapProof) GetStateDigest() []byte {
-	if x != nil {
-		return x.StateDigest
-	}
-	return nil
-}
-
 // GetMapProofResponse is a map proof and the checkpoint whose map_root it
 // leads to.
 type GetMapProofResponse struct {
@@ -1170,7 +1083,7 @@ type GetMapProofResponse struct {
 
 func (x *GetMapProofResponse) Reset() {
 	*x = GetMapProofResponse{}
-	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[17]
+	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1095,7 @@ func (x *GetMapProofResponse) String() string {
 func (*GetMapProofResponse) ProtoMessage() {}
 
 func (x *GetMapProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[17]
+	mi := &file_gpuledger_v1_audit_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1108,7 @@ func (x *GetMapProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMapProofResponse.ProtoReflect.Descriptor instead.
 func (*GetMapProofResponse) Descriptor() ([]byte, []int) {
-	return file_gpuledger_v1_audit_api_proto_rawDescGZIP(), []int{17}
+	return file_gpuledger_v1_audit_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetMapProofResponse) GetCheckpoint() *Checkpoint {
@@ -1239,14 +1152,16 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\x1bGetConsistencyProofResponse\x124\n" +
 	"\x05proof\x18\x01 \x01(\v2\x1e.gpuledger.v1.ConsistencyProofR\x05proof\"-\n" +
 	"\x13VerifySerialRequest\x12\x16\n" +
-	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xa5\x01\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\x9b\x02\n" +
 	"\x14VerifySerialResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12'\n" +
 	"\x0fentries_checked\x18\x02 \x01(\x04R\x0eentriesChecked\x12\x1a\n" +
 	"\bproblems\x18\x03 \x03(\tR\bproblems\x128\n" +
 	"\n" +
 	"checkpoint\x18\x04 \x01(\v2\x18.gpuledger.v1.CheckpointR\n" +
-	"checkpoint\"\xed\x02\n" +
+	"checkpoint\x123\n" +
+	"\tmap_proof\x18\x05 \x01(\v2\x16.gpuledger.v1.MapProofR\bmapProof\x12?\n" +
+	"\x0emap_checkpoint\x18\x06 \x01(\v2\x18.gpuledger.v1.CheckpointR\rmapCheckpoint\"\xed\x02\n" +
 	"\x13ListFindingsRequest\x12/\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x19.gpuledger.v1.FindingKindR\x05kinds\x129\n" +
 	"\fmin_severity\x18\x02 \x01(\x0e2\x16.gpuledger.v1.SeverityR\vminSeverity\x12\x16\n" +
@@ -1289,17 +1204,7 @@ const file_gpuledger_v1_audit_api_proto_rawDesc = "" +
 	"\bpassport\x18\x01 \x01(\v2\x1d.gpuledger.v1.CustodyPassportR\bpassport\"H\n" +
 	"\x12GetMapProofRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1a\n" +
-	"\bregistry\x18\x02 \x01(\bR\bregistry\"\xc8\x01\n" +
-	"\bMapProof\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
-	"\x05proof\x18\x03 \x01(\fR\x05proof\x12\x1b\n" +
-	"\thead_hash\x18\x04 \x01(\fR\bheadHash\x12\x1f\n" +
-	"\vevent_count\x18\x05 \x01(\x04R\n" +
-	"eventCount\x12\x1d\n" +
-	"\n" +
-	"head_index\x18\x06 \x01(\x04R\theadIndex\x12!\n" +
-	"\fstate_digest\x18\a \x01(\fR\vstateDigest\"}\n" +
+	"\bregistry\x18\x02 \x01(\bR\bregistry\"}\n" +
 	"\x13GetMapProofResponse\x128\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x18.gpuledger.v1.CheckpointR\n" +
@@ -1318,7 +1223,7 @@ func file_gpuledger_v1_audit_api_proto_rawDescGZIP() []byte {
 	return file_gpuledger_v1_audit_api_proto_rawDescData
 }
 
-var file_gpuledger_v1_audit_api_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_gpuledger_v1_audit_api_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_gpuledger_v1_audit_api_proto_goTypes = []any{
 	(*GetCheckpointRequest)(nil),        // 0: gpuledger.v1.GetCheckpointRequest
 	(*GetCheckpointResponse)(nil),       // 1: gpuledger.v1.GetCheckpointResponse
@@ -1336,11 +1241,11 @@ var file_gpuledger_v1_audit_api_proto_goTypes = []any{
 	(*CustodyPassport)(nil),             // 13: gpuledger.v1.CustodyPassport
 	(*GetCustodyPassportResponse)(nil),  // 14: gpuledger.v1.GetCustodyPassportResponse
 	(*GetMapProofRequest)(nil),          // 15: gpuledger.v1.GetMapProofRequest
-	(*MapProof)(nil),                    // 16: gpuledger.v1.MapProof
-	(*GetMapProofResponse)(nil),         // 17: gpuledger.v1.GetMapProofResponse
-	(*Checkpoint)(nil),                  // 18: gpuledger.v1.Checkpoint
-	(*InclusionProof)(nil),              // 19: gpuledger.v1.InclusionProof
-	(*ConsistencyProof)(nil),            // 20: gpuledger.v1.ConsistencyProof
+	(*GetMapProofResponse)(nil),         // 16: gpuledger.v1.GetMapProofResponse
+	(*Checkpoint)(nil),                  // 17: gpuledger.v1.Checkpoint
+	(*InclusionProof)(nil),              // 18: gpuledger.v1.InclusionProof
+	(*ConsistencyProof)(nil),            // 19: gpuledger.v1.ConsistencyProof
+	(*MapProof)(nil),                    // 20: gpuledger.v1.MapProof
 	(FindingKind)(0),                    // 21: gpuledger.v1.FindingKind
 	(Severity)(0),                       // 22: gpuledger.v1.Severity
 	(*timestamppb.Timestamp)(nil),       // 23: google.protobuf.Timestamp
@@ -1350,35 +1255,37 @@ var file_gpuledger_v1_audit_api_proto_goTypes = []any{
 	(*Participant)(nil),                 // 27: gpuledger.v1.Participant
 }
 var file_gpuledger_v1_audit_api_proto_depIdxs = []int32{
-	18, // 0: gpuledger.v1.GetCheckpointResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	19, // 1: gpuledger.v1.GetInclusionProofResponse.proof:type_name -> gpuledger.v1.InclusionProof
-	18, // 2: gpuledger.v1.GetInclusionProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	20, // 3: gpuledger.v1.GetConsistencyProofResponse.proof:type_name -> gpuledger.v1.ConsistencyProof
-	18, // 4: gpuledger.v1.VerifySerialResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	21, // 5: gpuledger.v1.ListFindingsRequest.kinds:type_name -> gpuledger.v1.FindingKind
-	22, // 6: gpuledger.v1.ListFindingsRequest.min_severity:type_name -> gpuledger.v1.Severity
-	23, // 7: gpuledger.v1.ListFindingsRequest.as_of:type_name -> google.protobuf.Timestamp
-	24, // 8: gpuledger.v1.ListFindingsResponse.findings:type_name -> gpuledger.v1.Finding
-	21, // 9: gpuledger.v1.WatchFindingsRequest.kinds:type_name -> gpuledger.v1.FindingKind
-	22, // 10: gpuledger.v1.WatchFindingsRequest.min_severity:type_name -> gpuledger.v1.Severity
-	24, // 11: gpuledger.v1.WatchFindingsResponse.finding:type_name -> gpuledger.v1.Finding
-	25, // 12: gpuledger.v1.CustodyPassport.entries:type_name -> gpuledger.v1.Entry
-	19, // 13: gpuledger.v1.CustodyPassport.inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
-	18, // 14: gpuledger.v1.CustodyPassport.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	25, // 15: gpuledger.v1.CustodyPassport.registry_entries:type_name -> gpuledger.v1.Entry
-	26, // 16: gpuledger.v1.CustodyPassport.policy:type_name -> gpuledger.v1.Policy
-	27, // 17: gpuledger.v1.CustodyPassport.participants:type_name -> gpuledger.v1.Participant
-	19, // 18: gpuledger.v1.CustodyPassport.registry_inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
-	16, // 19: gpuledger.v1.CustodyPassport.map_proof:type_name -> gpuledger.v1.MapProof
-	16, // 20: gpuledger.v1.CustodyPassport.registry_map_proof:type_name -> gpuledger.v1.MapProof
-	13, // 21: gpuledger.v1.GetCustodyPassportResponse.passport:type_name -> gpuledger.v1.CustodyPassport
-	18, // 22: gpuledger.v1.GetMapProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
-	16, // 23: gpuledger.v1.GetMapProofResponse.proof:type_name -> gpuledger.v1.MapProof
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	17, // 0: gpuledger.v1.GetCheckpointResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	18, // 1: gpuledger.v1.GetInclusionProofResponse.proof:type_name -> gpuledger.v1.InclusionProof
+	17, // 2: gpuledger.v1.GetInclusionProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	19, // 3: gpuledger.v1.GetConsistencyProofResponse.proof:type_name -> gpuledger.v1.ConsistencyProof
+	17, // 4: gpuledger.v1.VerifySerialResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	20, // 5: gpuledger.v1.VerifySerialResponse.map_proof:type_name -> gpuledger.v1.MapProof
+	17, // 6: gpuledger.v1.VerifySerialResponse.map_checkpoint:type_name -> gpuledger.v1.Checkpoint
+	21, // 7: gpuledger.v1.ListFindingsRequest.kinds:type_name -> gpuledger.v1.FindingKind
+	22, // 8: gpuledger.v1.ListFindingsRequest.min_severity:type_name -> gpuledger.v1.Severity
+	23, // 9: gpuledger.v1.ListFindingsRequest.as_of:type_name -> google.protobuf.Timestamp
+	24, // 10: gpuledger.v1.ListFindingsResponse.findings:type_name -> gpuledger.v1.Finding
+	21, // 11: gpuledger.v1.WatchFindingsRequest.kinds:type_name -> gpuledger.v1.FindingKind
+	22, // 12: gpuledger.v1.WatchFindingsRequest.min_severity:type_name -> gpuledger.v1.Severity
+	24, // 13: gpuledger.v1.WatchFindingsResponse.finding:type_name -> gpuledger.v1.Finding
+	25, // 14: gpuledger.v1.CustodyPassport.entries:type_name -> gpuledger.v1.Entry
+	18, // 15: gpuledger.v1.CustodyPassport.inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
+	17, // 16: gpuledger.v1.CustodyPassport.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	25, // 17: gpuledger.v1.CustodyPassport.registry_entries:type_name -> gpuledger.v1.Entry
+	26, // 18: gpuledger.v1.CustodyPassport.policy:type_name -> gpuledger.v1.Policy
+	27, // 19: gpuledger.v1.CustodyPassport.participants:type_name -> gpuledger.v1.Participant
+	18, // 20: gpuledger.v1.CustodyPassport.registry_inclusion_proofs:type_name -> gpuledger.v1.InclusionProof
+	20, // 21: gpuledger.v1.CustodyPassport.map_proof:type_name -> gpuledger.v1.MapProof
+	20, // 22: gpuledger.v1.CustodyPassport.registry_map_proof:type_name -> gpuledger.v1.MapProof
+	13, // 23: gpuledger.v1.GetCustodyPassportResponse.passport:type_name -> gpuledger.v1.CustodyPassport
+	17, // 24: gpuledger.v1.GetMapProofResponse.checkpoint:type_name -> gpuledger.v1.Checkpoint
+	20, // 25: gpuledger.v1.GetMapProofResponse.proof:type_name -> gpuledger.v1.MapProof
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_audit_api_proto_init() }
@@ -1396,7 +1303,7 @@ func file_gpuledger_v1_audit_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gpuledger_v1_audit_api_proto_rawDesc), len(file_gpuledger_v1_audit_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

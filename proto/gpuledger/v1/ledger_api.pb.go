@@ -427,7 +427,13 @@ type GetSerialResponse struct {
 	// The state.
 	Serial *SerialState `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
 	// The log size this node had applied when it answered.
-	AppliedSize   uint64 `protobuf:"varint,2,opt,name=applied_size,json=appliedSize,proto3" json:"applied_size,omitempty"`
+	AppliedSize uint64 `protobuf:"varint,2,opt,name=applied_size,json=appliedSize,proto3" json:"applied_size,omitempty"`
+	// The serial's leaf in the serial map (its head, event count and state
+	// digest, or its absence), proved against map_checkpoint (see
+	// AuditService.GetMapProof). Unset from a store that keeps no map.
+	MapProof *MapProof `protobuf:"bytes,3,opt,name=map_proof,json=mapProof,proto3" json:"map_proof,omitempty"`
+	// A checkpoint this node signs at the log size of map_proof.
+	MapCheckpoint *Checkpoint `protobuf:"bytes,4,opt,name=map_checkpoint,json=mapCheckpoint,proto3" json:"map_checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -474,6 +480,20 @@ func (x *GetSerialResponse) GetAppliedSize() uint64 {
 		return x.AppliedSize
 	}
 	return 0
+}
+
+func (x *GetSerialResponse) GetMapProof() *MapProof {
+	if x != nil {
+		return x.MapProof
+	}
+	return nil
+}
+
+func (x *GetSerialResponse) GetMapCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.MapCheckpoint
+	}
+	return nil
 }
 
 // ListSerialEventsRequest pages through a serial's history, oldest first.
@@ -551,6 +571,14 @@ type ListSerialEventsResponse struct {
 	// A participant under read scope scoped is served the history from the
 	// entry at which it became party to the serial.
 	FirstPosition uint64 `protobuf:"varint,3,opt,name=first_position,json=firstPosition,proto3" json:"first_position,omitempty"`
+	// On the first page: the serial's leaf in the serial map, proved against
+	// map_checkpoint, so that a client can check that the history it pages
+	// through ends at the head the map commits to (nothing withheld). Unset
+	// on later pages and from a store that keeps no map.
+	MapProof *MapProof `protobuf:"bytes,4,opt,name=map_proof,json=mapProof,proto3" json:"map_proof,omitempty"`
+	// On the first page: a checkpoint this node signs at the log size of
+	// map_proof.
+	MapCheckpoint *Checkpoint `protobuf:"bytes,5,opt,name=map_checkpoint,json=mapCheckpoint,proto3" json:"map_checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -604,6 +632,20 @@ func (x *ListSerialEventsResponse) GetFirstPosition() uint64 {
 		return x.FirstPosition
 	}
 	return 0
+}
+
+func (x *ListSerialEventsResponse) GetMapProof() *MapProof {
+	if x != nil {
+		return x.MapProof
+	}
+	return nil
+}
+
+func (x *ListSerialEventsResponse) GetMapCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.MapCheckpoint
+	}
+	return nil
 }
 
 // GetEntryRequest names an entry by index or by entry hash.
@@ -1012,19 +1054,23 @@ const file_gpuledger_v1_ledger_api_proto_rawDesc = "" +
 	"\aresults\x18\x01 \x03(\v2\x1a.gpuledger.v1.AppendResultR\aresults\"G\n" +
 	"\x10GetSerialRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
-	"\tmin_index\x18\x02 \x01(\x04R\bminIndex\"i\n" +
+	"\tmin_index\x18\x02 \x01(\x04R\bminIndex\"\xdf\x01\n" +
 	"\x11GetSerialResponse\x121\n" +
 	"\x06serial\x18\x01 \x01(\v2\x19.gpuledger.v1.SerialStateR\x06serial\x12!\n" +
-	"\fapplied_size\x18\x02 \x01(\x04R\vappliedSize\"m\n" +
+	"\fapplied_size\x18\x02 \x01(\x04R\vappliedSize\x123\n" +
+	"\tmap_proof\x18\x03 \x01(\v2\x16.gpuledger.v1.MapProofR\bmapProof\x12?\n" +
+	"\x0emap_checkpoint\x18\x04 \x01(\v2\x18.gpuledger.v1.CheckpointR\rmapCheckpoint\"m\n" +
 	"\x17ListSerialEventsRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\x98\x01\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x8e\x02\n" +
 	"\x18ListSerialEventsResponse\x12-\n" +
 	"\aentries\x18\x01 \x03(\v2\x13.gpuledger.v1.EntryR\aentries\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12%\n" +
-	"\x0efirst_position\x18\x03 \x01(\x04R\rfirstPosition\"Q\n" +
+	"\x0efirst_position\x18\x03 \x01(\x04R\rfirstPosition\x123\n" +
+	"\tmap_proof\x18\x04 \x01(\v2\x16.gpuledger.v1.MapProofR\bmapProof\x12?\n" +
+	"\x0emap_checkpoint\x18\x05 \x01(\v2\x18.gpuledger.v1.CheckpointR\rmapCheckpoint\"Q\n" +
 	"\x0fGetEntryRequest\x12\x16\n" +
 	"\x05index\x18\x01 \x01(\x04H\x00R\x05index\x12\x1f\n" +
 	"\n" +
@@ -1083,8 +1129,10 @@ var file_gpuledger_v1_ledger_api_proto_goTypes = []any{
 	(*Envelope)(nil),                 // 16: gpuledger.v1.Envelope
 	(*Receipt)(nil),                  // 17: gpuledger.v1.Receipt
 	(*SerialState)(nil),              // 18: gpuledger.v1.SerialState
-	(*Entry)(nil),                    // 19: gpuledger.v1.Entry
-	(CustodyState)(0),                // 20: gpuledger.v1.CustodyState
+	(*MapProof)(nil),                 // 19: gpuledger.v1.MapProof
+	(*Checkpoint)(nil),               // 20: gpuledger.v1.Checkpoint
+	(*Entry)(nil),                    // 21: gpuledger.v1.Entry
+	(CustodyState)(0),                // 22: gpuledger.v1.CustodyState
 }
 var file_gpuledger_v1_ledger_api_proto_depIdxs = []int32{
 	16, // 0: gpuledger.v1.AppendRequest.envelope:type_name -> gpuledger.v1.Envelope
@@ -1094,16 +1142,20 @@ var file_gpuledger_v1_ledger_api_proto_depIdxs = []int32{
 	3,  // 4: gpuledger.v1.AppendResult.error:type_name -> gpuledger.v1.AppendError
 	4,  // 5: gpuledger.v1.AppendBatchResponse.results:type_name -> gpuledger.v1.AppendResult
 	18, // 6: gpuledger.v1.GetSerialResponse.serial:type_name -> gpuledger.v1.SerialState
-	19, // 7: gpuledger.v1.ListSerialEventsResponse.entries:type_name -> gpuledger.v1.Entry
-	19, // 8: gpuledger.v1.GetEntryResponse.entry:type_name -> gpuledger.v1.Entry
-	19, // 9: gpuledger.v1.StreamEntriesResponse.entry:type_name -> gpuledger.v1.Entry
-	20, // 10: gpuledger.v1.ListSerialsRequest.state:type_name -> gpuledger.v1.CustodyState
-	18, // 11: gpuledger.v1.ListSerialsResponse.serials:type_name -> gpuledger.v1.SerialState
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	19, // 7: gpuledger.v1.GetSerialResponse.map_proof:type_name -> gpuledger.v1.MapProof
+	20, // 8: gpuledger.v1.GetSerialResponse.map_checkpoint:type_name -> gpuledger.v1.Checkpoint
+	21, // 9: gpuledger.v1.ListSerialEventsResponse.entries:type_name -> gpuledger.v1.Entry
+	19, // 10: gpuledger.v1.ListSerialEventsResponse.map_proof:type_name -> gpuledger.v1.MapProof
+	20, // 11: gpuledger.v1.ListSerialEventsResponse.map_checkpoint:type_name -> gpuledger.v1.Checkpoint
+	21, // 12: gpuledger.v1.GetEntryResponse.entry:type_name -> gpuledger.v1.Entry
+	21, // 13: gpuledger.v1.StreamEntriesResponse.entry:type_name -> gpuledger.v1.Entry
+	22, // 14: gpuledger.v1.ListSerialsRequest.state:type_name -> gpuledger.v1.CustodyState
+	18, // 15: gpuledger.v1.ListSerialsResponse.serials:type_name -> gpuledger.v1.SerialState
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_ledger_api_proto_init() }

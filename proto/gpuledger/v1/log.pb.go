@@ -476,6 +476,113 @@ func (x *Receipt) GetDuplicate() bool {
 	return false
 }
 
+// MapProof proves one key of the serial map against a checkpoint's
+// map_root (docs/wire-format.md, "The serial map").
+type MapProof struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The map key: SHA-256 of "gpuledger-map-serial-v1", 0x00 and the serial,
+	// or of "gpuledger-map-registry-v1".
+	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The leaf's value; empty when the map holds no such key (a serial never
+	// recorded).
+	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// The proof, encoded: uint8 n, an n-bit mask of the non-empty siblings,
+	// those siblings (32 bytes each, root first), then 0x00, or 0x01 and
+	// another key's leaf key and value.
+	Proof []byte `protobuf:"bytes,3,opt,name=proof,proto3" json:"proof,omitempty"`
+	// For a serial's leaf, what its value commits to: the head entry hash,
+	// the event count, the head's log index and the SHA-256 of the stored
+	// state.
+	HeadHash []byte `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// The serial's event count.
+	EventCount uint64 `protobuf:"varint,5,opt,name=event_count,json=eventCount,proto3" json:"event_count,omitempty"`
+	// The serial's head log index.
+	HeadIndex uint64 `protobuf:"varint,6,opt,name=head_index,json=headIndex,proto3" json:"head_index,omitempty"`
+	// SHA-256 of the serial's stored state.
+	StateDigest   []byte `protobuf:"bytes,7,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapProof) Reset() {
+	*x = MapProof{}
+	mi := &file_gpuledger_v1_log_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapProof) ProtoMessage() {}
+
+func (x *MapProof) ProtoReflect() protoreflect.Message {
+	mi := &file_gpuledger_v1_log_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapProof.ProtoReflect.Descriptor instead.
+func (*MapProof) Descriptor() ([]byte, []int) {
+	return file_gpuledger_v1_log_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MapProof) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *MapProof) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *MapProof) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+func (x *MapProof) GetHeadHash() []byte {
+	if x != nil {
+		return x.HeadHash
+	}
+	return nil
+}
+
+func (x *MapProof) GetEventCount() uint64 {
+	if x != nil {
+		return x.EventCount
+	}
+	return 0
+}
+
+func (x *MapProof) GetHeadIndex() uint64 {
+	if x != nil {
+		return x.HeadIndex
+	}
+	return 0
+}
+
+func (x *MapProof) GetStateDigest() []byte {
+	if x != nil {
+		return x.StateDigest
+	}
+	return nil
+}
+
 var File_gpuledger_v1_log_proto protoreflect.FileDescriptor
 
 const file_gpuledger_v1_log_proto_rawDesc = "" +
@@ -521,7 +628,17 @@ const file_gpuledger_v1_log_proto_rawDesc = "" +
 	"checkpoint\x12E\n" +
 	"\x0finclusion_proof\x18\x06 \x01(\v2\x1c.gpuledger.v1.InclusionProofR\x0einclusionProof\x12(\n" +
 	"\x05flags\x18\a \x03(\v2\x12.gpuledger.v1.FlagR\x05flags\x12\x1c\n" +
-	"\tduplicate\x18\b \x01(\bR\tduplicateB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
+	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xc8\x01\n" +
+	"\bMapProof\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
+	"\x05proof\x18\x03 \x01(\fR\x05proof\x12\x1b\n" +
+	"\thead_hash\x18\x04 \x01(\fR\bheadHash\x12\x1f\n" +
+	"\vevent_count\x18\x05 \x01(\x04R\n" +
+	"eventCount\x12\x1d\n" +
+	"\n" +
+	"head_index\x18\x06 \x01(\x04R\theadIndex\x12!\n" +
+	"\fstate_digest\x18\a \x01(\fR\vstateDigestB?Z=github.com/gpuledger/gpuledger/proto/gpuledger/v1;gpuledgerv1b\x06proto3"
 
 var (
 	file_gpuledger_v1_log_proto_rawDescOnce sync.Once
@@ -535,27 +652,28 @@ func file_gpuledger_v1_log_proto_rawDescGZIP() []byte {
 	return file_gpuledger_v1_log_proto_rawDescData
 }
 
-var file_gpuledger_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_gpuledger_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_gpuledger_v1_log_proto_goTypes = []any{
 	(*Entry)(nil),                 // 0: gpuledger.v1.Entry
 	(*Checkpoint)(nil),            // 1: gpuledger.v1.Checkpoint
 	(*InclusionProof)(nil),        // 2: gpuledger.v1.InclusionProof
 	(*ConsistencyProof)(nil),      // 3: gpuledger.v1.ConsistencyProof
 	(*Receipt)(nil),               // 4: gpuledger.v1.Receipt
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
-	(*Flag)(nil),                  // 6: gpuledger.v1.Flag
-	(*CustodyEvent)(nil),          // 7: gpuledger.v1.CustodyEvent
-	(*RegistryChange)(nil),        // 8: gpuledger.v1.RegistryChange
+	(*MapProof)(nil),              // 5: gpuledger.v1.MapProof
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*Flag)(nil),                  // 7: gpuledger.v1.Flag
+	(*CustodyEvent)(nil),          // 8: gpuledger.v1.CustodyEvent
+	(*RegistryChange)(nil),        // 9: gpuledger.v1.RegistryChange
 }
 var file_gpuledger_v1_log_proto_depIdxs = []int32{
-	5, // 0: gpuledger.v1.Entry.accepted_at:type_name -> google.protobuf.Timestamp
-	6, // 1: gpuledger.v1.Entry.flags:type_name -> gpuledger.v1.Flag
-	7, // 2: gpuledger.v1.Entry.event:type_name -> gpuledger.v1.CustodyEvent
-	8, // 3: gpuledger.v1.Entry.registry_change:type_name -> gpuledger.v1.RegistryChange
-	5, // 4: gpuledger.v1.Receipt.accepted_at:type_name -> google.protobuf.Timestamp
+	6, // 0: gpuledger.v1.Entry.accepted_at:type_name -> google.protobuf.Timestamp
+	7, // 1: gpuledger.v1.Entry.flags:type_name -> gpuledger.v1.Flag
+	8, // 2: gpuledger.v1.Entry.event:type_name -> gpuledger.v1.CustodyEvent
+	9, // 3: gpuledger.v1.Entry.registry_change:type_name -> gpuledger.v1.RegistryChange
+	6, // 4: gpuledger.v1.Receipt.accepted_at:type_name -> google.protobuf.Timestamp
 	1, // 5: gpuledger.v1.Receipt.checkpoint:type_name -> gpuledger.v1.Checkpoint
 	2, // 6: gpuledger.v1.Receipt.inclusion_proof:type_name -> gpuledger.v1.InclusionProof
-	6, // 7: gpuledger.v1.Receipt.flags:type_name -> gpuledger.v1.Flag
+	7, // 7: gpuledger.v1.Receipt.flags:type_name -> gpuledger.v1.Flag
 	8, // [8:8] is the sub-list for method output_type
 	8, // [8:8] is the sub-list for method input_type
 	8, // [8:8] is the sub-list for extension type_name
@@ -577,7 +695,7 @@ func file_gpuledger_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gpuledger_v1_log_proto_rawDesc), len(file_gpuledger_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
