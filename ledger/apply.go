@@ -714,6 +714,22 @@ func (c *Checker) check(e *pb.Entry, reg *Registry, bound bool) error {
 	return nil
 }
 
+// CheckBoundEvent is CheckBound returning, as well, what it decoded: the
+// entry hash (SHA-256 of the envelope) and the custody event (nil for a
+// registry change, or when the envelope does not decode).
+func (c *Checker) CheckBoundEvent(e *pb.Entry, reg *Registry) (*pb.CustodyEvent, [32]byte, error) {
+	l := (*Ledger)(c)
+	var d decoded
+	l.decodeWith(&d, e.GetEnvelope(), &Registry{keys: map[string]keyRef{}}, true)
+	if d.err != nil {
+		return nil, d.hash, d.err
+	}
+	if rej := l.authorizeAt(reg, &d, e.GetIndex()); rej != nil {
+		return d.event, d.hash, rej
+	}
+	return d.event, d.hash, nil
+}
+
 func schemeName(k *pb.PublicKey) string {
 	if s, ok := schemeOf(k.GetScheme()); ok {
 		return s.Name()

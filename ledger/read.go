@@ -116,6 +116,17 @@ func (l *Ledger) entryByHashTxn(txn *badger.Txn, h []byte) (*pb.Entry, error) {
 // Entries calls fn for each entry in [start, end), in order, decoded, until fn
 // returns an error. end is capped at the log's size.
 func (l *Ledger) Entries(ctx context.Context, start, end uint64, fn func(*pb.Entry) error) error {
+	return l.entries(ctx, start, end, true, fn)
+}
+
+// EntriesUndecoded is Entries without the output-only fields decoded from
+// the envelope (event, registry change, signer key ids): for auditors, who
+// decode the envelope bytes themselves.
+func (l *Ledger) EntriesUndecoded(ctx context.Context, start, end uint64, fn func(*pb.Entry) error) error {
+	return l.entries(ctx, start, end, false, fn)
+}
+
+func (l *Ledger) entries(ctx context.Context, start, end uint64, decode bool, fn func(*pb.Entry) error) error {
 	end = min(end, l.Size())
 	const chunk = 256 // bound the time one read transaction stays open
 	for start < end {
@@ -123,7 +134,7 @@ func (l *Ledger) Entries(ctx context.Context, start, end uint64, fn func(*pb.Ent
 		var batch []*pb.Entry
 		if err := l.db.View(func(txn *badger.Txn) error {
 			for i := start; i < stop; i++ {
-				e, err := loadEntry(txn, i, true)
+				e, err := loadEntry(txn, i, decode)
 				if err != nil {
 					return err
 				}

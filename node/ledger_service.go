@@ -219,7 +219,11 @@ func (s *ledgerService) StreamEntries(req *pb.StreamEntriesRequest, stream grpc.
 		wake := s.n.waitApplied()
 		size := s.n.ledger.Size()
 		if next < size {
-			err := s.n.ledger.Entries(ctx, next, size, func(e *pb.Entry) error {
+			read := s.n.ledger.Entries
+			if req.GetEnvelopesOnly() {
+				read = s.n.ledger.EntriesUndecoded
+			}
+			err := read(ctx, next, size, func(e *pb.Entry) error {
 				next = e.GetIndex() + 1
 				return stream.Send(&pb.StreamEntriesResponse{Entry: e})
 			})

@@ -14,6 +14,7 @@ import (
 	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/transparency-dev/merkle/compact"
+	"google.golang.org/protobuf/encoding/protowire"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"google.golang.org/protobuf/proto"
 )
@@ -121,8 +122,9 @@ type Stream struct {
 	next     uint64
 	stopped  bool
 	mu       sync.Mutex
-	jobs     chan streamJob
-	wg       sync.WaitGroup
+	jobs     chan *streamJob // to the signature checkers
+	order    chan *streamJob // to the sequencer, in log order
+	wg       sync.WaitGroup  // the checkers and the sequencer
 	store    *ledger.AuditStore
 	ownStore bool
 	// fresh: the store held nothing at the start, so a serial not in
@@ -135,9 +137,17 @@ type Stream struct {
 	serials    uint64
 }
 
+// A streamJob is a custody-event entry on its way through the stream: a
+// checker decodes it and checks its signatures (in parallel), then the
+// sequencer takes it in log order for the Merkle tree, the links and the
+// state.
 type streamJob struct {
-	e   *pb.Entry
-	reg *ledger.Registry
+	e    *pb.Entry
+	reg  *ledger.Registry
+	done chan struct{} // closed by the checker
+	ev   *pb.CustodyEvent
+	hash [32]byte
+	err  error
 }
 
 var rangeFactory = compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
@@ -234,26 +244,34 @@ func (s *Stream) fail(f *Failure) {
 	}
 }
 
-// start runs a pool of signature checkers on GOMAXPROCS goroutines.
+// start runs a pool of signature checkers on GOMAXPROCS goroutines, and
+// the sequencer.
 func (s *Stream) start() {
-	jobs := make(chan streamJob, 1024)
-	s.jobs = jobs
+	s.jobs, s.order = make(chan *streamJob, 1024), make(chan *streamJob, 4096)
+	jobs, order := s.jobs, s.order
 	for range runtime.GOMAXPROCS(0) {
 		s.wg.Go(func() {
 			for j := range jobs {
 				// The stream recomputes the Merkle root over every entry, so
 				// the bytes are bound; the caller compares the root.
-				if err := s.v.checker.CheckBound(j.e, j.reg); err != nil {
-					s.fail(fail(int64(j.e.GetIndex()), "signature check failed: %v", err))
-				}
+				j.ev, j.hash, j.err = s.v.checker.CheckBoundEvent(j.e, j.reg)
+				close(j.done)
 			}
 		})
 	}
+	s.wg.Go(func() {
+		for j := range order {
+			<-j.done
+			s.sequence(j)
+		}
+	})
 }
 
-// Wait blocks until every signature check queued so far has finished.
+// Wait blocks until every entry added so far has been checked and
+// sequenced.
 func (s *Stream) Wait() {
 	close(s.jobs)
+	close(s.order)
 	s.wg.Wait()
 	s.start()
 }
@@ -263,6 +281,7 @@ func (s *Stream) Wait() {
 func (s *Stream) Close() {
 	if s.jobs != nil {
 		close(s.jobs)
+		close(s.order)
 		s.wg.Wait()
 		s.jobs = nil
 	}
@@ -285,65 +304,112 @@ func (s *Stream) Add(e *pb.Entry) error {
 		return nil
 	}
 	s.next++
+	if payloadType(e.GetEnvelope()) != registryChangeType {
+		j := &streamJob{e: e, reg: s.reg, done: make(chan struct{})}
+		s.jobs <- j
+		s.order <- j
+		return nil
+	}
+	s.Wait() // every earlier check sees the registry of its own index
 	eh := sha256.Sum256(e.GetEnvelope())
-	lh := ledger.LeafHash(i, e.GetAcceptedAt().AsTime().UnixNano(), eh)
-	if err := s.rng.Append(lh[:], nil); err != nil {
+	if err := s.appendLeaf(e, eh); err != nil {
 		return err
 	}
-	// A plain decode here, for the links and the registry; the checkers
-	// verify canonical form, structure and signatures.
-	env := new(pb.Envelope)
-	if err := proto.Unmarshal(e.GetEnvelope(), env); err != nil {
-		s.fail(fail(int64(i), "envelope: %v", err))
+	if err := s.v.checker.Check(e, s.reg); err != nil {
+		s.fail(fail(int64(i), "registry change: %v", err))
 		return nil
 	}
-	if env.GetPayloadType() == "application/vnd.gpuledger.registry-change+proto" {
-		s.Wait() // every earlier check sees the registry of its own index
-		if err := s.v.checker.Check(e, s.reg); err != nil {
-			s.fail(fail(int64(i), "registry change: %v", err))
-			return nil
-		}
-		ch := new(pb.RegistryChange)
-		if err := ledger.UnmarshalPayload(env, ch); err != nil {
-			s.fail(fail(int64(i), "registry change: %v", err))
-			return nil
-		}
-		next, err := s.reg.WithChange(ch, i)
-		if err != nil {
-			s.fail(fail(int64(i), "registry change does not apply: %v", err))
-			return nil
-		}
-		s.reg = next
-		s.rep.Registry++
-		s.regChanges, s.regLast = s.regChanges+1, i
-		s.changes = append(s.changes, ledger.AuditChange{Index: i, Envelope: e.GetEnvelope()})
+	env, rej := ledger.DecodeEnvelope(e.GetEnvelope())
+	ch := new(pb.RegistryChange)
+	if rej != nil {
+		s.fail(fail(int64(i), "registry change: %v", rej))
 		return nil
 	}
-	ev := new(pb.CustodyEvent)
-	if err := proto.Unmarshal(env.GetPayload(), ev); err != nil {
-		s.fail(fail(int64(i), "custody event: %v", err))
+	if err := ledger.UnmarshalPayload(env, ch); err != nil {
+		s.fail(fail(int64(i), "registry change: %v", err))
 		return nil
+	}
+	next, err := s.reg.WithChange(ch, i)
+	if err != nil {
+		s.fail(fail(int64(i), "registry change does not apply: %v", err))
+		return nil
+	}
+	s.reg = next
+	s.rep.Registry++
+	s.regChanges, s.regLast = s.regChanges+1, i
+	s.changes = append(s.changes, ledger.AuditChange{Index: i, Envelope: e.GetEnvelope()})
+	return nil
+}
+
+const registryChangeType = "application/vnd.gpuledger.registry-change+proto"
+
+// payloadType reads an envelope's payload_type (field 1) without decoding
+// the rest; "" when the bytes do not parse (the checker then says why).
+func payloadType(b []byte) string {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return ""
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return ""
+			}
+			return string(v)
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return ""
+		}
+		b = b[n:]
+	}
+	return ""
+}
+
+func (s *Stream) appendLeaf(e *pb.Entry, eh [32]byte) error {
+	lh := ledger.LeafHash(e.GetIndex(), e.GetAcceptedAt().AsTime().UnixNano(), eh)
+	return s.rng.Append(lh[:], nil)
+}
+
+// sequence takes a checked custody-event entry in log order: its leaf into
+// the Merkle tree, its link to the serial's head, and the serial's next
+// state under the rules, with the flags the node reports.
+func (s *Stream) sequence(j *streamJob) {
+	e, i, eh := j.e, int64(j.e.GetIndex()), j.hash
+	if err := s.appendLeaf(e, eh); err != nil {
+		s.fail(fail(i, "merkle tree: %v", err))
+		return
+	}
+	if j.err != nil {
+		s.fail(fail(i, "signature check failed: %v", j.err))
+	}
+	ev := j.ev
+	if ev == nil {
+		return
 	}
 	serial := ev.GetSerial()
 	st, err := s.State(serial)
 	if err != nil {
-		return err
+		s.fail(fail(i, "serial %s: the audit store: %v", serial, err))
+		return
 	}
 	switch {
 	case st == nil && ev.GetType() != pb.EventType_EVENT_TYPE_MANUFACTURED:
-		s.fail(fail(int64(i), "serial %s starts without MANUFACTURED", serial))
+		s.fail(fail(i, "serial %s starts without MANUFACTURED", serial))
 	case st != nil && !bytes.Equal(ev.GetPrevEventHash(), st.GetHeadHash()):
-		s.fail(fail(int64(i), "serial %s: prev_event_hash %x does not link to its previous entry %x", serial, ev.GetPrevEventHash(), st.GetHeadHash()))
+		s.fail(fail(i, "serial %s: prev_event_hash %x does not link to its previous entry %x", serial, ev.GetPrevEventHash(), st.GetHeadHash()))
 	default:
 		// The state Apply made of it, whose digest the serial's map leaf
 		// commits to; and the flags the rules give, which the node reports
 		// beside the entry (they are not in its Merkle leaf).
-		next, flags, rej := ledger.NextState(s.reg, st, ev, e.GetEnvelope(), eh[:], i, e.GetAcceptedAt().AsTime())
+		next, flags, rej := ledger.NextState(j.reg, st, ev, e.GetEnvelope(), eh[:], uint64(i), e.GetAcceptedAt().AsTime())
 		switch {
 		case rej != nil:
-			s.fail(fail(int64(i), "serial %s: the node accepted an event the ledger's rules refuse: %v", serial, rej))
+			s.fail(fail(i, "serial %s: the node accepted an event the ledger's rules refuse: %v", serial, rej))
 		case !sameFlags(flags, e.GetFlags()):
-			s.fail(fail(int64(i), "serial %s: the node reports flags %v; the rules give %v", serial, flagKinds(e.GetFlags()), flagKinds(flags)))
+			s.fail(fail(i, "serial %s: the node reports flags %v; the rules give %v", serial, flagKinds(e.GetFlags()), flagKinds(flags)))
 		default:
 			if st == nil {
 				s.serials++
@@ -351,8 +417,6 @@ func (s *Stream) Add(e *pb.Entry) error {
 			s.states[serial] = next
 		}
 	}
-	s.jobs <- streamJob{e, s.reg}
-	return nil
 }
 
 // Finish waits for the queued checks and returns the report: the entries

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,8 +45,16 @@ const DefaultNode = "127.0.0.1:7600"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// $GPULEDGER_CPUPROFILE names a file for a CPU profile of the command
+	// (go tool pprof reads it): for reports of a slow verify --all.
+	if f := os.Getenv("GPULEDGER_CPUPROFILE"); f != "" {
+		if w, err := os.Create(f); err == nil && pprof.StartCPUProfile(w) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	pprof.StopCPUProfile()
 	if err != nil {
 		var code exitCode
 		if errors.As(err, &code) {

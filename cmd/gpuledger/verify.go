@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
@@ -164,6 +165,13 @@ and prints the custody story.`,
 // the audit store's mark (all of them the first time, or with fromScratch),
 // then the serial map rebuilt from them against every checkpoint seen.
 func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.Client, store *verify.TrustStore, fromScratch bool) error {
+	if os.Getenv("GOGC") == "" {
+		// The run allocates per entry (decoding, and the signature
+		// library's own big integers) and keeps little. Over 228,891
+		// entries GOGC=400 ran 4% faster than the default for twice the
+		// peak memory (539 against 269 MB); 200 takes part of both.
+		debug.SetGCPercent(200)
+	}
 	cp, trusted, err := v.LatestCheckpoint(ctx, client, store)
 	if err != nil {
 		var fork *verify.ForkError
@@ -209,7 +217,7 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 	if s.Next() < cp.Size {
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		if stream, err = client.Ledger.StreamEntries(sctx, &pb.StreamEntriesRequest{StartIndex: s.Next()}); err != nil {
+		if stream, err = client.Ledger.StreamEntries(sctx, &pb.StreamEntriesRequest{StartIndex: s.Next(), EnvelopesOnly: true}); err != nil {
 			return err
 		}
 	}

@@ -787,7 +787,11 @@ type StreamEntriesRequest struct {
 	// The first index to send.
 	StartIndex uint64 `protobuf:"varint,1,opt,name=start_index,json=startIndex,proto3" json:"start_index,omitempty"`
 	// Keep the stream open and send new entries as they are applied.
-	Follow        bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	Follow bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	// Send each entry without the fields decoded from its envelope (event,
+	// registry_change, signer_key_ids): about half the bytes, for auditors
+	// that decode the envelope themselves (gpuledger verify --all).
+	EnvelopesOnly bool `protobuf:"varint,3,opt,name=envelopes_only,json=envelopesOnly,proto3" json:"envelopes_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -832,6 +836,13 @@ func (x *StreamEntriesRequest) GetStartIndex() uint64 {
 func (x *StreamEntriesRequest) GetFollow() bool {
 	if x != nil {
 		return x.Follow
+	}
+	return false
+}
+
+func (x *StreamEntriesRequest) GetEnvelopesOnly() bool {
+	if x != nil {
+		return x.EnvelopesOnly
 	}
 	return false
 }
@@ -1077,11 +1088,12 @@ const file_gpuledger_v1_ledger_api_proto_rawDesc = "" +
 	"entry_hash\x18\x02 \x01(\fH\x00R\tentryHashB\x05\n" +
 	"\x03key\"=\n" +
 	"\x10GetEntryResponse\x12)\n" +
-	"\x05entry\x18\x01 \x01(\v2\x13.gpuledger.v1.EntryR\x05entry\"O\n" +
+	"\x05entry\x18\x01 \x01(\v2\x13.gpuledger.v1.EntryR\x05entry\"v\n" +
 	"\x14StreamEntriesRequest\x12\x1f\n" +
 	"\vstart_index\x18\x01 \x01(\x04R\n" +
 	"startIndex\x12\x16\n" +
-	"\x06follow\x18\x02 \x01(\bR\x06follow\"B\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\x12%\n" +
+	"\x0eenvelopes_only\x18\x03 \x01(\bR\renvelopesOnly\"B\n" +
 	"\x15StreamEntriesResponse\x12)\n" +
 	"\x05entry\x18\x01 \x01(\v2\x13.gpuledger.v1.EntryR\x05entry\"\xd0\x01\n" +
 	"\x12ListSerialsRequest\x12\x1c\n" +
