@@ -60,7 +60,7 @@ func TestMain(m *testing.M) {
 
 // devNode is a running "gpuledgerd dev".
 type devNode struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	addr string
 	cmd  *exec.Cmd
@@ -95,7 +95,7 @@ func startDev(t *testing.T, dir string) *devNode {
 
 // startDevTLS starts "gpuledgerd dev" as it starts by default: serving TLS
 // with its development CA (DIR/tls); extra flags follow.
-func startDevTLS(t *testing.T, dir string, extra ...string) *devNode {
+func startDevTLS(t testing.TB, dir string, extra ...string) *devNode {
 	t.Helper()
 	d := startDaemon(t, dir, append([]string{"dev", "--data", dir,
 		"--tls-cert", filepath.Join(dir, "tls", "node.pem"), "--tls-key", filepath.Join(dir, "tls", "node.key")}, extra...)...)
@@ -105,14 +105,14 @@ func startDevTLS(t *testing.T, dir string, extra ...string) *devNode {
 
 // startDaemon runs gpuledgerd with args on a free loopback port and waits
 // until it serves.
-func startDaemon(t *testing.T, dir string, args ...string) *devNode {
+func startDaemon(t testing.TB, dir string, args ...string) *devNode {
 	t.Helper()
 	return startDaemonLimited(t, dir, 0, args...)
 }
 
 // startDaemonLimited is startDaemon with the open-file limit (ulimit -n) set
 // to nofile; 0 leaves it as it is.
-func startDaemonLimited(t *testing.T, dir string, nofile int, args ...string) *devNode {
+func startDaemonLimited(t testing.TB, dir string, nofile int, args ...string) *devNode {
 	t.Helper()
 	for _, f := range [][2]string{{"--listen", "127.0.0.1:0"}, {"--log-level", "warn"}} {
 		if !slices.Contains(args, f[0]) {
@@ -199,7 +199,7 @@ func (d *devNode) stop() {
 }
 
 // run runs a binary and returns stdout, stderr and its exit code.
-func run(t *testing.T, name string, args ...string) (string, string, int) {
+func run(t testing.TB, name string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

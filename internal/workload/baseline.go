@@ -28,13 +28,19 @@ type job struct {
 
 // NewBaseline parses the envelopes and their signers' keys (from c).
 func NewBaseline(c *consortium.Consortium, envs [][]byte) *Baseline {
-	var cache keys.Cache
 	byID := map[string]*pb.PublicKey{}
 	for _, m := range c.Members {
 		for _, k := range m.Participant.GetKeys() {
 			byID[k.GetKeyId()] = k
 		}
 	}
+	return NewBaselineKeys(byID, envs)
+}
+
+// NewBaselineKeys is NewBaseline with the signers' keys by key id (a
+// registry's, for a ledger built elsewhere).
+func NewBaselineKeys(byID map[string]*pb.PublicKey, envs [][]byte) *Baseline {
+	var cache keys.Cache
 	b := &Baseline{records: len(envs)}
 	for _, raw := range envs {
 		env := new(pb.Envelope)
