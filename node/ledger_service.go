@@ -214,6 +214,9 @@ func (s *ledgerService) GetEntry(ctx context.Context, req *pb.GetEntryRequest) (
 
 func (s *ledgerService) StreamEntries(req *pb.StreamEntriesRequest, stream grpc.ServerStreamingServer[pb.StreamEntriesResponse]) error {
 	ctx := stream.Context()
+	if req.GetBatch() > maxPageSize {
+		return invalid(fmt.Sprintf("batch %d: at most %d entries a message", req.GetBatch(), maxPageSize))
+	}
 	next := req.GetStartIndex()
 	for {
 		wake := s.n.waitApplied()
@@ -223,10 +226,30 @@ func (s *ledgerService) StreamEntries(req *pb.StreamEntriesRequest, stream grpc.
 			if req.GetEnvelopesOnly() {
 				read = s.n.ledger.EntriesUndecoded
 			}
+			var batch []*pb.Entry
+			var bytes int
+			flush := func() error {
+				if len(batch) == 0 {
+					return nil
+				}
+				err := stream.Send(&pb.StreamEntriesResponse{Entries: batch})
+				batch, bytes = nil, 0
+				return err
+			}
 			err := read(ctx, next, size, func(e *pb.Entry) error {
 				next = e.GetIndex() + 1
+				if max := int(req.GetBatch()); max > 1 {
+					batch, bytes = append(batch, e), bytes+len(e.GetEnvelope())
+					if len(batch) >= max || bytes >= 1<<20 {
+						return flush()
+					}
+					return nil
+				}
 				return stream.Send(&pb.StreamEntriesResponse{Entry: e})
 			})
+			if err == nil {
+				err = flush()
+			}
 			if err != nil {
 				return toStatus(ctx, s.n.log, err)
 			}

@@ -217,7 +217,7 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 	if s.Next() < cp.Size {
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		if stream, err = client.Ledger.StreamEntries(sctx, &pb.StreamEntriesRequest{StartIndex: s.Next(), EnvelopesOnly: true}); err != nil {
+		if stream, err = client.Ledger.StreamEntries(sctx, &pb.StreamEntriesRequest{StartIndex: s.Next(), EnvelopesOnly: true, Batch: 256}); err != nil {
 			return err
 		}
 	}
@@ -231,19 +231,27 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 		progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 	start := time.Now()
 	var rep *verify.AllReport
+	var pending []*pb.Entry // received, not yet verified
 	for _, stop := range stops {
 		err := s.Run(ctx, func() (*pb.Entry, error) {
 			if s.Next() == stop.Size {
 				return nil, nil // entries after the checkpoint are verified next time
 			}
-			m, err := stream.Recv()
-			if err == io.EOF {
-				return nil, nil
+			for len(pending) == 0 {
+				m, err := stream.Recv()
+				if err == io.EOF {
+					return nil, nil
+				}
+				if err != nil {
+					return nil, err
+				}
+				if pending = m.GetEntries(); m.GetEntry() != nil {
+					pending = append(pending, m.GetEntry()) // a node that does not batch
+				}
 			}
-			if err != nil {
-				return nil, err
-			}
-			return m.GetEntry(), nil
+			e := pending[0]
+			pending = pending[1:]
+			return e, nil
 		}, func(n uint64) { bar.Set64(int64(n - from)) })
 		if err != nil {
 			return err

@@ -792,6 +792,11 @@ type StreamEntriesRequest struct {
 	// registry_change, signer_key_ids): about half the bytes, for auditors
 	// that decode the envelope themselves (gpuledger verify --all).
 	EnvelopesOnly bool `protobuf:"varint,3,opt,name=envelopes_only,json=envelopesOnly,proto3" json:"envelopes_only,omitempty"`
+	// Send up to this many entries in one message (in entries, not entry),
+	// for readers of the whole log: fewer messages to frame, encrypt and
+	// parse. 0 or 1: one entry a message. At most 1,000; a message also
+	// stops short of 1 MiB of envelopes.
+	Batch         uint32 `protobuf:"varint,4,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -847,11 +852,20 @@ func (x *StreamEntriesRequest) GetEnvelopesOnly() bool {
 	return false
 }
 
-// StreamEntriesResponse carries one entry.
+func (x *StreamEntriesRequest) GetBatch() uint32 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+// StreamEntriesResponse carries one entry, or with batch a run of them.
 type StreamEntriesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The entry.
-	Entry         *Entry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// The entry (without batch).
+	Entry *Entry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// With batch: consecutive entries, in log order.
+	Entries       []*Entry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -889,6 +903,13 @@ func (*StreamEntriesResponse) Descriptor() ([]byte, []int) {
 func (x *StreamEntriesResponse) GetEntry() *Entry {
 	if x != nil {
 		return x.Entry
+	}
+	return nil
+}
+
+func (x *StreamEntriesResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
 	}
 	return nil
 }
@@ -1088,14 +1109,16 @@ const file_gpuledger_v1_ledger_api_proto_rawDesc = "" +
 	"entry_hash\x18\x02 \x01(\fH\x00R\tentryHashB\x05\n" +
 	"\x03key\"=\n" +
 	"\x10GetEntryResponse\x12)\n" +
-	"\x05entry\x18\x01 \x01(\v2\x13.gpuledger.v1.EntryR\x05entry\"v\n" +
+	"\x05entry\x18\x01 \x01(\v2\x13.gpuledger.v1.EntryR\x05entry\"\x8c\x01\n" +
 	"\x14StreamEntriesRequest\x12\x1f\n" +
 	"\vstart_index\x18\x01 \x01(\x04R\n" +
 	"startIndex\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\x12%\n" +
-	"\x0eenvelopes_only\x18\x03 \x01(\bR\renvelopesOnly\"B\n" +
+	"\x0eenvelopes_only\x18\x03 \x01(\bR\renvelopesOnly\x12\x14\n" +
+	"\x05batch\x18\x04 \x01(\rR\x05batch\"q\n" +
 	"\x15StreamEntriesResponse\x12)\n" +
-	"\x05entry\x18\x01 \x01(\v2\x13.gpuledger.v1.EntryR\x05entry\"\xd0\x01\n" +
+	"\x05entry\x18\x01 \x01(\v2\x13.gpuledger.v1.EntryR\x05entry\x12-\n" +
+	"\aentries\x18\x02 \x03(\v2\x13.gpuledger.v1.EntryR\aentries\"\xd0\x01\n" +
 	"\x12ListSerialsRequest\x12\x1c\n" +
 	"\tcustodian\x18\x01 \x01(\tR\tcustodian\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.gpuledger.v1.CustodyStateR\x05state\x12\x18\n" +
@@ -1161,13 +1184,14 @@ var file_gpuledger_v1_ledger_api_proto_depIdxs = []int32{
 	20, // 11: gpuledger.v1.ListSerialEventsResponse.map_checkpoint:type_name -> gpuledger.v1.Checkpoint
 	21, // 12: gpuledger.v1.GetEntryResponse.entry:type_name -> gpuledger.v1.Entry
 	21, // 13: gpuledger.v1.StreamEntriesResponse.entry:type_name -> gpuledger.v1.Entry
-	22, // 14: gpuledger.v1.ListSerialsRequest.state:type_name -> gpuledger.v1.CustodyState
-	18, // 15: gpuledger.v1.ListSerialsResponse.serials:type_name -> gpuledger.v1.SerialState
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	21, // 14: gpuledger.v1.StreamEntriesResponse.entries:type_name -> gpuledger.v1.Entry
+	22, // 15: gpuledger.v1.ListSerialsRequest.state:type_name -> gpuledger.v1.CustodyState
+	18, // 16: gpuledger.v1.ListSerialsResponse.serials:type_name -> gpuledger.v1.SerialState
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_gpuledger_v1_ledger_api_proto_init() }
