@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -451,6 +453,37 @@ func TestReadsAndPaging(t *testing.T) {
 	tn.append(t, sign(event("GPU-P", pb.EventType_EVENT_TYPE_ATTESTED, "acme-gpu", prev)))
 	if m, err := stream.Recv(); err != nil || m.GetEntry().GetIndex() != 5 {
 		t.Fatalf("followed stream = %v, %v; want the new entry 5", m, err)
+	}
+	// In batches, envelopes only: every entry once, in order, undecoded.
+	bs, err := tn.lc.StreamEntries(ctx, &pb.StreamEntriesRequest{Batch: 4, EnvelopesOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []uint64
+	for {
+		m, err := bs.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil || m.GetEntry() != nil || len(m.GetEntries()) > 4 {
+			t.Fatalf("batched stream = %v, %v", m, err)
+		}
+		for _, e := range m.GetEntries() {
+			if e.GetEvent() != nil || len(e.GetEnvelope()) == 0 {
+				t.Fatalf("entry %d of an envelopes_only stream: event %v, %d envelope bytes", e.GetIndex(), e.GetEvent(), len(e.GetEnvelope()))
+			}
+			sent = append(sent, e.GetIndex())
+		}
+	}
+	if !slices.Equal(sent, []uint64{0, 1, 2, 3, 4, 5}) {
+		t.Fatalf("batched stream sent entries %v", sent)
+	}
+	bs, err = tn.lc.StreamEntries(ctx, &pb.StreamEntriesRequest{Batch: 5000})
+	if err == nil {
+		_, err = bs.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument || reasonOf(err) != "BAD_REQUEST" {
+		t.Fatalf("batch 5000: %v, want INVALID_ARGUMENT BAD_REQUEST", err)
 	}
 }
 
