@@ -25,8 +25,15 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// benchConsortium builds the development consortium with every member
+// signing with schemes, or with none given as it is (the datacentres
+// hybrid, the rest Ed25519).
 func benchConsortium(b *testing.B, schemes ...keys.Scheme) *consortium.Consortium {
-	c, err := consortium.Build(consortium.DevWith(schemes...), consortium.Options{Rand: rand.NewChaCha8([32]byte{byte(len(schemes)), byte(schemes[0])})})
+	specs, seed := consortium.Dev(), [32]byte{9}
+	if len(schemes) > 0 {
+		specs, seed = consortium.DevWith(schemes...), [32]byte{byte(len(schemes)), byte(schemes[0])}
+	}
+	c, err := consortium.Build(specs, consortium.Options{Rand: rand.NewChaCha8(seed)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,7 +56,8 @@ func BenchmarkAppendLoad(b *testing.B) {
 	for _, sc := range []struct {
 		name    string
 		schemes []keys.Scheme
-	}{{"Ed25519", []keys.Scheme{keys.Ed25519}}, {"ML-DSA-65", []keys.Scheme{keys.MLDSA65}}} {
+	}{{"Ed25519", []keys.Scheme{keys.Ed25519}}, {"ML-DSA-65", []keys.Scheme{keys.MLDSA65}},
+		{"hybrid", []keys.Scheme{keys.Ed25519, keys.MLDSA65}}, {"mixed", nil}} {
 		c := benchConsortium(b, sc.schemes...)
 		for _, mode := range []struct {
 			name    string

@@ -86,6 +86,10 @@ func (b *Baseline) Run() time.Duration {
 // Rate runs the baseline and returns records verified per second.
 func (b *Baseline) Rate() float64 { return float64(b.records) / b.Run().Seconds() }
 
+// SignaturesPerRecord is the baseline's signatures per envelope (1 for
+// Ed25519 or ML-DSA-65, 2 for hybrid, between for a mix).
+func (b *Baseline) SignaturesPerRecord() float64 { return float64(len(b.jobs)) / float64(b.records) }
+
 // Verify checks one signature of the baseline (i modulo its size): the unit
 // of work of a parallel verify benchmark.
 func (b *Baseline) Verify(i int) bool {
