@@ -171,19 +171,31 @@ func unmarshalTile(b []byte) (*tile, error) {
 	return t, nil
 }
 
+// A tileKey names a tile: its depth and the prefix of its root's position
+// (bits past the depth zero). Kept as a value, not a string, so that the
+// look-ups of an update allocate nothing; bytes is its badger key.
+type tileKey struct {
+	depth  uint8
+	prefix smt.Hash
+}
+
+func (k tileKey) bytes() []byte {
+	return append([]byte{'n', k.depth}, k.prefix[:(int(k.depth)+7)/8]...)
+}
+
 // tileOf returns the key of the tile that holds position p, and p's slot.
-func tileOf(p smt.Position) (string, int) {
+func tileOf(p smt.Position) (tileKey, int) {
 	td := p.Depth / tileLevels * tileLevels
 	o := p.Depth - td
 	bits := 0
 	for i := td; i < p.Depth; i++ {
 		bits = bits<<1 | int((p.Prefix[i/8]>>(7-uint(i%8)))&1)
 	}
-	return string(append([]byte{'n'}, smt.At(p.Prefix, td).Bytes()...)), 1<<uint(o) - 1 + bits
+	return tileKey{depth: uint8(td), prefix: smt.At(p.Prefix, td).Prefix}, 1<<uint(o) - 1 + bits
 }
 
-func readTile(txn *badger.Txn, key string) (*tile, error) {
-	b, err := getValue(txn, []byte(key))
+func readTile(txn *badger.Txn, key tileKey) (*tile, error) {
+	b, err := getValue(txn, key.bytes())
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return new(tile), nil
 	}
@@ -200,7 +212,7 @@ const mapCacheDepth = 20
 
 // mapCache holds the map's committed tiles above mapCacheDepth, by key;
 // Apply (under applyMu) alone reads and changes it.
-type mapCache map[string]*tile
+type mapCache map[tileKey]*tile
 
 // batchMap is the map's store for one batch: tiles the batch has touched
 // are kept until flush writes the changed ones to the transaction; tiles
@@ -209,17 +221,17 @@ type mapCache map[string]*tile
 type batchMap struct {
 	txn   *badger.Txn
 	cache mapCache
-	tiles map[string]*tile
-	dirty map[string]bool
+	tiles map[tileKey]*tile
+	dirty map[tileKey]bool
 }
 
 func newBatchMap(txn *badger.Txn, cache mapCache) *batchMap {
-	return &batchMap{txn: txn, cache: cache, tiles: make(map[string]*tile), dirty: make(map[string]bool)}
+	return &batchMap{txn: txn, cache: cache, tiles: make(map[tileKey]*tile), dirty: make(map[tileKey]bool)}
 }
 
-func cachedDepth(key string) bool { return int(key[1]) < mapCacheDepth }
+func cachedDepth(key tileKey) bool { return int(key.depth) < mapCacheDepth }
 
-func (m *batchMap) tile(key string) (*tile, error) {
+func (m *batchMap) tile(key tileKey) (*tile, error) {
 	if t, ok := m.tiles[key]; ok {
 		return t, nil
 	}
@@ -268,9 +280,9 @@ func (m *batchMap) flush() error {
 		t := m.tiles[key]
 		var err error
 		if t.empty() {
-			err = m.txn.Delete([]byte(key))
+			err = m.txn.Delete(key.bytes())
 		} else {
-			err = m.txn.Set([]byte(key), t.marshal())
+			err = m.txn.Set(key.bytes(), t.marshal())
 		}
 		if err != nil {
 			return err
