@@ -14,8 +14,8 @@ import (
 	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/transparency-dev/merkle/compact"
-	"google.golang.org/protobuf/encoding/protowire"
 	"github.com/transparency-dev/merkle/rfc6962"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
