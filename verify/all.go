@@ -387,6 +387,12 @@ func (s *Stream) sequence(j *streamJob) {
 	}
 	ev := j.ev
 	if ev == nil {
+		if j.err == nil {
+			// It decodes as a registry change, and its first payload_type
+			// said otherwise: the field is given twice, which no node
+			// accepts (not canonical).
+			s.fail(fail(i, "the envelope gives payload_type more than once"))
+		}
 		return
 	}
 	serial := ev.GetSerial()

@@ -13,7 +13,9 @@ import (
 	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/verify"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // auditLedger is a store fed lifecycles of Ed25519 and hybrid participants
@@ -49,6 +51,14 @@ func auditLedger(t *testing.T) (*consortium.Consortium, *ledger.Ledger, []uint64
 		envs = envs[n:]
 		sizes = append(sizes, l.Size())
 	}
+	// A registry change last: the registry leaf moves too.
+	ch := c.Member("export-regulator").SignChange(&pb.RegistryChange{Actor: "export-regulator", OccurredAt: timestamppb.New(at), Reason: "audit test",
+		Change: &pb.RegistryChange_SuspendParticipant{SuspendParticipant: &pb.SuspendParticipant{ParticipantId: "rack-integrator"}}})
+	rs, err := l.Apply(context.Background(), ledger.Batch{AcceptedAt: at.Add(time.Hour), Envelopes: [][]byte{ch}})
+	if err != nil || rs[0].Err != nil {
+		t.Fatalf("registry change: %v %v", err, rs[0].Err)
+	}
+	sizes = append(sizes, l.Size())
 	return c, l, sizes
 }
 
@@ -142,5 +152,23 @@ func TestAuditCatchesMisreport(t *testing.T) {
 	}
 	if _, err := s.Commit(); err == nil {
 		t.Fatal("a failed audit committed")
+	}
+
+	// A registry change whose envelope names payload_type twice, a custody
+	// event's first: the auditor must not take it for an event and skip it.
+	all = entries(t, l, 0, l.Size())
+	last := proto.Clone(all[len(all)-1]).(*pb.Entry)
+	last.Envelope = append(protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "application/vnd.gpuledger.custody-event+proto"), last.GetEnvelope()...)
+	all[len(all)-1] = last
+	s2 := v.NewStream()
+	defer s2.Close()
+	for _, e := range all {
+		if err := s2.Add(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err = s2.Finish()
+	if err != nil || rep.OK() || rep.First() != int64(last.GetIndex()) {
+		t.Fatalf("a registry change disguised as an event: %+v, %v", rep.Failures, err)
 	}
 }
