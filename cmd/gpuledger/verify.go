@@ -157,7 +157,7 @@ and prints the custody story.`,
 	cmd.Flags().IntVar(&minSigners, "min-signers", 1, "require the checkpoint signed by nodes of K distinct organisations (the node gathers its peers' cosignatures)")
 	cmd.Flags().StringVar(&passport, "passport", "", "verify a custody passport file offline")
 	cmd.Flags().BoolVar(&failOnFindings, "fail-on-findings", false, "exit 3 when the chain holds but the serial has open findings")
-	cmd.Flags().StringVar(&trustDir, "trust-dir", verify.DefaultTrustDir(), "where the last verified checkpoint of each ledger is kept (env GPULEDGER_TRUST_DIR)")
+	cmd.Flags().StringVar(&trustDir, "trust-dir", verify.DefaultTrustDir(), "where the last verified checkpoint of each ledger is kept, and verify --all's audit store (env GPULEDGER_TRUST_DIR)")
 	return cmd
 }
 
