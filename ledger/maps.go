@@ -223,6 +223,11 @@ type batchMap struct {
 	cache mapCache
 	tiles map[tileKey]*tile
 	dirty map[tileKey]bool
+	// The tile touched last, and whether the batch has written it: an
+	// update walks four levels of a tile in a row, down and then up.
+	lastKey   tileKey
+	last      *tile
+	lastDirty bool
 }
 
 func newBatchMap(txn *badger.Txn, cache mapCache) *batchMap {
@@ -252,15 +257,23 @@ func (m *batchMap) tile(key tileKey) (*tile, error) {
 
 func (m *batchMap) Get(p smt.Position) (*smt.Node, error) {
 	key, slot := tileOf(p)
+	if m.last != nil && key == m.lastKey {
+		return m.last[slot], nil
+	}
 	t, err := m.tile(key)
 	if err != nil {
 		return nil, err
 	}
+	m.lastKey, m.last, m.lastDirty = key, t, m.dirty[key]
 	return t[slot], nil
 }
 
 func (m *batchMap) Put(p smt.Position, n *smt.Node) error {
 	key, slot := tileOf(p)
+	if m.last != nil && key == m.lastKey && m.lastDirty {
+		m.last[slot] = n
+		return nil
+	}
 	t, err := m.tile(key)
 	if err != nil {
 		return err
@@ -270,6 +283,7 @@ func (m *batchMap) Put(p smt.Position, n *smt.Node) error {
 		t = &c
 		m.tiles[key], m.dirty[key] = t, true
 	}
+	m.lastKey, m.last, m.lastDirty = key, t, true
 	t[slot] = n
 	return nil
 }
