@@ -183,6 +183,22 @@ func (c *cluster) waitConverged(min uint64, nodes ...int) uint64 {
 	return 0
 }
 
+// waitAlarm waits until node-i (d) raises an alarm that says want.
+func (c *cluster) waitAlarm(i int, d *devNode, want string) {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, _ := c.status(i)
+		if strings.Contains(st.Alarm, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("node-%d did not raise its alarm (%q): %+v\n%s", i, want, st, d.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func allEqual(xs []uint64) bool {
 	for _, x := range xs {
 		if x != xs[0] {
@@ -511,17 +527,7 @@ func TestClusterTamperedFollower(t *testing.T) {
 	}
 	c.manufacture(leader, "GPU-T-after") // the next command carries the leader's state
 	want := "stopped applying instead of diverging"
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, _ := c.status(follower)
-		if strings.Contains(st.Alarm, want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node-%d did not raise its alarm: %+v\n%s", follower, st, d.out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitAlarm(follower, d, want)
 	refusesToServe(t, d, want)
 	if code, out := c.manufacture(leader, "GPU-T-later"); code != 0 {
 		t.Fatalf("the others stopped too: %s", out)
@@ -553,18 +559,7 @@ func TestClusterTamperedMap(t *testing.T) {
 	c.waitConverged(size, 1, 2, 3)
 	c.manufacture(leader, "GPU-TM-next")  // applied by all: the follower's map now differs
 	c.manufacture(leader, "GPU-TM-after") // carries the leader's state after it
-	want := "serial map has root"
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, _ := c.status(follower)
-		if strings.Contains(st.Alarm, want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node-%d did not raise its alarm: %+v\n%s", follower, st, d.out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitAlarm(follower, d, "serial map has root")
 	if code, out := c.manufacture(leader, "GPU-TM-later"); code != 0 {
 		t.Fatalf("the others stopped too: %s", out)
 	}

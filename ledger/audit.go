@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/ledger/smt"
@@ -238,29 +237,4 @@ func (s *AuditStore) Commit(mark AuditMark, states map[string]*pb.SerialState, r
 		return smt.Hash{}, err
 	}
 	return root, s.db.Sync()
-}
-
-// AuditStates calls fn with every serial's state the store holds, in the
-// order of their serials (for a report, or to look for the serials a
-// node's map leaves out).
-func (s *AuditStore) AuditStates(fn func(*pb.SerialState) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte{'s'}
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			st := new(pb.SerialState)
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, st) }); err != nil {
-				return err
-			}
-			if err := fn(st); err != nil {
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				return err
-			}
-		}
-		return nil
-	})
 }
