@@ -27,6 +27,9 @@ type CorruptError struct {
 }
 
 func (e *CorruptError) Error() string {
+	if e.Index < 0 && e.Serial == "" {
+		return "store check: " + e.What
+	}
 	if e.Index < 0 {
 		return fmt.Sprintf("store check: serial %s: %s", e.Serial, e.What)
 	}

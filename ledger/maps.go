@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -524,4 +525,70 @@ func (l *Ledger) MapStats(ctx context.Context) (leaves int, bytes int64, err err
 		return nil
 	})
 	return leaves, bytes, err
+}
+
+// CheckMap checks the serial map as the store holds it: its tiles hold a
+// tree Apply could have written (smt.Check: every inner node's child
+// hashes are its children's, every leaf on its key's path), whose root is
+// the map root recorded for the log's size. It reads every tile once and
+// returns the root; a *CorruptError says what does not hold.
+func (l *Ledger) CheckMap(ctx context.Context) (smt.Hash, error) {
+	var root smt.Hash
+	err := l.db.View(func(txn *badger.Txn) error {
+		rb, err := getValue(txn, metaKey("map"))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNoMap
+		}
+		if err != nil {
+			return err
+		}
+		copy(root[:], rb)
+		got, err := smt.Check(&pathTiles{txn: txn, ctx: ctx})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &CorruptError{Index: -1, What: "serial map: " + err.Error()}
+		}
+		if got != root {
+			return &CorruptError{Index: -1, What: fmt.Sprintf("serial map: its tiles hash to root %x; the store records %x", got[:], root[:])}
+		}
+		if b, err := getValue(txn, metaKey("size")); err == nil && len(b) == 8 {
+			size := binary.BigEndian.Uint64(b)
+			if sb, err := getValue(txn, mapRootKey(size)); err != nil || !bytes.Equal(sb, root[:]) {
+				return &CorruptError{Index: -1, What: fmt.Sprintf("serial map: the root recorded for log size %d is not the map's (%v)", size, err)}
+			}
+		}
+		return nil
+	})
+	return root, err
+}
+
+// pathTiles reads the map's tiles for a depth-first walk (smt.Check),
+// keeping one tile per tile depth: those on the walk's current path.
+type pathTiles struct {
+	txn   *badger.Txn
+	ctx   context.Context
+	keys  [smt.HashSize*8/tileLevels + 1]tileKey
+	tiles [smt.HashSize*8/tileLevels + 1]*tile
+}
+
+func (m *pathTiles) Get(p smt.Position) (*smt.Node, error) {
+	key, slot := tileOf(p)
+	i := int(key.depth) / tileLevels
+	if m.tiles[i] == nil || m.keys[i] != key {
+		if err := m.ctx.Err(); err != nil {
+			return nil, err
+		}
+		t, err := readTile(m.txn, key)
+		if err != nil {
+			return nil, err
+		}
+		m.keys[i], m.tiles[i] = key, t
+	}
+	return m.tiles[i][slot], nil
+}
+
+func (m *pathTiles) Put(smt.Position, *smt.Node) error {
+	return errors.New("serial map: read only")
 }

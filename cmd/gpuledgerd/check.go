@@ -24,10 +24,11 @@ func checkCmd() *cobra.Command {
 		Short: "check a node's store fully, naming the first bad entry",
 		Long: `check reads a stopped node's whole store and checks it: every entry present,
 hashing to the Merkle leaf the log committed to and found again by its hash;
-every serial's state naming its last entry as head; then, as an auditor
-would, every signature under the registry rebuilt from the genesis and the
-log, every serial's chain links, and the Merkle root recomputed from the
-entries against the store's. It names the first bad entry and exits 0 only
+every serial's state naming its last entry as head; the serial map's tiles
+holding one tree whose root is the one recorded; then, as an auditor would,
+every signature under the registry rebuilt from the genesis and the log,
+every serial's chain links and state, and the Merkle root and the serial
+map recomputed from the entries against the store's. It names the first bad entry and exits 0 only
 when everything holds. (A node also checks the newest entries at every start.)
 
 DIR is the node's --data directory (for a development node, its DIR/node).`,
@@ -69,6 +70,14 @@ func runCheck(ctx context.Context, dir string, out, errOut io.Writer) error {
 	}
 	defer l.Close()
 	if err := l.CheckStore(ctx, progress(errOut, "1/2 checking the store", l.Size())); err != nil {
+		var ce *ledger.CorruptError
+		if errors.As(err, &ce) {
+			fmt.Fprintf(out, "FAILED: %v\n", err)
+			return errFailed
+		}
+		return err
+	}
+	if _, err := l.CheckMap(ctx); err != nil && !errors.Is(err, ledger.ErrNoMap) {
 		var ce *ledger.CorruptError
 		if errors.As(err, &ce) {
 			fmt.Fprintf(out, "FAILED: %v\n", err)

@@ -277,3 +277,57 @@ func child(p Position, side byte) Position {
 	}
 	return c
 }
+
+// Check walks the whole tree in s from the root and returns its root hash,
+// or the first position where the store does not hold a tree Apply could
+// have written: an inner node whose children's hashes are not the hashes
+// of the nodes below it, a leaf off its key's path, a child missing or one
+// where a hash says none, or a lone leaf below an inner node (Apply lifts
+// it). It reads every node once, depth first.
+func Check(s Store) (Hash, error) {
+	root, err := s.Get(Position{})
+	if err != nil || root == nil {
+		return Empty, err
+	}
+	return check(s, Position{}, root)
+}
+
+func check(s Store, p Position, n *Node) (Hash, error) {
+	if n.Leaf {
+		if At(n.Key, p.Depth) != p {
+			return Empty, fmt.Errorf("the leaf at depth %d, prefix %x, is off its key's path (%x)", p.Depth, p.Prefix[:(p.Depth+7)/8], n.Key[:4])
+		}
+		return n.Hash(), nil
+	}
+	var kids [2]*Node
+	for side, want := range [2]Hash{n.Left, n.Right} {
+		cp := child(p, byte(side))
+		k, err := s.Get(cp)
+		if err != nil {
+			return Empty, err
+		}
+		switch {
+		case k == nil && want != Empty:
+			return Empty, fmt.Errorf("the node at depth %d, prefix %x, names a child the store does not hold", p.Depth, p.Prefix[:(p.Depth+7)/8])
+		case k == nil:
+			continue
+		case want == Empty:
+			return Empty, fmt.Errorf("the node at depth %d, prefix %x, names no child where the store holds one", p.Depth, p.Prefix[:(p.Depth+7)/8])
+		}
+		h, err := check(s, cp, k)
+		if err != nil {
+			return Empty, err
+		}
+		if h != want {
+			return Empty, fmt.Errorf("the node at depth %d, prefix %x, names a child hash that is not its child's", p.Depth, p.Prefix[:(p.Depth+7)/8])
+		}
+		kids[side] = k
+	}
+	switch {
+	case kids[0] == nil && kids[1] == nil:
+		return Empty, fmt.Errorf("the inner node at depth %d, prefix %x, has no children", p.Depth, p.Prefix[:(p.Depth+7)/8])
+	case (kids[0] == nil && kids[1].Leaf) || (kids[1] == nil && kids[0].Leaf):
+		return Empty, fmt.Errorf("the inner node at depth %d, prefix %x, holds a lone leaf (it should be that leaf)", p.Depth, p.Prefix[:(p.Depth+7)/8])
+	}
+	return n.Hash(), nil
+}

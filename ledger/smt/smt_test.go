@@ -282,3 +282,77 @@ func TestProofsAtMillion(t *testing.T) {
 		}
 	}
 }
+
+// TestCheck: Check gives Apply's root for a tree Apply wrote, and refuses
+// every one-node change of it: a hash altered in an inner node or a leaf's
+// value, a node removed, a leaf moved off its path.
+func TestCheck(t *testing.T) {
+	s := MemStore{}
+	var us []Update
+	for i := range 1000 {
+		us = append(us, Update{Key: key(i), Value: val(i, 0)})
+	}
+	root, err := Apply(s, us)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Check(s); err != nil || got != root {
+		t.Fatalf("Check = %x, %v; Apply's root %x", got, err, root)
+	}
+	if got, err := Check(MemStore{}); err != nil || got != Empty {
+		t.Fatalf("Check(empty) = %x, %v", got, err)
+	}
+	changes := 0
+	for k, n := range s {
+		if k == string(Position{}.Bytes()) {
+			continue // the root: a change there is a change of the root, which the caller compares
+		}
+		clone := func() MemStore {
+			c := MemStore{}
+			for k2, n2 := range s {
+				c[k2] = n2
+			}
+			return c
+		}
+		c := clone()
+		m := *n
+		if m.Leaf {
+			m.Value[0] ^= 1
+		} else {
+			m.Left[31] ^= 1
+		}
+		c[k] = &m
+		if got, err := Check(c); err == nil && got == root {
+			t.Fatalf("a hash changed at %x: Check passes", k)
+		}
+		c = clone()
+		delete(c, k)
+		if got, err := Check(c); err == nil && got == root {
+			t.Fatalf("the node at %x removed: Check passes", k)
+		}
+		if changes++; changes == 300 {
+			break
+		}
+	}
+	// A leaf stored one level off its path.
+	for k, n := range s {
+		if !n.Leaf || k == string(Position{}.Bytes()) {
+			continue
+		}
+		c := MemStore{}
+		for k2, n2 := range s {
+			c[k2] = n2
+		}
+		p := At(n.Key, int(k[0]))
+		delete(c, k)
+		other := child(Position{Depth: p.Depth - 1, Prefix: At(n.Key, p.Depth-1).Prefix}, 1-bit(n.Key, p.Depth-1))
+		if c[string(other.Bytes())] != nil {
+			continue
+		}
+		c[string(other.Bytes())] = n
+		if _, err := Check(c); err == nil {
+			t.Fatalf("a leaf moved to its sibling's place: Check passes")
+		}
+		break
+	}
+}
