@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gpuledger/gpuledger/client"
+	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/internal/workload"
 	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
@@ -178,7 +179,7 @@ func ledgerSample(b *testing.B, d *devNode, genesis string) ([][]byte, map[strin
 			b.Fatal(rej)
 		}
 		ch := new(pb.RegistryChange)
-		if env.GetPayloadType() == "application/vnd.gpuledger.registry-change+proto" {
+		if env.GetPayloadType() == dsse.RegistryChangeType {
 			if err := ledger.UnmarshalPayload(env, ch); err != nil {
 				b.Fatal(err)
 			}

@@ -183,6 +183,27 @@ func (c *cluster) waitConverged(min uint64, nodes ...int) uint64 {
 	return 0
 }
 
+// tamperedFollower starts a cluster of three, writes n serials named
+// prefix-NN through the leader, stops a follower, alters its store with
+// change, restarts it and waits until all three have the same log again.
+func tamperedFollower(t *testing.T, prefix string, n int, change func(*badger.Txn)) (c *cluster, leader, follower int, d *devNode) {
+	t.Helper()
+	c = startCluster(t, []int{1, 2, 3})
+	leader = c.waitLeader(1, 2, 3)
+	follower = leader%3 + 1
+	for k := range n {
+		if code, out := c.manufacture(leader, fmt.Sprintf("%s-%02d", prefix, k)); code != 0 {
+			t.Fatalf("write: %s", out)
+		}
+	}
+	size := c.waitConverged(uint64(n), 1, 2, 3)
+	c.stop(follower)
+	tamperAt(t, filepath.Join(c.dir, fmt.Sprintf("node-%d", follower), "ledger"), change)
+	d = c.start(follower)
+	c.waitConverged(size, 1, 2, 3)
+	return c, leader, follower, d
+}
+
 // waitAlarm waits until node-i (d) raises an alarm that says want.
 func (c *cluster) waitAlarm(i int, d *devNode, want string) {
 	c.t.Helper()
@@ -502,24 +523,12 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 // judges it otherwise than the leader (a stale head): it stops applying and
 // refuses to serve, saying why, while the others go on.
 func TestClusterTamperedFollower(t *testing.T) {
-	c := startCluster(t, []int{1, 2, 3})
-	leader := c.waitLeader(1, 2, 3)
-	follower := leader%3 + 1
-	for k := range 80 {
-		if code, out := c.manufacture(leader, fmt.Sprintf("GPU-T-%02d", k)); code != 0 {
-			t.Fatalf("write: %s", out)
-		}
-	}
-	size := c.waitConverged(80, 1, 2, 3)
-	c.stop(follower)
-	tamperAt(t, filepath.Join(c.dir, fmt.Sprintf("node-%d", follower), "ledger"), func(txn *badger.Txn) {
+	c, leader, follower, d := tamperedFollower(t, "GPU-T", 80, func(txn *badger.Txn) {
 		key := []byte("sGPU-T-00")
 		v := value(t, txn, key)
 		v[strings.Index(string(v), "\x2a\x20")+2] ^= 0xff // head_hash's first byte
 		txn.Set(key, v)
 	})
-	d := c.start(follower)
-	c.waitConverged(size, 1, 2, 3)
 	out, errOut, code := run(t, bin.cli, "--node", c.addrs[leader-1], "submit", "ship", "--key", c.key("acme-gpu"),
 		"--serial", "GPU-T-00", "--to", "us-dist", "--destination", "US")
 	if code != 0 {
@@ -539,24 +548,12 @@ func TestClusterTamperedFollower(t *testing.T) {
 // at the next batch that carries the leader's state: followers compare the
 // map root with the leader's like the log root.
 func TestClusterTamperedMap(t *testing.T) {
-	c := startCluster(t, []int{1, 2, 3})
-	leader := c.waitLeader(1, 2, 3)
-	follower := leader%3 + 1
-	for k := range 40 {
-		if code, out := c.manufacture(leader, fmt.Sprintf("GPU-TM-%02d", k)); code != 0 {
-			t.Fatalf("write: %s", out)
-		}
-	}
-	size := c.waitConverged(40, 1, 2, 3)
-	c.stop(follower)
-	tamperAt(t, filepath.Join(c.dir, fmt.Sprintf("node-%d", follower), "ledger"), func(txn *badger.Txn) {
+	c, leader, follower, d := tamperedFollower(t, "GPU-TM", 40, func(txn *badger.Txn) {
 		key := []byte("n\x00") // the root tile: its last byte is a child's hash
 		v := value(t, txn, key)
 		v[len(v)-1] ^= 0xff
 		txn.Set(key, v)
 	})
-	d := c.start(follower)
-	c.waitConverged(size, 1, 2, 3)
 	c.manufacture(leader, "GPU-TM-next")  // applied by all: the follower's map now differs
 	c.manufacture(leader, "GPU-TM-after") // carries the leader's state after it
 	c.waitAlarm(follower, d, "serial map has root")

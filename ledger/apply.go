@@ -240,14 +240,6 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 			d.at.AsTime().Format(time.RFC3339), skew, a.at.UTC().Format(time.RFC3339))}, nil
 	}
 
-	var budget *pb.ByteBudget // the actor's budget on the serial after the event
-	if d.event != nil {
-		var rej *custody.Error
-		if budget, rej = a.withinLimits(d, st); rej != nil {
-			return Result{Err: rej}, nil
-		}
-	}
-
 	var flags []*pb.Flag
 	switch {
 	case d.event != nil:
@@ -255,13 +247,10 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 		if a.l.cfg.NoDetectors {
 			pol = noDetectors{pol}
 		}
-		next, fl, rej := custody.Next(custody.Step{
-			State: st, Event: d.event, Actor: a.reg.Participant(d.actor), Index: index, EntryHash: d.hash[:],
-		}, a.reg, pol)
+		next, fl, rej := nextState(a.reg, pol, st, d.event, len(d.raw), d.hash[:], index, a.at)
 		if rej != nil {
 			return Result{Err: rej}, nil
 		}
-		setBudget(next, budget)
 		flags = fl
 		if !a.l.cfg.NoDetectors {
 			if err := a.recordFindings(st, next, d.event, index, fl); err != nil {
@@ -305,19 +294,13 @@ func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
 	return a.append(d, index, flags)
 }
 
-// withinLimits refuses an event over the policy's size limits: more
+// budgetAfter refuses an event over the policy's size limits: more
 // evidence than max_evidence_bytes, or more bytes than are left of its
 // actor's budget on the serial (serial_burst_bytes, refilled at
 // serial_bytes_per_window per serial_byte_window of the ledger's time; one
 // budget per actor and serial, so that one party's flood never refuses
-// another's events). It returns the actor's budget after the event, to keep
-// in the serial's state once the event is accepted.
-func (a *applier) withinLimits(d *decoded, st *pb.SerialState) (*pb.ByteBudget, *custody.Error) {
-	return budgetAfter(a.reg.Policy(), st, d.event, d.actor, len(d.raw), a.at)
-}
-
-// budgetAfter is withinLimits for an event of actor, its envelope size
-// bytes, accepted at the ledger's time at.
+// another's events). It returns the actor's budget after the event of size
+// bytes, accepted at the ledger's time at, to keep in the serial's state.
 func budgetAfter(pol *policy.Policy, st *pb.SerialState, ev *pb.CustodyEvent, actor string, size int, at time.Time) (*pb.ByteBudget, *custody.Error) {
 	n := 0
 	for _, e := range ev.GetEvidence() {
@@ -372,11 +355,18 @@ func budgetAfter(pol *policy.Policy, st *pb.SerialState, ev *pb.CustodyEvent, ac
 // every state with it, so that its leaves' state digests are the node's.
 // A rejection means Apply would have refused the event.
 func NextState(reg *Registry, st *pb.SerialState, ev *pb.CustodyEvent, raw, hash []byte, index uint64, at time.Time) (*pb.SerialState, []*pb.Flag, *custody.Error) {
-	budget, rej := budgetAfter(reg.Policy(), st, ev, ev.GetActor(), len(raw), at)
+	return nextState(reg, reg.Policy(), st, ev, len(raw), hash, index, at)
+}
+
+// nextState is NextState under policy pol (Apply's, which benchmarks may
+// strip of detectors), for an envelope of size bytes: the byte budget
+// first, then the custody rules.
+func nextState(reg *Registry, pol custody.Policy, st *pb.SerialState, ev *pb.CustodyEvent, size int, hash []byte, index uint64, at time.Time) (*pb.SerialState, []*pb.Flag, *custody.Error) {
+	budget, rej := budgetAfter(reg.Policy(), st, ev, ev.GetActor(), size, at)
 	if rej != nil {
 		return nil, nil, rej
 	}
-	next, flags, rej := custody.Next(custody.Step{State: st, Event: ev, Actor: reg.Participant(ev.GetActor()), Index: index, EntryHash: hash}, reg, reg.Policy())
+	next, flags, rej := custody.Next(custody.Step{State: st, Event: ev, Actor: reg.Participant(ev.GetActor()), Index: index, EntryHash: hash}, reg, pol)
 	if rej != nil {
 		return nil, nil, rej
 	}

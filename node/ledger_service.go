@@ -227,20 +227,20 @@ func (s *ledgerService) StreamEntries(req *pb.StreamEntriesRequest, stream grpc.
 				read = s.n.ledger.EntriesUndecoded
 			}
 			var batch []*pb.Entry
-			var bytes int
+			var batchBytes int
 			flush := func() error {
 				if len(batch) == 0 {
 					return nil
 				}
 				err := stream.Send(&pb.StreamEntriesResponse{Entries: batch})
-				batch, bytes = nil, 0
+				batch, batchBytes = nil, 0
 				return err
 			}
 			err := read(ctx, next, size, func(e *pb.Entry) error {
 				next = e.GetIndex() + 1
 				if max := int(req.GetBatch()); max > 1 {
-					batch, bytes = append(batch, e), bytes+len(e.GetEnvelope())
-					if len(batch) >= max || bytes >= 1<<20 {
+					batch, batchBytes = append(batch, e), batchBytes+len(e.GetEnvelope())
+					if len(batch) >= max || batchBytes >= 1<<20 {
 						return flush()
 					}
 					return nil

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/gpuledger/gpuledger/crypto/dsse"
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
@@ -135,6 +136,10 @@ type Stream struct {
 	regChanges uint64                     // registry changes up to next
 	regLast    uint64
 	serials    uint64
+	// What the last Commit wrote, for MapMismatch: the mark it replaced
+	// and the states it committed.
+	prevMark  *ledger.AuditMark
+	committed map[string]*pb.SerialState
 }
 
 // A streamJob is a custody-event entry on its way through the stream: a
@@ -184,12 +189,8 @@ func (v *Verifier) ResumeStream(store *ledger.AuditStore) (*Stream, error) {
 			return nil, fmt.Errorf("the audit store's mark does not hold together (its tree edge gives root %x, it says %x): run with --from-scratch", root[:], m.Root[:])
 		}
 		err := store.RegistryChanges(func(index uint64, envelope []byte) error {
-			env, rej := ledger.DecodeEnvelope(envelope)
-			if rej != nil {
-				return rej
-			}
-			ch := new(pb.RegistryChange)
-			if err := ledger.UnmarshalPayload(env, ch); err != nil {
+			ch, err := registryChange(envelope)
+			if err != nil {
 				return err
 			}
 			next, err := s.reg.WithChange(ch, index)
@@ -211,20 +212,6 @@ func (v *Verifier) ResumeStream(store *ledger.AuditStore) (*Stream, error) {
 
 // Next is the index of the entry the stream expects next.
 func (s *Stream) Next() uint64 { return s.next }
-
-// Mark returns the audit store's mark (nil: none).
-func (s *Stream) Mark() (*ledger.AuditMark, error) { return s.store.Mark() }
-
-// Changed returns the serials whose state changed since the store's mark,
-// newest change first.
-func (s *Stream) Changed() []string {
-	out := make([]string, 0, len(s.states))
-	for k := range s.states {
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool { return s.states[out[i]].GetLastIndex() > s.states[out[j]].GetLastIndex() })
-	return out
-}
 
 // State returns a serial's state as rebuilt so far, or nil.
 func (s *Stream) State(serial string) (*pb.SerialState, error) {
@@ -304,7 +291,7 @@ func (s *Stream) Add(e *pb.Entry) error {
 		return nil
 	}
 	s.next++
-	if payloadType(e.GetEnvelope()) != registryChangeType {
+	if payloadType(e.GetEnvelope()) != dsse.RegistryChangeType {
 		j := &streamJob{e: e, reg: s.reg, done: make(chan struct{})}
 		s.jobs <- j
 		s.order <- j
@@ -319,13 +306,8 @@ func (s *Stream) Add(e *pb.Entry) error {
 		s.fail(fail(int64(i), "registry change: %v", err))
 		return nil
 	}
-	env, rej := ledger.DecodeEnvelope(e.GetEnvelope())
-	ch := new(pb.RegistryChange)
-	if rej != nil {
-		s.fail(fail(int64(i), "registry change: %v", rej))
-		return nil
-	}
-	if err := ledger.UnmarshalPayload(env, ch); err != nil {
+	ch, err := registryChange(e.GetEnvelope())
+	if err != nil {
 		s.fail(fail(int64(i), "registry change: %v", err))
 		return nil
 	}
@@ -341,11 +323,13 @@ func (s *Stream) Add(e *pb.Entry) error {
 	return nil
 }
 
-const registryChangeType = "application/vnd.gpuledger.registry-change+proto"
-
 // payloadType reads an envelope's payload_type (field 1) without decoding
-// the rest; "" when the bytes do not parse (the checker then says why).
+// the rest, as protobuf decodes it: the last occurrence wins, so that the
+// stream routes an envelope as the checkers will decode it (one that names
+// the field twice is not canonical, and the registry path's check refuses
+// it). "" when the bytes do not parse (the checker then says why).
 func payloadType(b []byte) string {
+	var last []byte
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -357,15 +341,28 @@ func payloadType(b []byte) string {
 			if n < 0 {
 				return ""
 			}
-			return string(v)
+			last, b = v, b[n:]
+			continue
 		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
 			return ""
 		}
 		b = b[n:]
 	}
-	return ""
+	return string(last)
+}
+
+// registryChange decodes a registry-change envelope's payload.
+func registryChange(envelope []byte) (*pb.RegistryChange, error) {
+	env, rej := ledger.DecodeEnvelope(envelope)
+	if rej != nil {
+		return nil, rej
+	}
+	ch := new(pb.RegistryChange)
+	if err := ledger.UnmarshalPayload(env, ch); err != nil {
+		return nil, err
+	}
+	return ch, nil
 }
 
 func (s *Stream) appendLeaf(e *pb.Entry, eh [32]byte) error {
@@ -387,11 +384,8 @@ func (s *Stream) sequence(j *streamJob) {
 	}
 	ev := j.ev
 	if ev == nil {
-		if j.err == nil {
-			// It decodes as a registry change, and its first payload_type
-			// said otherwise: the field is given twice, which no node
-			// accepts (not canonical).
-			s.fail(fail(i, "the envelope gives payload_type more than once"))
+		if j.err == nil { // routed as an event, decoded as none: never skip it unsaid
+			s.fail(fail(i, "the entry is not a custody event"))
 		}
 		return
 	}
@@ -462,24 +456,35 @@ func (s *Stream) Commit() (smt.Hash, error) {
 	if !rep.OK() {
 		return smt.Hash{}, fmt.Errorf("the log did not verify: nothing to commit")
 	}
+	prev, err := s.store.Mark()
+	if err != nil {
+		return smt.Hash{}, fmt.Errorf("audit store: %w", err)
+	}
 	mark := ledger.AuditMark{Size: s.next, Root: rep.Root, Range: s.rng.Hashes(), Changes: s.regChanges, LastChange: s.regLast, Serials: s.serials}
 	root, err := s.store.Commit(mark, s.states, s.reg, s.changes)
 	if err != nil {
 		return root, fmt.Errorf("audit store: %w", err)
 	}
 	s.rep.MapRoot = &root
+	s.prevMark, s.committed = prev, s.states
 	s.fresh, s.states, s.changes = false, map[string]*pb.SerialState{}, nil
 	return root, nil
 }
 
-// MapMismatch explains why a checkpoint's serial map root is not the one
-// rebuilt from the log at its size, naming the serials it misstates where it
-// can: when the root is that of the map verified before (prev, the audit
-// store's earlier mark), every serial changed since is left out of it;
-// otherwise the node is asked to prove the serials changed since (newest
-// first, at most limit), and a proof that leads to the checkpoint's root
-// with a leaf that is not the rebuilt one names its serial.
-func (s *Stream) MapMismatch(ctx context.Context, c *Client, cp *Checkpoint, rebuilt smt.Hash, prev *ledger.AuditMark, changed []string, states map[string]*pb.SerialState, limit int) *Failure {
+// MapMismatch explains why checkpoint cp's serial map root is not the one
+// the last Commit rebuilt at its size, naming the serials it misstates where
+// it can: when the root is that of the map the commit before had verified,
+// every serial changed since is left out of it; otherwise the node is asked
+// to prove the serials changed since (newest first, at most limit), and a
+// proof that leads to the checkpoint's root with a leaf that is not the
+// rebuilt one names its serial.
+func (s *Stream) MapMismatch(ctx context.Context, c *Client, cp *Checkpoint, limit int) *Failure {
+	prev, states, rebuilt := s.prevMark, s.committed, *s.rep.MapRoot
+	changed := make([]string, 0, len(states))
+	for k := range states {
+		changed = append(changed, k)
+	}
+	sort.Slice(changed, func(i, j int) bool { return states[changed[i]].GetLastIndex() > states[changed[j]].GetLastIndex() })
 	names := func(ss []string) string {
 		if len(ss) > 5 {
 			return fmt.Sprintf("%s and %d more", strings.Join(ss[:5], ", "), len(ss)-5)
@@ -521,7 +526,3 @@ func (s *Stream) MapMismatch(ctx context.Context, c *Client, cp *Checkpoint, reb
 	return fail(-1, "the checkpoint of size %d signs serial map root %x; the log rebuilds it to %x: the node's map misstates a serial (of %s) or the registry",
 		cp.Size, cp.MapRoot[:], rebuilt[:], names(changed))
 }
-
-// States returns the states changed since the store's mark (for
-// MapMismatch, before Commit).
-func (s *Stream) States() map[string]*pb.SerialState { return s.states }

@@ -118,9 +118,8 @@ func (v *Verifier) CheckpointWith(text string, registry []*pb.Entry) (*Checkpoin
 		if v.checker.Check(e, reg) != nil {
 			break // the registry is verified in full later; stop at the first bad entry
 		}
-		env, rej := ledger.DecodeEnvelope(e.GetEnvelope())
-		ch := new(pb.RegistryChange)
-		if rej != nil || ledger.UnmarshalPayload(env, ch) != nil {
+		ch, err := registryChange(e.GetEnvelope())
+		if err != nil {
 			break
 		}
 		next, err := reg.WithChange(ch, e.GetIndex())
@@ -262,9 +261,8 @@ func (v *Verifier) registryFrom(cp *Checkpoint, entries []*pb.Entry, proof func(
 		if err := included(cp, e, hs); err != nil {
 			return nil, fail(int64(e.GetIndex()), "registry change not included in the checkpoint of size %d: %v", cp.Size, err)
 		}
-		ch := new(pb.RegistryChange)
-		env, rej := ledger.DecodeEnvelope(e.GetEnvelope())
-		if rej != nil || ledger.UnmarshalPayload(env, ch) != nil {
+		ch, err := registryChange(e.GetEnvelope())
+		if err != nil {
 			return nil, fail(int64(e.GetIndex()), "is not a registry change")
 		}
 		next, err := reg.WithChange(ch, e.GetIndex())

@@ -270,17 +270,12 @@ func (c *cli) verifyAll(ctx context.Context, v *verify.Verifier, client *verify.
 		if vd.Error != "" {
 			break
 		}
-		prev, err := s.Mark()
-		if err != nil {
-			return err
-		}
-		changed, states := s.Changed(), s.States()
 		root, err := s.Commit()
 		if err != nil {
 			return err
 		}
 		if stop.MapRoot != nil && *stop.MapRoot != root {
-			vd.Error = s.MapMismatch(ctx, client, stop, root, prev, changed, states, 1000).Error()
+			vd.Error = s.MapMismatch(ctx, client, stop, 1000).Error()
 			break
 		}
 	}
