@@ -34,6 +34,11 @@ import (
 // the run (the ratio's baseline), a full run from scratch, then grows the
 // ledger by about 1% and times the incremental run that resumes from the
 // audit store. The ledger is built once, in the temporary directory.
+//
+// Run under taskset with GPULEDGER_BENCH_NODE_CPUS, the node runs on other
+// CPUs than the auditor, as an audit of a remote node does: for example
+// `GPULEDGER_BENCH_NODE_CPUS=0 taskset -c 1 go test ...` gives the test,
+// the raw baseline and the CLI CPU 1 (GOMAXPROCS 1) and the node CPU 0.
 func BenchmarkVerifyAllCLI(b *testing.B) {
 	serials := 25_000
 	if v, err := strconv.Atoi(os.Getenv("GPULEDGER_BENCH_SERIALS")); err == nil && v > 0 {

@@ -549,9 +549,26 @@ func TestClusterTamperedFollower(t *testing.T) {
 // map root with the leader's like the log root.
 func TestClusterTamperedMap(t *testing.T) {
 	c, leader, follower, d := tamperedFollower(t, "GPU-TM", 40, func(txn *badger.Txn) {
-		key := []byte("n\x00") // the root tile: its last byte is a child's hash
+		// The snapshot of the map's top levels: in every tile at depth 4,
+		// the last byte (a hash of a node below it). The root tile is
+		// intact, so the follower opens; the next serial's path passes
+		// through one of the tiles, so its next root is not the leader's.
+		key := []byte{'M', 0, 0, 0, 0}
 		v := value(t, txn, key)
-		v[len(v)-1] ^= 0xff
+		tampered := 0
+		for b := v; len(b) > 0; {
+			depth := int(b[0])
+			n := (depth + 7) / 8
+			size := int(b[1+n])<<8 | int(b[2+n])
+			if depth == 4 {
+				b[3+n+size-1] ^= 0xff
+				tampered++
+			}
+			b = b[3+n+size:]
+		}
+		if tampered == 0 {
+			t.Fatal("no tile at depth 4 in the map's snapshot")
+		}
 		txn.Set(key, v)
 	})
 	c.manufacture(leader, "GPU-TM-next")  // applied by all: the follower's map now differs

@@ -162,17 +162,29 @@ func (l *Ledger) Apply(ctx context.Context, b Batch) ([]Result, error) {
 			return nil, fmt.Errorf("apply batch: tree hash: %w", err)
 		}
 	}
-	if err := txn.Commit(); err != nil {
-		return nil, fmt.Errorf("apply batch: commit: %w", err)
-	}
-	if a.mapStore != nil {
+	// The map's readers see the cache of the store they read (mapMu).
+	l.mapMu.Lock()
+	err := txn.Commit()
+	if err == nil && a.mapStore != nil {
 		a.mapStore.commit()
+	}
+	l.mapMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("apply batch: commit: %w", err)
 	}
 	nv := &view{size: a.size, root: root, reg: a.reg, applied: applied, at: b.AcceptedAt, mapRoot: v.mapRoot, hasMap: v.hasMap}
 	if a.mapStore != nil {
 		nv.mapRoot, nv.hasMap = a.mapRoot, true
+		l.mapJournaled += a.mapUpdates
 	}
 	l.view.Store(nv)
+	if a.mapStore != nil && l.mapSnapshotDue() {
+		// The batch is applied whatever becomes of the snapshot: without
+		// it the journal grows, and the next batch tries again.
+		if err := l.snapshotMap(); err != nil {
+			l.log.WarnContext(ctx, "serial map snapshot", "err", err)
+		}
+	}
 	return results, nil
 }
 
@@ -204,6 +216,7 @@ type applier struct {
 	regChanges, regLast uint64
 	mapStore            *batchMap // the map's writes, once flushed
 	mapRoot             smt.Hash  // and its root after them
+	mapUpdates          int       // and how many updates it journaled
 }
 
 func (a *applier) one(ctx context.Context, d *decoded) (Result, error) {
@@ -491,7 +504,7 @@ func (a *applier) flush() error {
 		}
 	}
 	if len(updates) > 0 && !a.l.cfg.NoSerialMap {
-		a.mapStore = newBatchMap(a.txn, a.l.mapCache)
+		a.mapStore, a.mapUpdates = newBatchMap(a.txn, a.l.mapCache, true), len(updates)
 		var err error
 		if a.mapRoot, err = updateMap(a.txn, a.mapStore, a.size, updates); err != nil {
 			return err

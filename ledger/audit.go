@@ -205,7 +205,7 @@ func (s *AuditStore) Commit(mark AuditMark, states map[string]*pb.SerialState, r
 				}
 				updates = append(updates, smt.Update{Key: MapKey(serial), Value: SerialLeaf(st.GetHeadHash(), st.GetEventCount(), st.GetLastIndex(), sha256.Sum256(b))})
 			}
-			m := newBatchMap(txn, s.cache)
+			m := newBatchMap(txn, s.cache, false)
 			var err error
 			if root, err = smt.Apply(m, updates); err != nil {
 				return fmt.Errorf("serial map: %w", err)

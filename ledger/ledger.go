@@ -81,6 +81,10 @@ type Config struct {
 	// auditors that must catch it.
 	StaleMap     bool
 	StaleMapSize uint64
+
+	// mapSnapshotEvery, when set, is the journal length after which Apply
+	// writes a snapshot of the serial map's top levels (tests).
+	mapSnapshotEvery int
 	// ReadOnly opens an existing store for reads only: nothing is written,
 	// not even badger's own files (a node on a full disk serves reads so).
 	// Apply fails.
@@ -145,9 +149,16 @@ type Ledger struct {
 	pre preverified
 
 	applyMu sync.Mutex
-	// mapCache is the serial map's top levels (maps.go), under applyMu.
+	// mapCache is the serial map's top levels, every tile of them
+	// (maptop.go). Apply reads it under applyMu and changes it under mapMu
+	// too, as its transaction commits; readers of the map hold mapMu's
+	// read lock, so that the cache is of the store their transaction sees.
+	mapMu    sync.RWMutex
 	mapCache mapCache
-	view     atomic.Pointer[view]
+	// mapJournaled counts the updates journaled since the top levels'
+	// snapshot (under applyMu).
+	mapJournaled int
+	view         atomic.Pointer[view]
 
 	cpMu sync.Mutex
 	cp   *pb.Checkpoint // latest signed checkpoint, by size
@@ -358,6 +369,11 @@ func (l *Ledger) load(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if nv.hasMap {
+		if err := l.loadMap(); err != nil {
+			return fmt.Errorf("open ledger %q: %w", l.cfg.Dir, err)
+		}
+	}
 	l.view.Store(nv)
 	return nil
 }
@@ -382,10 +398,16 @@ func ParseGenesis(data []byte) (*pb.Genesis, error) {
 	return g, nil
 }
 
-// Close closes the store. Apply must not be running.
+// Close closes the store, writing the serial map's top levels first so
+// that the next Open has no journal to replay. Apply must not be running.
 func (l *Ledger) Close() error {
 	l.applyMu.Lock()
 	defer l.applyMu.Unlock()
+	if l.mapJournaled > 0 && !l.cfg.ReadOnly {
+		if err := l.snapshotMap(); err != nil {
+			l.log.Warn("closing the store without a snapshot of the serial map's top levels: the next start replays their journal", "err", err)
+		}
+	}
 	if err := l.db.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

@@ -22,8 +22,10 @@ import (
 // of the last and the registry's state. Its root after each batch is kept
 // by log size, so that a checkpoint of any size names the map of that size.
 //
-// Keys: 'n' and a node's position (smt.Position.Bytes) for the tree's
-// nodes; 'N' and uint64be(log size) for the root at that size.
+// Keys: 'n', a tile's depth and prefix for the tiles of the tree's nodes
+// (below mapCacheDepth only, in a ledger's store: the levels above are
+// kept in memory and written behind, maptop.go); 'N' and uint64be(log
+// size) for the root at that size.
 
 // Domain separation of the map's keys and values.
 const (
@@ -211,19 +213,27 @@ func readTile(txn *badger.Txn, key tileKey) (*tile, error) {
 // tiles, about 70 MB when all are full).
 const mapCacheDepth = 20
 
-// mapCache holds the map's committed tiles above mapCacheDepth, by key;
-// Apply (under applyMu) alone reads and changes it.
+// mapCache holds the map's committed tiles above mapCacheDepth, by key.
+// Its tiles are never changed in place: a batch copies the ones it writes
+// and the cache takes the copies once the batch has committed.
 type mapCache map[tileKey]*tile
 
 // batchMap is the map's store for one batch: tiles the batch has touched
 // are kept until flush writes the changed ones to the transaction; tiles
 // of the top levels come from the cache, which takes the batch's once the
 // transaction commits (commit).
+//
+// behind is a ledger's: its cache holds every tile of the top levels (a
+// tile it lacks is empty), and flush writes only the tiles below them,
+// the top levels being written behind (maptop.go). Without behind (an
+// audit store) the cache is filled as tiles are read, and flush writes
+// every tile the batch changed.
 type batchMap struct {
-	txn   *badger.Txn
-	cache mapCache
-	tiles map[tileKey]*tile
-	dirty map[tileKey]bool
+	txn    *badger.Txn
+	cache  mapCache
+	behind bool
+	tiles  map[tileKey]*tile
+	dirty  map[tileKey]bool
 	// The tile touched last, and whether the batch has written it: an
 	// update walks four levels of a tile in a row, down and then up.
 	lastKey   tileKey
@@ -231,8 +241,8 @@ type batchMap struct {
 	lastDirty bool
 }
 
-func newBatchMap(txn *badger.Txn, cache mapCache) *batchMap {
-	return &batchMap{txn: txn, cache: cache, tiles: make(map[tileKey]*tile), dirty: make(map[tileKey]bool)}
+func newBatchMap(txn *badger.Txn, cache mapCache, behind bool) *batchMap {
+	return &batchMap{txn: txn, cache: cache, behind: behind, tiles: make(map[tileKey]*tile), dirty: make(map[tileKey]bool)}
 }
 
 func cachedDepth(key tileKey) bool { return int(key.depth) < mapCacheDepth }
@@ -241,9 +251,16 @@ func (m *batchMap) tile(key tileKey) (*tile, error) {
 	if t, ok := m.tiles[key]; ok {
 		return t, nil
 	}
-	if t, ok := m.cache[key]; ok && cachedDepth(key) {
-		m.tiles[key] = t
-		return t, nil
+	if cachedDepth(key) {
+		if t, ok := m.cache[key]; ok {
+			m.tiles[key] = t
+			return t, nil
+		}
+		if m.behind {
+			t := new(tile)
+			m.tiles[key] = t
+			return t, nil
+		}
 	}
 	t, err := readTile(m.txn, key)
 	if err != nil {
@@ -289,9 +306,13 @@ func (m *batchMap) Put(p smt.Position, n *smt.Node) error {
 	return nil
 }
 
-// flush writes the changed tiles to the transaction.
+// flush writes the changed tiles to the transaction (behind: those below
+// the top levels).
 func (m *batchMap) flush() error {
 	for key := range m.dirty {
+		if m.behind && cachedDepth(key) {
+			continue
+		}
 		t := m.tiles[key]
 		var err error
 		if t.empty() {
@@ -321,11 +342,22 @@ func (m *batchMap) commit() {
 	}
 }
 
-// txnMap reads the map's nodes in a transaction (for proofs).
-type txnMap struct{ txn *badger.Txn }
+// txnMap reads the map's nodes from a transaction and, above
+// mapCacheDepth, from cache when it is given (a ledger's, whose top levels
+// are not in the store's tiles while they are written behind).
+type txnMap struct {
+	txn   *badger.Txn
+	cache mapCache
+}
 
 func (m txnMap) Get(p smt.Position) (*smt.Node, error) {
 	key, slot := tileOf(p)
+	if m.cache != nil && cachedDepth(key) {
+		if t := m.cache[key]; t != nil {
+			return t[slot], nil
+		}
+		return nil, nil
+	}
 	t, err := readTile(m.txn, key)
 	if err != nil {
 		return nil, err
@@ -347,8 +379,9 @@ func registryUpdate(reg *Registry, changes, lastIndex uint64) (smt.Update, error
 	return smt.Update{Key: RegistryMapKey, Value: RegistryLeaf(changes, lastIndex, d)}, nil
 }
 
-// updateMap applies updates to the map in txn and records its root for the
-// log size.
+// updateMap applies updates to the map in txn, records its root for the
+// log size and, when the store's top levels are written behind, journals
+// the updates.
 func updateMap(txn *badger.Txn, store *batchMap, size uint64, updates []smt.Update) (smt.Hash, error) {
 	root, err := smt.Apply(store, updates)
 	if err != nil {
@@ -356,6 +389,11 @@ func updateMap(txn *badger.Txn, store *batchMap, size uint64, updates []smt.Upda
 	}
 	if err := store.flush(); err != nil {
 		return root, err
+	}
+	if store.behind {
+		if err := txn.Set(journalKey(size), marshalJournal(updates)); err != nil {
+			return root, err
+		}
 	}
 	if err := txn.Set(metaKey("map"), root[:]); err != nil {
 		return root, err
@@ -428,6 +466,10 @@ func (l *Ledger) ProveSerialAndRegistry(serial string) (SerialMapProof, SerialMa
 // serial's stored state, when serial is given.
 func (l *Ledger) mapProofs(serial string, keys ...smt.Hash) ([]SerialMapProof, error) {
 	outs := make([]SerialMapProof, len(keys))
+	// Under mapMu, the cache holds the top levels of the map the
+	// transaction holds the rest of: no batch commits meanwhile.
+	l.mapMu.RLock()
+	defer l.mapMu.RUnlock()
 	err := l.db.View(func(txn *badger.Txn) error {
 		var out SerialMapProof
 		if serial != "" {
@@ -459,7 +501,7 @@ func (l *Ledger) mapProofs(serial string, keys ...smt.Hash) ([]SerialMapProof, e
 			if i > 0 {
 				o.State = nil
 			}
-			if o.Value, o.Proof, err = smt.Prove(txnMap{txn}, key); err != nil {
+			if o.Value, o.Proof, err = smt.Prove(txnMap{txn, l.mapCache}, key); err != nil {
 				return err
 			}
 			outs[i] = o
@@ -488,39 +530,58 @@ func initMap(txn *badger.Txn, reg *Registry) error {
 	if err != nil {
 		return err
 	}
-	_, err = updateMap(txn, newBatchMap(txn, make(mapCache)), 0, []smt.Update{u})
+	_, err = updateMap(txn, newBatchMap(txn, make(mapCache), true), 0, []smt.Update{u})
 	return err
 }
 
 // MapStats reports what the serial map holds: its leaves (the serials and
-// the registry) and the bytes of its tiles' keys and values, before
-// badger's own overhead and compression.
+// the registry) and the bytes it keeps in the store, before badger's own
+// overhead and compression: the keys and values of its tiles below the top
+// levels, of the top levels' snapshot and of the journal since.
 func (l *Ledger) MapStats(ctx context.Context) (leaves int, bytes int64, err error) {
-	err = l.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte{'n'}
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
+	count := func(t *tile) {
+		for _, n := range t {
+			if n != nil && n.Leaf {
+				leaves++
 			}
-			err := it.Item().Value(func(v []byte) error {
-				t, err := unmarshalTile(v)
-				if err != nil {
+		}
+	}
+	l.mapMu.RLock()
+	defer l.mapMu.RUnlock()
+	for _, t := range l.mapCache {
+		count(t)
+	}
+	err = l.db.View(func(txn *badger.Txn) error {
+		for _, prefix := range []byte{'n', 'M', 'J'} {
+			opts := badger.DefaultIteratorOptions
+			opts.Prefix = []byte{prefix}
+			it := txn.NewIterator(opts)
+			for it.Rewind(); it.Valid(); it.Next() {
+				if err := ctx.Err(); err != nil {
+					it.Close()
 					return err
 				}
-				for _, n := range t {
-					if n != nil && n.Leaf {
-						leaves++
-					}
+				k := it.Item().Key()
+				if prefix == 'n' && int(k[1]) < mapCacheDepth {
+					continue // a store's from before the top levels were written behind, no longer read
 				}
-				bytes += int64(len(it.Item().Key()) + len(v))
-				return nil
-			})
-			if err != nil {
-				return err
+				err := it.Item().Value(func(v []byte) error {
+					if prefix == 'n' {
+						t, err := unmarshalTile(v)
+						if err != nil {
+							return err
+						}
+						count(t)
+					}
+					bytes += int64(len(k) + len(v))
+					return nil
+				})
+				if err != nil {
+					it.Close()
+					return err
+				}
 			}
+			it.Close()
 		}
 		return nil
 	})
@@ -530,10 +591,13 @@ func (l *Ledger) MapStats(ctx context.Context) (leaves int, bytes int64, err err
 // CheckMap checks the serial map as the store holds it: its tiles hold a
 // tree Apply could have written (smt.Check: every inner node's child
 // hashes are its children's, every leaf on its key's path), whose root is
-// the map root recorded for the log's size. It reads every tile once and
-// returns the root; a *CorruptError says what does not hold.
+// the map root recorded for the log's size. It reads every tile once (the
+// top levels' from memory, as Open recovered them) and returns the root; a
+// *CorruptError says what does not hold. Batches wait for it to end.
 func (l *Ledger) CheckMap(ctx context.Context) (smt.Hash, error) {
 	var root smt.Hash
+	l.mapMu.RLock()
+	defer l.mapMu.RUnlock()
 	err := l.db.View(func(txn *badger.Txn) error {
 		rb, err := getValue(txn, metaKey("map"))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -543,7 +607,7 @@ func (l *Ledger) CheckMap(ctx context.Context) (smt.Hash, error) {
 			return err
 		}
 		copy(root[:], rb)
-		got, err := smt.Check(&pathTiles{txn: txn, ctx: ctx})
+		got, err := smt.Check(&pathTiles{txn: txn, cache: l.mapCache, ctx: ctx})
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -565,9 +629,11 @@ func (l *Ledger) CheckMap(ctx context.Context) (smt.Hash, error) {
 }
 
 // pathTiles reads the map's tiles for a depth-first walk (smt.Check),
-// keeping one tile per tile depth: those on the walk's current path.
+// keeping one tile per tile depth: those on the walk's current path. The
+// top levels' come from cache.
 type pathTiles struct {
 	txn   *badger.Txn
+	cache mapCache
 	ctx   context.Context
 	keys  [smt.HashSize*8/tileLevels + 1]tileKey
 	tiles [smt.HashSize*8/tileLevels + 1]*tile
@@ -576,6 +642,12 @@ type pathTiles struct {
 func (m *pathTiles) Get(p smt.Position) (*smt.Node, error) {
 	key, slot := tileOf(p)
 	i := int(key.depth) / tileLevels
+	if m.cache != nil && cachedDepth(key) {
+		if t := m.cache[key]; t != nil {
+			return t[slot], nil
+		}
+		return nil, nil
+	}
 	if m.tiles[i] == nil || m.keys[i] != key {
 		if err := m.ctx.Err(); err != nil {
 			return nil, err

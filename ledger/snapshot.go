@@ -83,7 +83,9 @@ func (l *Ledger) Restore(ctx context.Context, r io.Reader) (oldSize uint64, err 
 	l.applyMu.Lock()
 	defer l.applyMu.Unlock()
 	old := l.view.Load()
-	clear(l.mapCache) // the store is replaced: the map's nodes too
+	l.mapMu.Lock()
+	l.mapCache, l.mapJournaled = make(mapCache), 0 // the store is replaced: the map's top levels too (load recovers them)
+	l.mapMu.Unlock()
 	if err := l.db.DropAll(); err != nil {
 		return old.size, fmt.Errorf("restore: clear store: %w", err)
 	}
