@@ -11,9 +11,9 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/gpuledger/gpuledger/internal/workload"
 	"github.com/gpuledger/gpuledger/ledger"
 	"github.com/gpuledger/gpuledger/ledger/smt"
-	"github.com/gpuledger/gpuledger/internal/workload"
 )
 
 // TestMapWrittenBehind: a store that writes the serial map's top levels
