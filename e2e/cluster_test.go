@@ -553,23 +553,7 @@ func TestClusterTamperedMap(t *testing.T) {
 		// the last byte (a hash of a node below it). The root tile is
 		// intact, so the follower opens; the next serial's path passes
 		// through one of the tiles, so its next root is not the leader's.
-		key := []byte{'M', 0, 0, 0, 0}
-		v := value(t, txn, key)
-		tampered := 0
-		for b := v; len(b) > 0; {
-			depth := int(b[0])
-			n := (depth + 7) / 8
-			size := int(b[1+n])<<8 | int(b[2+n])
-			if depth == 4 {
-				b[3+n+size-1] ^= 0xff
-				tampered++
-			}
-			b = b[3+n+size:]
-		}
-		if tampered == 0 {
-			t.Fatal("no tile at depth 4 in the map's snapshot")
-		}
-		txn.Set(key, v)
+		alterMapSnapshot(t, txn, 4)
 	})
 	c.manufacture(leader, "GPU-TM-next")  // applied by all: the follower's map now differs
 	c.manufacture(leader, "GPU-TM-after") // carries the leader's state after it

@@ -213,7 +213,7 @@ func BenchmarkMapCost(b *testing.B) {
 		b.Run(fmt.Sprintf("prefill-%d", prefill), func(b *testing.B) {
 			const batch = 256
 			c := benchConsortium(b, "Ed25519", []keys.Scheme{keys.Ed25519})
-			pool := workload.New(c, 9, t0).Records("MC", 40*batch)
+			pool := workload.New(c, 9, t0).Records("MC", 160*batch)
 			pool = pool[:len(pool)/batch*batch]
 			at := t0.Add(365 * 24 * time.Hour)
 			manufactured := manufactures(c, prefill)
@@ -244,7 +244,7 @@ func BenchmarkMapCost(b *testing.B) {
 			next := 0
 			for b.Loop() {
 				if next == len(pool) {
-					b.Fatal("ran out of records: use -benchtime 40x or less")
+					b.Fatal("ran out of records: use -benchtime 160x or less")
 				}
 				dOn, dOff := applyBoth(b, on, off, pool[next:next+batch], at, (next/batch)%2 == 0)
 				tOn, tOff = tOn+dOn, tOff+dOff

@@ -2,12 +2,9 @@ package ledger
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/ledger/smt"
@@ -20,13 +17,22 @@ import (
 // serials (BenchmarkMapCost). Instead a ledger keeps them in memory
 // (mapCache, every tile of them), and its store holds:
 //
-//   - a snapshot of them, in one transaction: 'M' and uint32be(chunk) for
-//     chunks of at most mapChunkBytes, each a run of (tile depth (1), the
-//     prefix bytes of its key, uint16be(length), the tile), and
-//     meta "maptop" = uint64be(the log size it is of) || uint32be(chunks);
 //   - a journal: 'J' and uint64be(log size after the batch) for every batch
-//     that changed the map since, in the batch's own transaction: its
-//     updates, each key (32) || value (32).
+//     that changed the map, in the batch's own transaction: its updates,
+//     each key (32) || value (32);
+//   - a snapshot of them, in one of two generations: 'M', the generation
+//     (0 or 1) and uint32be(chunk) for chunks of at most mapChunkBytes,
+//     each a run of (the tile's depth (1), its prefix bytes,
+//     uint16be(length), the tile); and meta "maptop" = uint64be(the log
+//     size it is of) || the generation.
+//
+// A snapshot is written in the generation the mark does not name (after
+// deleting what a snapshot cut short left there), in as many transactions
+// as it needs; then the mark names it, and the other generation and the
+// journal up to its size are deleted. A crash at any point leaves the mark
+// on a whole snapshot. The chunks go to badger's value log, a few keys in
+// its LSM tree; the value log's garbage collection, run after a snapshot,
+// reclaims the generations deleted.
 //
 // Open recovers the top levels from the snapshot and the journal after it
 // (smt.Rebuild recomputes the updated keys' paths from the tiles below,
@@ -36,13 +42,15 @@ import (
 // Close; so the snapshot costs about half a tile write an update, and a
 // recovery recomputes at most that many paths.
 const (
-	mapChunkBytes  = 4 << 20
 	mapSnapshotMin = 16 << 10
+	mapChunkBytes  = 1 << 20 // within a transaction of an in-memory store
 )
 
 func journalKey(size uint64) []byte { return u64('J', size) }
 
-func chunkKey(i uint32) []byte { return binary.BigEndian.AppendUint32([]byte{'M'}, i) }
+func snapshotPrefix(gen byte) []byte { return []byte{'M', gen} }
+
+func chunkKey(gen byte, i uint32) []byte { return binary.BigEndian.AppendUint32(snapshotPrefix(gen), i) }
 
 func marshalJournal(us []smt.Update) []byte {
 	b := make([]byte, 0, len(us)*2*smt.HashSize)
@@ -79,35 +87,46 @@ func readJournal(txn *badger.Txn, first uint64, set map[smt.Hash]smt.Hash) (int,
 	return n, nil
 }
 
-// topMark is the snapshot's meta value.
-func parseTopMark(b []byte) (size uint64, chunks uint32, err error) {
-	if len(b) != 12 {
-		return 0, 0, fmt.Errorf("%w: the serial map's snapshot mark is %d bytes", ErrCorrupt, len(b))
+// parseTopMark reads the snapshot's mark.
+func parseTopMark(b []byte) (size uint64, gen byte, err error) {
+	if len(b) != 9 || b[8] > 1 {
+		return 0, 0, fmt.Errorf("%w: the serial map's snapshot mark is %d bytes (%x)", ErrCorrupt, len(b), b)
 	}
-	return binary.BigEndian.Uint64(b), binary.BigEndian.Uint32(b[8:]), nil
+	return binary.BigEndian.Uint64(b), b[8], nil
 }
 
-// marshalTop encodes the cache's tiles, in key order, in chunks.
+// marshalTop encodes the cache's tiles in chunks.
 func marshalTop(cache mapCache) [][]byte {
-	keys := slices.SortedFunc(maps.Keys(cache), func(a, b tileKey) int {
-		return cmp.Or(cmp.Compare(a.depth, b.depth), bytes.Compare(a.prefix[:], b.prefix[:]))
-	})
 	var chunks [][]byte
 	var cur []byte
-	for _, k := range keys {
-		t := cache[k].marshal()
-		if len(cur) > 0 && len(cur)+len(t)+40 > mapChunkBytes {
+	for k, t := range cache {
+		b := t.marshal()
+		if len(cur) > 0 && len(cur)+len(b)+40 > mapChunkBytes {
 			chunks, cur = append(chunks, cur), nil
 		}
 		cur = append(cur, k.depth)
 		cur = append(cur, k.prefix[:(int(k.depth)+7)/8]...)
-		cur = binary.BigEndian.AppendUint16(cur, uint16(len(t)))
-		cur = append(cur, t...)
+		cur = binary.BigEndian.AppendUint16(cur, uint16(len(b)))
+		cur = append(cur, b...)
 	}
 	if len(cur) > 0 {
 		chunks = append(chunks, cur)
 	}
 	return chunks
+}
+
+// readSnapshot reads generation gen's tiles into cache.
+func readSnapshot(txn *badger.Txn, gen byte, cache mapCache) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = snapshotPrefix(gen)
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := it.Item().Value(func(v []byte) error { return unmarshalChunk(v, cache) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // unmarshalChunk adds a chunk's tiles to cache.
@@ -130,7 +149,7 @@ func unmarshalChunk(b []byte, cache mapCache) error {
 		}
 		t, err := unmarshalTile(b[:size])
 		if err != nil {
-			return fmt.Errorf("the serial map's snapshot, a tile at depth %d: %w", depth, err)
+			return fmt.Errorf("the serial map's snapshot, the tile at depth %d, prefix %x: %w", depth, k.prefix[:n], err)
 		}
 		if _, dup := cache[k]; dup || t.empty() {
 			return fmt.Errorf("%w: the serial map's snapshot holds a tile twice, or an empty one", ErrCorrupt)
@@ -189,18 +208,12 @@ func (l *Ledger) loadMap() error {
 		mark, err := getValue(txn, metaKey("maptop"))
 		switch {
 		case err == nil:
-			var chunks uint32
-			if at, chunks, err = parseTopMark(mark); err != nil {
+			var gen byte
+			if at, gen, err = parseTopMark(mark); err != nil {
 				return err
 			}
-			for i := range chunks {
-				b, err := getValue(txn, chunkKey(i))
-				if err != nil {
-					return fmt.Errorf("%w: chunk %d of the serial map's snapshot: %v", ErrCorrupt, i, err)
-				}
-				if err := unmarshalChunk(b, cache); err != nil {
-					return err
-				}
+			if err := readSnapshot(txn, gen, cache); err != nil {
+				return err
 			}
 			first, from = at+1, fmt.Sprintf("the snapshot of log size %d", at)
 		case errors.Is(err, badger.ErrKeyNotFound):
@@ -263,42 +276,54 @@ func (l *Ledger) mapSnapshotDue() bool {
 	return l.mapJournaled >= every
 }
 
-// snapshotMap writes the snapshot of the top levels at the ledger's size,
-// in one transaction, then deletes the journal it makes obsolete (and the
-// top levels' own tiles of a store from before they were written behind).
-// The caller holds applyMu.
+// snapshotMap writes a snapshot of the top levels at the ledger's size
+// (above: in the generation the mark does not name, then the mark), then
+// deletes what it makes obsolete: the other generation, the journal up to
+// its size, and the top levels' own tiles of a store from before they were
+// written behind. The caller holds applyMu.
 func (l *Ledger) snapshotMap() error {
 	size := l.view.Load().size
-	chunks := marshalTop(l.mapCache)
-	err := l.db.Update(func(txn *badger.Txn) error {
-		if b, err := getValue(txn, metaKey("maptop")); err == nil {
-			_, old, err := parseTopMark(b)
-			if err != nil {
-				return err
-			}
-			for i := uint32(len(chunks)); i < old; i++ {
-				if err := txn.Delete(chunkKey(i)); err != nil {
-					return err
-				}
-			}
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+	gen := byte(0)
+	err := l.db.View(func(txn *badger.Txn) error {
+		b, err := getValue(txn, metaKey("maptop"))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
 			return err
 		}
-		for i, c := range chunks {
-			if err := txn.Set(chunkKey(uint32(i)), c); err != nil {
-				return err
-			}
-		}
-		mark := binary.BigEndian.AppendUint32(be64(size), uint32(len(chunks)))
-		return txn.Set(metaKey("maptop"), mark)
+		_, old, err := parseTopMark(b)
+		gen = 1 - old
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("serial map snapshot: %w", err)
 	}
+	all := func([]byte) bool { return true }
+	if err := l.deleteKeys(all, snapshotPrefix(gen)); err != nil { // a snapshot cut short
+		return fmt.Errorf("serial map snapshot: %w", err)
+	}
+	wb := l.db.NewWriteBatch()
+	defer wb.Cancel()
+	for i, c := range marshalTop(l.mapCache) {
+		if err := wb.Set(chunkKey(gen, uint32(i)), c); err != nil {
+			return fmt.Errorf("serial map snapshot: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("serial map snapshot: %w", err)
+	}
+	if err := l.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(metaKey("maptop"), append(be64(size), gen))
+	}); err != nil {
+		return fmt.Errorf("serial map snapshot: %w", err)
+	}
 	l.mapJournaled = 0
-	// What the snapshot makes obsolete: Open no longer reads it, so it goes
-	// in transactions of its own.
-	return l.deleteKeys(func(k []byte) bool {
+	// What the snapshot makes obsolete: Open no longer reads it.
+	if err := l.deleteKeys(all, snapshotPrefix(1-gen)); err != nil {
+		return fmt.Errorf("serial map snapshot: %w", err)
+	}
+	if err := l.deleteKeys(func(k []byte) bool {
 		switch k[0] {
 		case 'J':
 			return binary.BigEndian.Uint64(k[1:]) <= size
@@ -306,7 +331,14 @@ func (l *Ledger) snapshotMap() error {
 			return int(k[1]) < mapCacheDepth
 		}
 		return false
-	}, []byte{'J'}, []byte{'n'})
+	}, []byte{'J'}, []byte{'n'}); err != nil {
+		return fmt.Errorf("serial map snapshot: %w", err)
+	}
+	// The deleted generations' chunks are the value log's only garbage (the
+	// entries are never deleted): one pass, which rewrites a file only when
+	// half of it is garbage, and does nothing for an in-memory store.
+	_ = l.db.RunValueLogGC(0.5)
+	return nil
 }
 
 // deleteKeys deletes the keys under the prefixes that drop says, in

@@ -157,22 +157,14 @@ func TestMapWrittenBehind(t *testing.T) {
 			}
 			db.Close()
 		}
-		var old []byte
+		depth := 0 // the root tile
+		if where == "deep tile" {
+			depth = 16
+		}
 		raw(func(txn *badger.Txn) {
-			item, err := txn.Get([]byte{'M', 0, 0, 0, 0})
-			if err != nil {
-				t.Fatalf("no snapshot: %v", err)
+			if n, err := ledger.AlterMapSnapshot(txn, depth, false); n != 1 || err != nil {
+				t.Fatalf("no tile at depth %d in the snapshot: %v", depth, err)
 			}
-			old, _ = item.ValueCopy(nil)
-			v := bytes.Clone(old)
-			if where == "root tile" {
-				// depth 0, no prefix, the tile's length: its last byte is a
-				// hash its inner nodes are computed from.
-				v[3+int(v[1])<<8+int(v[2])-1] ^= 1
-			} else {
-				v[len(v)-1] ^= 1
-			}
-			txn.Set([]byte{'M', 0, 0, 0, 0}, v)
 		})
 		cfg := ledger.DefaultConfig(dirB)
 		cfg.Genesis, cfg.Logger = testConsortium.Genesis, slog.New(slog.DiscardHandler)
@@ -184,8 +176,55 @@ func TestMapWrittenBehind(t *testing.T) {
 		if !errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "serial map") {
 			t.Fatalf("%s of the snapshot changed: %v", where, err)
 		}
-		raw(func(txn *badger.Txn) { txn.Set([]byte{'M', 0, 0, 0, 0}, old) })
+		raw(func(txn *badger.Txn) { ledger.AlterMapSnapshot(txn, depth, false) }) // back
 	}
+
+	// What a snapshot cut short leaves in the other generation is not read,
+	// and the next snapshot clears it.
+	var gen byte
+	rawB := func(change func(*badger.Txn)) {
+		db, err := badger.Open(badger.DefaultOptions(dirB).WithLogger(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(func(txn *badger.Txn) error { change(txn); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+	rawB(func(txn *badger.Txn) {
+		item, _ := txn.Get([]byte("mmaptop"))
+		mark, _ := item.ValueCopy(nil)
+		gen = mark[8]
+		txn.Set([]byte{'M', 1 - gen, 0, 0, 0, 0}, []byte("cut short"))
+		txn.Set([]byte{'M', 1 - gen, 0, 0, 0, 7}, []byte("cut short"))
+	})
+	b = open(dirB, 0)
+	root, err := b.CheckMap(ctx)
+	if want, _ := b.MapRoot(b.Size()); err != nil || root != want {
+		t.Fatalf("beside a snapshot cut short: %x, %v", root, err)
+	}
+	batch = workload.New(testConsortium, 78, t0).Records("WC", 40)
+	b.Preverify(batch)
+	if _, err := b.Apply(ctx, ledger.Batch{AcceptedAt: at.Add(2 * time.Hour), Envelopes: batch}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.SnapshotMap(b); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	rawB(func(txn *badger.Txn) {
+		item, _ := txn.Get([]byte("mmaptop"))
+		mark, _ := item.ValueCopy(nil)
+		if mark[8] == gen {
+			t.Fatalf("the snapshot after %d is in the same generation", gen)
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'M', gen}})
+		defer it.Close()
+		if it.Rewind(); it.Valid() {
+			t.Fatalf("the old generation is left: %x", it.Item().Key())
+		}
+	})
 	b = open(dirB, 0)
 }
 
