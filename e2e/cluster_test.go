@@ -185,7 +185,9 @@ func (c *cluster) waitConverged(min uint64, nodes ...int) uint64 {
 
 // tamperedFollower starts a cluster of three, writes n serials named
 // prefix-NN through the leader, stops a follower, alters its store with
-// change, restarts it and waits until all three have the same log again.
+// change (nil: alters the snapshot of its serial map's top levels, as
+// TestClusterTamperedMap wants), restarts it and waits until all three have
+// the same log again.
 func tamperedFollower(t *testing.T, prefix string, n int, change func(*badger.Txn)) (c *cluster, leader, follower int, d *devNode) {
 	t.Helper()
 	c = startCluster(t, []int{1, 2, 3})
@@ -198,7 +200,15 @@ func tamperedFollower(t *testing.T, prefix string, n int, change func(*badger.Tx
 	}
 	size := c.waitConverged(uint64(n), 1, 2, 3)
 	c.stop(follower)
-	tamperAt(t, filepath.Join(c.dir, fmt.Sprintf("node-%d", follower), "ledger"), change)
+	if change == nil {
+		// The snapshot file of the map's top levels: in every tile at
+		// depth 4, the last byte (a hash of a node below it). The root tile
+		// is intact, so the follower opens; the next serial's path passes
+		// through one of the tiles, so its next root is not the leader's.
+		alterMapSnapshot(t, filepath.Join(c.dir, fmt.Sprintf("node-%d", follower), "ledger"), 4)
+	} else {
+		tamperAt(t, filepath.Join(c.dir, fmt.Sprintf("node-%d", follower), "ledger"), change)
+	}
 	d = c.start(follower)
 	c.waitConverged(size, 1, 2, 3)
 	return c, leader, follower, d
@@ -548,13 +558,7 @@ func TestClusterTamperedFollower(t *testing.T) {
 // at the next batch that carries the leader's state: followers compare the
 // map root with the leader's like the log root.
 func TestClusterTamperedMap(t *testing.T) {
-	c, leader, follower, d := tamperedFollower(t, "GPU-TM", 40, func(txn *badger.Txn) {
-		// The snapshot of the map's top levels: in every tile at depth 4,
-		// the last byte (a hash of a node below it). The root tile is
-		// intact, so the follower opens; the next serial's path passes
-		// through one of the tiles, so its next root is not the leader's.
-		alterMapSnapshot(t, txn, 4)
-	})
+	c, leader, follower, d := tamperedFollower(t, "GPU-TM", 40, nil)
 	c.manufacture(leader, "GPU-TM-next")  // applied by all: the follower's map now differs
 	c.manufacture(leader, "GPU-TM-after") // carries the leader's state after it
 	c.waitAlarm(follower, d, "serial map has root")

@@ -505,6 +505,7 @@ func (a *applier) flush() error {
 	}
 	if len(updates) > 0 && !a.l.cfg.NoSerialMap {
 		a.mapStore, a.mapUpdates = newBatchMap(a.txn, a.l.mapCache, true), len(updates)
+		a.mapStore.journal = !a.l.cfg.InMemory
 		var err error
 		if a.mapRoot, err = updateMap(a.txn, a.mapStore, a.size, updates); err != nil {
 			return err

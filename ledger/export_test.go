@@ -1,11 +1,10 @@
 package ledger
 
 import (
-	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
-	"errors"
-
-	badger "github.com/dgraph-io/badger/v4"
+	"os"
+	"path/filepath"
 )
 
 // SetMapSnapshotEvery makes Apply write a snapshot of the serial map's top
@@ -32,38 +31,27 @@ func MapJournal(l *Ledger) (journaled, every int) {
 }
 
 // AlterMapSnapshot flips the last byte of the tiles at depth in the
-// snapshot of the serial map's top levels (the first such tile, or all),
-// and returns how many it changed.
-func AlterMapSnapshot(txn *badger.Txn, depth int, all bool) (int, error) {
-	mark, err := getValue(txn, metaKey("maptop"))
-	if err != nil {
-		return 0, err
-	}
-	_, gen, err := parseTopMark(mark)
+// snapshot file of the serial map's top levels in dir (the first such
+// tile, or all) and writes the file back with its checksum made good, as
+// a deliberate change would; it returns how many tiles it changed.
+func AlterMapSnapshot(dir string, depth int, all bool) (int, error) {
+	path := filepath.Join(dir, mapSnapshotFile)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
 	changed := 0
-	for i := uint32(0); ; i++ {
-		v, err := getValue(txn, chunkKey(gen, i))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return changed, nil
+	body := b[len(mapSnapshotMagic)+8+32 : len(b)-32]
+	for t := body; len(t) > 0; {
+		n := (int(t[0]) + 7) / 8
+		size := int(binary.BigEndian.Uint16(t[1+n:]))
+		if int(t[0]) == depth && (all || changed == 0) {
+			t[1+n+2+size-1] ^= 1
+			changed++
 		}
-		if err != nil {
-			return changed, err
-		}
-		v = bytes.Clone(v)
-		for b := v; len(b) > 0; {
-			n := (int(b[0]) + 7) / 8
-			size := int(binary.BigEndian.Uint16(b[1+n:]))
-			if int(b[0]) == depth && (all || changed == 0) {
-				b[1+n+2+size-1] ^= 1
-				changed++
-			}
-			b = b[1+n+2+size:]
-		}
-		if err := txn.Set(chunkKey(gen, i), v); err != nil {
-			return changed, err
-		}
+		t = t[1+n+2+size:]
 	}
+	sum := sha256.Sum256(b[:len(b)-32])
+	copy(b[len(b)-32:], sum[:])
+	return changed, os.WriteFile(path, b, 0o600)
 }

@@ -230,7 +230,9 @@ func badgerOptions(cfg Config) badger.Options {
 	// they are written once instead of being rewritten by every compaction,
 	// which measured 47% faster for such batches (BenchmarkStorageCeiling).
 	// Entries are never overwritten or deleted, so the value log never needs
-	// garbage collection. Ed25519 entries and serial states stay in the tree.
+	// garbage collection (the serial map's snapshots, which are replaced,
+	// are written in pieces under the threshold: maptop.go). Ed25519 entries
+	// and serial states stay in the tree.
 	o.ValueThreshold = 1 << 10
 	o.NumVersionsToKeep = 1
 	// One writer (Apply holds applyMu): no concurrent transactions to detect
@@ -370,7 +372,7 @@ func (l *Ledger) load(ctx context.Context) error {
 		return err
 	}
 	if nv.hasMap {
-		if err := l.loadMap(); err != nil {
+		if err := l.loadMap(reg); err != nil {
 			return fmt.Errorf("open ledger %q: %w", l.cfg.Dir, err)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/ledger/smt"
@@ -232,8 +234,10 @@ type batchMap struct {
 	txn    *badger.Txn
 	cache  mapCache
 	behind bool
-	tiles  map[tileKey]*tile
-	dirty  map[tileKey]bool
+	// journal: updateMap journals the updates (a ledger's on disk).
+	journal bool
+	tiles   map[tileKey]*tile
+	dirty   map[tileKey]bool
 	// The tile touched last, and whether the batch has written it: an
 	// update walks four levels of a tile in a row, down and then up.
 	lastKey   tileKey
@@ -390,7 +394,7 @@ func updateMap(txn *badger.Txn, store *batchMap, size uint64, updates []smt.Upda
 	if err := store.flush(); err != nil {
 		return root, err
 	}
-	if store.behind {
+	if store.journal {
 		if err := txn.Set(journalKey(size), marshalJournal(updates)); err != nil {
 			return root, err
 		}
@@ -535,9 +539,9 @@ func initMap(txn *badger.Txn, reg *Registry) error {
 }
 
 // MapStats reports what the serial map holds: its leaves (the serials and
-// the registry) and the bytes it keeps in the store, before badger's own
+// the registry) and the bytes it keeps on disk, before badger's own
 // overhead and compression: the keys and values of its tiles below the top
-// levels, of the top levels' snapshot and of the journal since.
+// levels and of the journal, and the top levels' snapshot file.
 func (l *Ledger) MapStats(ctx context.Context) (leaves int, bytes int64, err error) {
 	count := func(t *tile) {
 		for _, n := range t {
@@ -552,7 +556,7 @@ func (l *Ledger) MapStats(ctx context.Context) (leaves int, bytes int64, err err
 		count(t)
 	}
 	err = l.db.View(func(txn *badger.Txn) error {
-		for _, prefix := range []byte{'n', 'M', 'J'} {
+		for _, prefix := range []byte{'n', 'J'} {
 			opts := badger.DefaultIteratorOptions
 			opts.Prefix = []byte{prefix}
 			it := txn.NewIterator(opts)
@@ -585,6 +589,9 @@ func (l *Ledger) MapStats(ctx context.Context) (leaves int, bytes int64, err err
 		}
 		return nil
 	})
+	if fi, ferr := os.Stat(filepath.Join(l.cfg.Dir, mapSnapshotFile)); ferr == nil && !l.cfg.InMemory {
+		bytes += fi.Size()
+	}
 	return leaves, bytes, err
 }
 

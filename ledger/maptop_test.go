@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +24,11 @@ import (
 // (enough for tiles below the top levels) and the mixed stream; the first
 // crashes (no snapshot, the journal replayed at Open) after batches before,
 // at and after its snapshots, and comes back with the same root, a map that
-// checks, and proofs that verify. A journal below the snapshot is ignored;
-// a journal or snapshot changed on disk is refused, naming the serial map.
+// checks, and proofs that verify. A journal below the snapshot is ignored.
+// A journal or snapshot file that no longer gives the recorded root, or no
+// snapshot file, and Open rebuilds the top levels from the serials' states;
+// a tile changed below the root tile, and CheckMap names the serial map; a
+// recorded root that nothing gives, and Open refuses the store.
 func TestMapWrittenBehind(t *testing.T) {
 	ctx := context.Background()
 	open := func(dir string, every int) *ledger.Ledger {
@@ -112,7 +117,9 @@ func TestMapWrittenBehind(t *testing.T) {
 		t.Fatalf("after a stale journal entry: root %x, want %x", got, want)
 	}
 
-	// A journal changed on disk: Open refuses the store.
+	// A journal changed on disk: the snapshot and the journal no longer give
+	// the recorded root, so Open rebuilds the top levels from the serials'
+	// states, which do.
 	batch := workload.New(testConsortium, 77, t0).Records("WB", 40)
 	a.Preverify(batch)
 	if _, err := a.Apply(ctx, ledger.Batch{AcceptedAt: at.Add(time.Hour), Envelopes: batch}); err != nil {
@@ -122,6 +129,7 @@ func TestMapWrittenBehind(t *testing.T) {
 	if last != size+40 {
 		t.Fatalf("log size %d after 40 new records on %d", last, size)
 	}
+	want, _ = a.MapRoot(last)
 	ledger.Crash(a)
 	raw(func(txn *badger.Txn) {
 		item, err := txn.Get(journalKey(last))
@@ -134,98 +142,64 @@ func TestMapWrittenBehind(t *testing.T) {
 		}
 		txn.Set(journalKey(last), v)
 	})
-	cfg := ledger.DefaultConfig(dirA)
-	cfg.Genesis, cfg.Logger = testConsortium.Genesis, slog.New(slog.DiscardHandler)
-	if l, err := ledger.Open(ctx, cfg); !errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "serial map") {
-		if l != nil {
-			l.Close()
-		}
-		t.Fatalf("Open of a store whose map journal was changed: %v", err)
-	}
-
-	// A snapshot changed on disk: its root tile, and Open refuses; a deeper
-	// tile, and CheckMap does.
-	b.Close()
-	for _, where := range []string{"root tile", "deep tile"} {
-		raw := func(change func(*badger.Txn)) {
-			db, err := badger.Open(badger.DefaultOptions(dirB).WithLogger(nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Update(func(txn *badger.Txn) error { change(txn); return nil }); err != nil {
-				t.Fatal(err)
-			}
-			db.Close()
-		}
-		depth := 0 // the root tile
-		if where == "deep tile" {
-			depth = 16
-		}
-		raw(func(txn *badger.Txn) {
-			if n, err := ledger.AlterMapSnapshot(txn, depth, false); n != 1 || err != nil {
-				t.Fatalf("no tile at depth %d in the snapshot: %v", depth, err)
-			}
-		})
-		cfg := ledger.DefaultConfig(dirB)
+	checked := func(dir string) error {
+		t.Helper()
+		cfg := ledger.DefaultConfig(dir)
 		cfg.Genesis, cfg.Logger = testConsortium.Genesis, slog.New(slog.DiscardHandler)
 		l, err := ledger.Open(ctx, cfg)
-		if err == nil {
-			_, err = l.CheckMap(ctx)
-			l.Close()
+		if err != nil {
+			return err
 		}
-		if !errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "serial map") {
-			t.Fatalf("%s of the snapshot changed: %v", where, err)
+		defer l.Close()
+		root, err := l.CheckMap(ctx)
+		if err == nil && root != want {
+			t.Fatalf("the map's root is %x, want %x", root, want)
 		}
-		raw(func(txn *badger.Txn) { ledger.AlterMapSnapshot(txn, depth, false) }) // back
+		return err
+	}
+	if err := checked(dirA); err != nil {
+		t.Fatalf("after the journal was changed: %v", err)
 	}
 
-	// What a snapshot cut short leaves in the other generation is not read,
-	// and the next snapshot clears it.
-	var gen byte
-	rawB := func(change func(*badger.Txn)) {
-		db, err := badger.Open(badger.DefaultOptions(dirB).WithLogger(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Update(func(txn *badger.Txn) error { change(txn); return nil }); err != nil {
-			t.Fatal(err)
-		}
-		db.Close()
+	// The snapshot file: its root tile changed (the checksum made good), a
+	// byte of it changed, or the file gone: Open rebuilds from the states.
+	// A tile below the root changed: the root still matches, and CheckMap
+	// names the serial map.
+	snap := filepath.Join(dirA, "serial-map-top")
+	if fi, err := os.Stat(snap); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the snapshot file: %v, %v", fi, err)
 	}
-	rawB(func(txn *badger.Txn) {
-		item, _ := txn.Get([]byte("mmaptop"))
-		mark, _ := item.ValueCopy(nil)
-		gen = mark[8]
-		txn.Set([]byte{'M', 1 - gen, 0, 0, 0, 0}, []byte("cut short"))
-		txn.Set([]byte{'M', 1 - gen, 0, 0, 0, 7}, []byte("cut short"))
-	})
-	b = open(dirB, 0)
-	root, err := b.CheckMap(ctx)
-	if want, _ := b.MapRoot(b.Size()); err != nil || root != want {
-		t.Fatalf("beside a snapshot cut short: %x, %v", root, err)
-	}
-	batch = workload.New(testConsortium, 78, t0).Records("WC", 40)
-	b.Preverify(batch)
-	if _, err := b.Apply(ctx, ledger.Batch{AcceptedAt: at.Add(2 * time.Hour), Envelopes: batch}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ledger.SnapshotMap(b); err != nil {
-		t.Fatal(err)
-	}
-	b.Close()
-	rawB(func(txn *badger.Txn) {
-		item, _ := txn.Get([]byte("mmaptop"))
-		mark, _ := item.ValueCopy(nil)
-		if mark[8] == gen {
-			t.Fatalf("the snapshot after %d is in the same generation", gen)
+	keep, _ := os.ReadFile(snap)
+	for _, tc := range []struct {
+		name   string
+		change func()
+		fails  bool
+	}{
+		{"root tile", func() { ledger.AlterMapSnapshot(dirA, 0, false) }, false},
+		{"a byte", func() { b := bytes.Clone(keep); b[len(b)/2] ^= 1; os.WriteFile(snap, b, 0o600) }, false},
+		{"the file gone", func() { os.Remove(snap) }, false},
+		{"deep tile", func() {
+			if n, err := ledger.AlterMapSnapshot(dirA, 16, false); n != 1 || err != nil {
+				t.Fatalf("no tile at depth 16 in the snapshot: %v", err)
+			}
+		}, true},
+	} {
+		os.WriteFile(snap, keep, 0o600)
+		tc.change()
+		err := checked(dirA)
+		if tc.fails != (err != nil) || (err != nil && (!errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "serial map"))) {
+			t.Fatalf("snapshot, %s: %v", tc.name, err)
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'M', gen}})
-		defer it.Close()
-		if it.Rewind(); it.Valid() {
-			t.Fatalf("the old generation is left: %x", it.Item().Key())
-		}
-	})
-	b = open(dirB, 0)
+	}
+	os.WriteFile(snap, keep, 0o600)
+
+	// The recorded root changed: neither the snapshot nor the states give
+	// it, and Open refuses the store, naming the serial map.
+	raw(func(txn *badger.Txn) { txn.Set([]byte("mmap"), bytes.Repeat([]byte{7}, 32)) })
+	os.Remove(snap)
+	if err := checked(dirA); !errors.Is(err, ledger.ErrCorrupt) || !strings.Contains(err.Error(), "serial map") {
+		t.Fatalf("a store whose map root was changed: %v", err)
+	}
 }
 
 func be64(n uint64) []byte {
