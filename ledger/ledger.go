@@ -230,9 +230,9 @@ func badgerOptions(cfg Config) badger.Options {
 	// they are written once instead of being rewritten by every compaction,
 	// which measured 47% faster for such batches (BenchmarkStorageCeiling).
 	// Entries are never overwritten or deleted, so the value log never needs
-	// garbage collection (the serial map's snapshots, which are replaced,
-	// are written in pieces under the threshold: maptop.go). Ed25519 entries
-	// and serial states stay in the tree.
+	// garbage collection (what is replaced, the serial map's snapshot, is a
+	// file of its own: maptop.go). Ed25519 entries and serial states stay in
+	// the tree.
 	o.ValueThreshold = 1 << 10
 	o.NumVersionsToKeep = 1
 	// One writer (Apply holds applyMu): no concurrent transactions to detect
