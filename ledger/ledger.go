@@ -371,12 +371,19 @@ func (l *Ledger) load(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	rebuilt := false
 	if nv.hasMap {
-		if err := l.loadMap(reg); err != nil {
+		if rebuilt, err = l.loadMap(reg); err != nil {
 			return fmt.Errorf("open ledger %q: %w", l.cfg.Dir, err)
 		}
 	}
 	l.view.Store(nv)
+	if rebuilt && !l.cfg.ReadOnly {
+		// So that the next start need not rebuild them again.
+		if err := l.snapshotMap(); err != nil {
+			l.log.Warn("serial map snapshot", "err", err)
+		}
+	}
 	return nil
 }
 

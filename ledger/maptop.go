@@ -188,12 +188,12 @@ func (m cacheStore) Put(p smt.Position, n *smt.Node) error {
 
 // loadMap recovers the serial map's top levels (above) and gives them to
 // the ledger: from the snapshot file and the journal after it, or from
-// every serial's stored state. The root they give must be the one the
-// store records.
-func (l *Ledger) loadMap(reg *Registry) error {
+// every serial's stored state (rebuilt). The root they give must be the
+// one the store records.
+func (l *Ledger) loadMap(reg *Registry) (rebuilt bool, err error) {
 	var cache mapCache
 	var journaled int
-	err := l.db.View(func(txn *badger.Txn) error {
+	err = l.db.View(func(txn *badger.Txn) error {
 		rb, err := getValue(txn, metaKey("map"))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil // no map
@@ -224,11 +224,11 @@ func (l *Ledger) loadMap(reg *Registry) error {
 		if got != want {
 			return &CorruptError{Index: -1, What: fmt.Sprintf("serial map: rebuilt from the serials' states and its tiles, its root is %x; the store records %x", got[:], want[:])}
 		}
-		journaled = mapSnapshotMin // a snapshot at the next chance
+		rebuilt = true
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if cache == nil {
 		cache = make(mapCache)
@@ -236,7 +236,7 @@ func (l *Ledger) loadMap(reg *Registry) error {
 	l.mapMu.Lock()
 	l.mapCache, l.mapJournaled = cache, journaled
 	l.mapMu.Unlock()
-	return nil
+	return rebuilt, nil
 }
 
 // mapFromSnapshot recovers the top levels from the snapshot file and the
@@ -338,7 +338,7 @@ func (l *Ledger) mapSnapshotDue() bool {
 // size (a new file, synced, renamed over the old, the directory synced),
 // then deletes the journal up to that size, and the top levels' own tiles
 // of a store from before they were written behind. The caller holds
-// applyMu.
+// applyMu (or is opening the store).
 func (l *Ledger) snapshotMap() error {
 	if l.cfg.InMemory {
 		l.mapJournaled = 0
