@@ -27,7 +27,7 @@ func SnapshotMap(l *Ledger) error {
 func MapJournal(l *Ledger) (journaled, every int) {
 	l.applyMu.Lock()
 	defer l.applyMu.Unlock()
-	return l.mapJournaled, max(mapSnapshotMin, 2*len(l.mapCache))
+	return l.mapJournaled, l.mapSnapshotEvery()
 }
 
 // AlterMapSnapshot flips the last byte of the tiles at depth in the

@@ -326,12 +326,14 @@ func mapFromStates(txn *badger.Txn, reg *Registry) (mapCache, error) {
 
 // mapSnapshotDue reports whether the journal has grown enough for a
 // snapshot of the top levels.
-func (l *Ledger) mapSnapshotDue() bool {
-	every := l.cfg.mapSnapshotEvery
-	if every == 0 {
-		every = max(mapSnapshotMin, 2*len(l.mapCache))
+func (l *Ledger) mapSnapshotDue() bool { return l.mapJournaled >= l.mapSnapshotEvery() }
+
+// mapSnapshotEvery is the journal length that makes a snapshot due.
+func (l *Ledger) mapSnapshotEvery() int {
+	if l.cfg.mapSnapshotEvery > 0 {
+		return l.cfg.mapSnapshotEvery
 	}
-	return l.mapJournaled >= every
+	return max(mapSnapshotMin, 2*len(l.mapCache))
 }
 
 // snapshotMap writes the snapshot file of the top levels at the ledger's
