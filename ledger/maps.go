@@ -220,6 +220,14 @@ const mapCacheDepth = 20
 // and the cache takes the copies once the batch has committed.
 type mapCache map[tileKey]*tile
 
+// node is the node in slot of the cached tile key (nil: none).
+func (c mapCache) node(key tileKey, slot int) *smt.Node {
+	if t := c[key]; t != nil {
+		return t[slot]
+	}
+	return nil
+}
+
 // batchMap is the map's store for one batch: tiles the batch has touched
 // are kept until flush writes the changed ones to the transaction; tiles
 // of the top levels come from the cache, which takes the batch's once the
@@ -357,10 +365,7 @@ type txnMap struct {
 func (m txnMap) Get(p smt.Position) (*smt.Node, error) {
 	key, slot := tileOf(p)
 	if m.cache != nil && cachedDepth(key) {
-		if t := m.cache[key]; t != nil {
-			return t[slot], nil
-		}
-		return nil, nil
+		return m.cache.node(key, slot), nil
 	}
 	t, err := readTile(m.txn, key)
 	if err != nil {
@@ -650,10 +655,7 @@ func (m *pathTiles) Get(p smt.Position) (*smt.Node, error) {
 	key, slot := tileOf(p)
 	i := int(key.depth) / tileLevels
 	if m.cache != nil && cachedDepth(key) {
-		if t := m.cache[key]; t != nil {
-			return t[slot], nil
-		}
-		return nil, nil
+		return m.cache.node(key, slot), nil
 	}
 	if m.tiles[i] == nil || m.keys[i] != key {
 		if err := m.ctx.Err(); err != nil {

@@ -124,11 +124,12 @@ func parseTop(b []byte, cache mapCache) (size uint64, root smt.Hash, err error) 
 	}
 	size = binary.BigEndian.Uint64(b[len(mapSnapshotMagic):])
 	copy(root[:], b[len(mapSnapshotMagic)+8:])
-	return size, root, unmarshalChunk(b[head:len(b)-32], cache)
+	return size, root, unmarshalTiles(b[head:len(b)-32], cache)
 }
 
-// unmarshalChunk adds a chunk's tiles to cache.
-func unmarshalChunk(b []byte, cache mapCache) error {
+// unmarshalTiles adds the snapshot's tiles, (depth, prefix bytes,
+// uint16be(length), tile) each, to cache.
+func unmarshalTiles(b []byte, cache mapCache) error {
 	for len(b) > 0 {
 		depth := int(b[0])
 		n := (depth + 7) / 8
@@ -163,10 +164,7 @@ type cacheStore struct{ cache mapCache }
 
 func (m cacheStore) Get(p smt.Position) (*smt.Node, error) {
 	key, slot := tileOf(p)
-	if t := m.cache[key]; t != nil {
-		return t[slot], nil
-	}
-	return nil, nil
+	return m.cache.node(key, slot), nil
 }
 
 func (m cacheStore) Put(p smt.Position, n *smt.Node) error {
