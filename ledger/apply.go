@@ -746,7 +746,7 @@ func (l *Ledger) verify(k *pb.PublicKey, msg, sig []byte) bool {
 	if !ok {
 		return false
 	}
-	v, err := l.keyCache.Verifier(s, k.GetPublicKey())
+	v, err := l.keyCache.VerifierFor(k.GetKeyId(), s, k.GetPublicKey())
 	return err == nil && v.Verify(msg, sig)
 }
 

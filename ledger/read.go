@@ -25,15 +25,24 @@ func loadEntry(txn *badger.Txn, index uint64, decode bool) (*pb.Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read entry %d: %w", index, err)
 	}
+	return storedEntry(index, b, true, decode)
+}
+
+// storedEntry decodes entry index from its stored bytes b (decoding copies
+// what it keeps of them), with its entry and leaf hashes when hashes is
+// set, and with decode the fields decoded from the envelope too (DecodeEntry).
+func storedEntry(index uint64, b []byte, hashes, decode bool) (*pb.Entry, error) {
 	e := new(pb.Entry)
 	if err := proto.Unmarshal(b, e); err != nil {
 		return nil, fmt.Errorf("decode stored entry %d: %w", index, err)
 	}
 	e.Index = index
-	h := sha256.Sum256(e.GetEnvelope())
-	e.EntryHash = h[:]
-	lh := LeafHash(index, e.GetAcceptedAt().AsTime().UnixNano(), h)
-	e.LeafHash = lh[:]
+	if hashes {
+		h := sha256.Sum256(e.GetEnvelope())
+		e.EntryHash = h[:]
+		lh := LeafHash(index, e.GetAcceptedAt().AsTime().UnixNano(), h)
+		e.LeafHash = lh[:]
+	}
 	if decode {
 		DecodeEntry(e)
 	}
@@ -119,9 +128,9 @@ func (l *Ledger) Entries(ctx context.Context, start, end uint64, fn func(*pb.Ent
 	return l.entries(ctx, start, end, true, fn)
 }
 
-// EntriesUndecoded is Entries without the output-only fields decoded from
-// the envelope (event, registry change, signer key ids): for auditors, who
-// decode the envelope bytes themselves.
+// EntriesUndecoded is Entries without the fields derived from the envelope
+// (entry and leaf hashes, event, registry change, signer key ids): for
+// auditors, who hash and decode the envelope bytes themselves.
 func (l *Ledger) EntriesUndecoded(ctx context.Context, start, end uint64, fn func(*pb.Entry) error) error {
 	return l.entries(ctx, start, end, false, fn)
 }
@@ -131,14 +140,32 @@ func (l *Ledger) entries(ctx context.Context, start, end uint64, decode bool, fn
 	const chunk = 256 // bound the time one read transaction stays open
 	for start < end {
 		stop := min(end, start+chunk)
-		var batch []*pb.Entry
+		batch := make([]*pb.Entry, 0, stop-start)
+		// One ordered scan of the entry keys: a point look-up per entry
+		// (bloom filters, each level's tables, the block found again for
+		// every key) cost a reader of the whole log more than the scan.
 		if err := l.db.View(func(txn *badger.Txn) error {
+			opts := badger.DefaultIteratorOptions
+			opts.Prefix = []byte{'e'}
+			opts.PrefetchValues = false // most are in the tree; the rest are read in order
+			it := txn.NewIterator(opts)
+			defer it.Close()
+			it.Seek(entryKey(start))
 			for i := start; i < stop; i++ {
-				e, err := loadEntry(txn, i, decode)
-				if err != nil {
+				if !it.ValidForPrefix(opts.Prefix) || len(it.Item().Key()) != 9 || binary.BigEndian.Uint64(it.Item().Key()[1:]) != i {
+					return fmt.Errorf("entry %d: %w", i, ErrNotFound)
+				}
+				var e *pb.Entry
+				err := it.Item().Value(func(b []byte) error {
+					var err error
+					e, err = storedEntry(i, b, decode, decode) // decoding copies the bytes it keeps
 					return err
+				})
+				if err != nil {
+					return fmt.Errorf("read entry %d: %w", i, err)
 				}
 				batch = append(batch, e)
+				it.Next()
 			}
 			return nil
 		}); err != nil {

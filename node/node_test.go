@@ -469,8 +469,9 @@ func TestReadsAndPaging(t *testing.T) {
 			t.Fatalf("batched stream = %v, %v", m, err)
 		}
 		for _, e := range m.GetEntries() {
-			if e.GetEvent() != nil || len(e.GetEnvelope()) == 0 {
-				t.Fatalf("entry %d of an envelopes_only stream: event %v, %d envelope bytes", e.GetIndex(), e.GetEvent(), len(e.GetEnvelope()))
+			if e.GetEvent() != nil || e.GetEntryHash() != nil || e.GetLeafHash() != nil || len(e.GetEnvelope()) == 0 || e.GetAcceptedAt() == nil {
+				t.Fatalf("entry %d of an envelopes_only stream: event %v, entry hash %x, leaf hash %x, %d envelope bytes, accepted at %v",
+					e.GetIndex(), e.GetEvent(), e.GetEntryHash(), e.GetLeafHash(), len(e.GetEnvelope()), e.GetAcceptedAt())
 			}
 			sent = append(sent, e.GetIndex())
 		}

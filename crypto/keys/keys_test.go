@@ -25,6 +25,44 @@ func TestKeyID(t *testing.T) {
 	}
 }
 
+func TestCacheVerifierFor(t *testing.T) {
+	// A key looked up by the id its holder gives: the cached parse when the
+	// id and the bytes agree, and never another key's, whatever id is given.
+	a, _ := keys.Generate("a", nil, keys.Ed25519, keys.MLDSA65)
+	b, _ := keys.Generate("b", nil, keys.Ed25519)
+	var c keys.Cache
+	for i, pk := range a.PublicKeys() {
+		v, err := c.Verifier(pk.Scheme, pk.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, err := c.VerifierFor(pk.ID(), pk.Scheme, pk.Key); err != nil || again != v {
+			t.Fatalf("%s: VerifierFor its own id = %v, %v; want the cached key", pk.Scheme, again, err)
+		}
+		sig := a.Signers()[i].Sign([]byte("m"))
+		// b's key under a's id: b's key, parsed from its bytes.
+		other := b.PublicKeys()[0]
+		w, err := c.VerifierFor(pk.ID(), other.Scheme, other.Key)
+		if err != nil || w == v || w.KeyID() != other.ID() || w.Verify([]byte("m"), sig) {
+			t.Fatalf("%s: another key's bytes under this id gave %v (id %s), %v", pk.Scheme, w, w.KeyID(), err)
+		}
+		if !w.Verify([]byte("m"), b.Signers()[0].Sign([]byte("m"))) {
+			t.Fatal("the other key does not verify its own signature")
+		}
+		// The same bytes under the other scheme: not the cached key.
+		if _, err := c.VerifierFor(pk.ID(), otherScheme(pk.Scheme), pk.Key); err == nil {
+			t.Fatalf("%s key's bytes taken as a key of the other scheme", pk.Scheme)
+		}
+	}
+}
+
+func otherScheme(s keys.Scheme) keys.Scheme {
+	if s == keys.Ed25519 {
+		return keys.MLDSA65
+	}
+	return keys.Ed25519
+}
+
 func TestKeyFileRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	for i, schemes := range [][]keys.Scheme{{keys.Ed25519}, {keys.MLDSA65}, {keys.Ed25519, keys.MLDSA65}} {

@@ -788,9 +788,11 @@ type StreamEntriesRequest struct {
 	StartIndex uint64 `protobuf:"varint,1,opt,name=start_index,json=startIndex,proto3" json:"start_index,omitempty"`
 	// Keep the stream open and send new entries as they are applied.
 	Follow bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
-	// Send each entry without the fields decoded from its envelope (event,
-	// registry_change, signer_key_ids): about half the bytes, for auditors
-	// that decode the envelope themselves (gpuledger verify --all).
+	// Send each entry as stored (index, accepted_at, envelope, flags), without
+	// the fields derived from its envelope (entry_hash, leaf_hash, event,
+	// registry_change, signer_key_ids): about half the bytes, and no hashing or
+	// decoding on the node, for auditors that hash and decode the envelope
+	// themselves (gpuledger verify --all).
 	EnvelopesOnly bool `protobuf:"varint,3,opt,name=envelopes_only,json=envelopesOnly,proto3" json:"envelopes_only,omitempty"`
 	// Send up to this many entries in one message (in entries, not entry),
 	// for readers of the whole log: fewer messages to frame, encrypt and
