@@ -251,8 +251,7 @@ func Next(s Step, reg Participants, pol Policy) (*pb.SerialState, []*pb.Flag, *E
 	}
 
 	standing := StandingOf(st, actor.GetId())
-	next := proto.Clone(st).(*pb.SerialState)
-	next.OpenFindings = nil
+	next := stateWithoutFindings(st)
 	advance(next, s)
 
 	if st.GetState() == pb.CustodyState_CUSTODY_STATE_DESTROYED {
