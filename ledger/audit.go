@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/gpuledger/gpuledger/ledger/smt"
@@ -163,6 +166,49 @@ type AuditChange struct {
 // Commit's transactions.
 const auditChunk = 2000
 
+// An encodedState is a serial's state as Commit writes it, with its map
+// leaf.
+type encodedState struct {
+	serial string
+	b      []byte
+	leaf   smt.Update
+	err    error
+}
+
+// encodeStates encodes the states of serials, auditChunk at a time in
+// order, each chunk on GOMAXPROCS goroutines, and sends the chunks on the
+// channel it returns (one chunk ahead of the reader), which it closes after
+// the last.
+func encodeStates(serials []string, states map[string]*pb.SerialState) <-chan []encodedState {
+	out := make(chan []encodedState, 1)
+	go func() {
+		defer close(out)
+		opts := proto.MarshalOptions{Deterministic: true}
+		for len(serials) > 0 {
+			n := min(len(serials), auditChunk)
+			chunk := make([]encodedState, n)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range min(runtime.GOMAXPROCS(0), n) {
+				wg.Go(func() {
+					for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+						e := &chunk[i]
+						e.serial = serials[i]
+						st := states[e.serial]
+						if e.b, e.err = opts.Marshal(st); e.err == nil {
+							e.leaf = smt.Update{Key: MapKey(e.serial), Value: SerialLeaf(st.GetHeadHash(), st.GetEventCount(), st.GetLastIndex(), sha256.Sum256(e.b))}
+						}
+					}
+				})
+			}
+			wg.Wait()
+			out <- chunk
+			serials = serials[n:]
+		}
+	}()
+	return out
+}
+
 // Commit writes what a run verified up to mark.Size: the serial states it
 // changed, the registry changes it saw and the registry as of mark.Size,
 // updates the map with their leaves, and writes the mark with the map root
@@ -173,7 +219,6 @@ func (s *AuditStore) Commit(mark AuditMark, states map[string]*pb.SerialState, r
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(metaKey("audit")) }); err != nil {
 		return smt.Hash{}, err
 	}
-	opts := proto.MarshalOptions{Deterministic: true}
 	serials := make([]string, 0, len(states))
 	for k := range states {
 		serials = append(serials, k)
@@ -182,11 +227,23 @@ func (s *AuditStore) Commit(mark AuditMark, states map[string]*pb.SerialState, r
 	if err != nil {
 		return smt.Hash{}, err
 	}
+	// The chunks' states are encoded (and their map leaves made) ahead, on
+	// all cores, while this goroutine updates the map and writes the chunk
+	// before: the encoding was half of a commit that, after a verify --all,
+	// has the machine to itself.
+	encoded := encodeStates(serials, states)
+	defer func() {
+		for range encoded { // a commit that stopped early: let the encoder finish
+		}
+	}()
 	var root smt.Hash
 	for first := true; first || len(serials) > 0; first = false {
 		n := min(len(serials), auditChunk)
-		chunk := serials[:n]
 		serials = serials[n:]
+		var chunk []encodedState
+		if n > 0 {
+			chunk = <-encoded
+		}
 		err := func() error {
 			txn := s.db.NewTransaction(true)
 			defer txn.Discard()
@@ -194,16 +251,14 @@ func (s *AuditStore) Commit(mark AuditMark, states map[string]*pb.SerialState, r
 			if first {
 				updates = append(updates, u)
 			}
-			for _, serial := range chunk {
-				st := states[serial]
-				b, err := opts.Marshal(st)
-				if err != nil {
+			for _, e := range chunk {
+				if e.err != nil {
+					return e.err
+				}
+				if err := txn.Set(serialKey(e.serial), e.b); err != nil {
 					return err
 				}
-				if err := txn.Set(serialKey(serial), b); err != nil {
-					return err
-				}
-				updates = append(updates, smt.Update{Key: MapKey(serial), Value: SerialLeaf(st.GetHeadHash(), st.GetEventCount(), st.GetLastIndex(), sha256.Sum256(b))})
+				updates = append(updates, e.leaf)
 			}
 			m := newBatchMap(txn, s.cache, false)
 			var err error
