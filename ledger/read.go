@@ -25,24 +25,22 @@ func loadEntry(txn *badger.Txn, index uint64, decode bool) (*pb.Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read entry %d: %w", index, err)
 	}
-	return storedEntry(index, b, true, decode)
+	return storedEntry(index, b, decode)
 }
 
 // storedEntry decodes entry index from its stored bytes b (decoding copies
-// what it keeps of them), with its entry and leaf hashes when hashes is
-// set, and with decode the fields decoded from the envelope too (DecodeEntry).
-func storedEntry(index uint64, b []byte, hashes, decode bool) (*pb.Entry, error) {
+// what it keeps of them) and fills its hashes, and with decode the fields
+// decoded from the envelope (DecodeEntry).
+func storedEntry(index uint64, b []byte, decode bool) (*pb.Entry, error) {
 	e := new(pb.Entry)
 	if err := proto.Unmarshal(b, e); err != nil {
 		return nil, fmt.Errorf("decode stored entry %d: %w", index, err)
 	}
 	e.Index = index
-	if hashes {
-		h := sha256.Sum256(e.GetEnvelope())
-		e.EntryHash = h[:]
-		lh := LeafHash(index, e.GetAcceptedAt().AsTime().UnixNano(), h)
-		e.LeafHash = lh[:]
-	}
+	h := sha256.Sum256(e.GetEnvelope())
+	e.EntryHash = h[:]
+	lh := LeafHash(index, e.GetAcceptedAt().AsTime().UnixNano(), h)
+	e.LeafHash = lh[:]
 	if decode {
 		DecodeEntry(e)
 	}
@@ -125,22 +123,30 @@ func (l *Ledger) entryByHashTxn(txn *badger.Txn, h []byte) (*pb.Entry, error) {
 // Entries calls fn for each entry in [start, end), in order, decoded, until fn
 // returns an error. end is capped at the log's size.
 func (l *Ledger) Entries(ctx context.Context, start, end uint64, fn func(*pb.Entry) error) error {
-	return l.entries(ctx, start, end, true, fn)
+	return l.EntriesStored(ctx, start, end, func(i uint64, stored []byte) error {
+		e, err := storedEntry(i, stored, true) // decoding copies the bytes it keeps
+		if err != nil {
+			return err
+		}
+		return fn(e)
+	})
 }
 
-// EntriesUndecoded is Entries without the fields derived from the envelope
-// (entry and leaf hashes, event, registry change, signer key ids): for
-// auditors, who hash and decode the envelope bytes themselves.
-func (l *Ledger) EntriesUndecoded(ctx context.Context, start, end uint64, fn func(*pb.Entry) error) error {
-	return l.entries(ctx, start, end, false, fn)
-}
 
-func (l *Ledger) entries(ctx context.Context, start, end uint64, decode bool, fn func(*pb.Entry) error) error {
+// EntriesStored calls fn for each entry in [start, end), in order, with its
+// stored bytes: a serialized gpuledger.v1.Entry holding accepted_at, the
+// envelope and the flags, without the index (the key's) or anything derived
+// from the envelope. stored is valid only until fn returns. For readers that
+// pass the entries on as they are (StreamEntries' envelopes_only) instead
+// of decoding and encoding each again.
+func (l *Ledger) EntriesStored(ctx context.Context, start, end uint64, fn func(index uint64, stored []byte) error) error {
 	end = min(end, l.Size())
 	const chunk = 256 // bound the time one read transaction stays open
+	var buf []byte
+	var ends []int
 	for start < end {
 		stop := min(end, start+chunk)
-		batch := make([]*pb.Entry, 0, stop-start)
+		buf, ends = buf[:0], ends[:0]
 		// One ordered scan of the entry keys: a point look-up per entry
 		// (bloom filters, each level's tables, the block found again for
 		// every key) cost a reader of the whole log more than the scan.
@@ -155,29 +161,29 @@ func (l *Ledger) entries(ctx context.Context, start, end uint64, decode bool, fn
 				if !it.ValidForPrefix(opts.Prefix) || len(it.Item().Key()) != 9 || binary.BigEndian.Uint64(it.Item().Key()[1:]) != i {
 					return fmt.Errorf("entry %d: %w", i, ErrNotFound)
 				}
-				var e *pb.Entry
 				err := it.Item().Value(func(b []byte) error {
-					var err error
-					e, err = storedEntry(i, b, decode, decode) // decoding copies the bytes it keeps
-					return err
+					buf = append(buf, b...)
+					return nil
 				})
 				if err != nil {
 					return fmt.Errorf("read entry %d: %w", i, err)
 				}
-				batch = append(batch, e)
+				ends = append(ends, len(buf))
 				it.Next()
 			}
 			return nil
 		}); err != nil {
 			return err
 		}
-		for _, e := range batch {
+		from := 0
+		for k, to := range ends {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := fn(e); err != nil {
+			if err := fn(start+uint64(k), buf[from:to:to]); err != nil {
 				return err
 			}
+			from = to
 		}
 		start = stop
 	}

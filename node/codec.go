@@ -39,6 +39,19 @@ var notCanonicalMark = protowire.AppendVarint(protowire.AppendTag(nil, 2047, pro
 // answer INVALID_ARGUMENT with an ErrorInfo instead.
 const undecodableField = 2046
 
+// preEncoded is a message the server sends already in its wire encoding
+// (streamStored builds StreamEntries' messages from the stored entries).
+type preEncoded []byte
+
+// Marshal encodes as gRPC's own codec does, and passes a preEncoded message
+// through as it is.
+func (c canonicalCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := v.(preEncoded); ok {
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
 func (c canonicalCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, ok := v.(proto.Message)
 	if !ok {

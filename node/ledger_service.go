@@ -11,6 +11,7 @@ import (
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 type ledgerService struct {
@@ -222,37 +223,16 @@ func (s *ledgerService) StreamEntries(req *pb.StreamEntriesRequest, stream grpc.
 		wake := s.n.waitApplied()
 		size := s.n.ledger.Size()
 		if next < size {
-			read := s.n.ledger.Entries
+			var err error
 			if req.GetEnvelopesOnly() {
-				read = s.n.ledger.EntriesUndecoded
-			}
-			var batch []*pb.Entry
-			var batchBytes int
-			flush := func() error {
-				if len(batch) == 0 {
-					return nil
-				}
-				err := stream.Send(&pb.StreamEntriesResponse{Entries: batch})
-				batch, batchBytes = nil, 0
-				return err
-			}
-			err := read(ctx, next, size, func(e *pb.Entry) error {
-				next = e.GetIndex() + 1
-				if max := int(req.GetBatch()); max > 1 {
-					batch, batchBytes = append(batch, e), batchBytes+len(e.GetEnvelope())
-					if len(batch) >= max || batchBytes >= 1<<20 {
-						return flush()
-					}
-					return nil
-				}
-				return stream.Send(&pb.StreamEntriesResponse{Entry: e})
-			})
-			if err == nil {
-				err = flush()
+				err = streamStored(ctx, s.n.ledger, next, size, int(req.GetBatch()), stream)
+			} else {
+				err = streamDecoded(ctx, s.n.ledger, next, size, int(req.GetBatch()), stream)
 			}
 			if err != nil {
 				return toStatus(ctx, s.n.log, err)
 			}
+			next = size
 			continue
 		}
 		if !req.GetFollow() {
@@ -266,6 +246,82 @@ func (s *ledgerService) StreamEntries(req *pb.StreamEntriesRequest, stream grpc.
 			return toStatus(ctx, s.n.log, errUnavailable{"node is shutting down"})
 		}
 	}
+}
+
+// streamDecoded sends entries [from, to) decoded, batch at a time (one
+// entry a message when batch is 0 or 1).
+func streamDecoded(ctx context.Context, l *ledger.Ledger, from, to uint64, batch int, stream grpc.ServerStreamingServer[pb.StreamEntriesResponse]) error {
+	var entries []*pb.Entry
+	var size int
+	flush := func() error {
+		if len(entries) == 0 {
+			return nil
+		}
+		err := stream.Send(&pb.StreamEntriesResponse{Entries: entries})
+		entries, size = nil, 0
+		return err
+	}
+	err := l.Entries(ctx, from, to, func(e *pb.Entry) error {
+		if batch <= 1 {
+			return stream.Send(&pb.StreamEntriesResponse{Entry: e})
+		}
+		entries, size = append(entries, e), size+len(e.GetEnvelope())
+		if len(entries) >= batch || size >= maxStreamBatchBytes {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// maxStreamBatchBytes is where a batch of StreamEntries stops short of
+// batch entries.
+const maxStreamBatchBytes = 1 << 20
+
+// streamStored sends entries [from, to) as stored (envelopes_only), in
+// messages built from the stored bytes: each entry's stored encoding (an
+// Entry with accepted_at, envelope and flags) with its index appended, which
+// protobuf decodes as one Entry; the node neither decodes nor re-encodes
+// them.
+func streamStored(ctx context.Context, l *ledger.Ledger, from, to uint64, batch int, stream grpc.ServerStream) error {
+	field := protowire.Number(2) // StreamEntriesResponse.entries
+	if batch <= 1 {
+		field, batch = 1, 1 // .entry
+	}
+	var msg []byte
+	var n int
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		err := stream.SendMsg(preEncoded(msg)) // gRPC may write it after SendMsg returns: a new buffer each time
+		msg, n = nil, 0
+		return err
+	}
+	err := l.EntriesStored(ctx, from, to, func(i uint64, stored []byte) error {
+		size := len(stored)
+		if i != 0 {
+			size += protowire.SizeTag(1) + protowire.SizeVarint(i)
+		}
+		msg = protowire.AppendTag(msg, field, protowire.BytesType)
+		msg = protowire.AppendVarint(msg, uint64(size))
+		msg = append(msg, stored...)
+		if i != 0 {
+			msg = protowire.AppendTag(msg, 1, protowire.VarintType) // Entry.index
+			msg = protowire.AppendVarint(msg, i)
+		}
+		if n++; n >= batch || len(msg) >= maxStreamBatchBytes {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
 }
 
 func (s *ledgerService) ListSerials(ctx context.Context, req *pb.ListSerialsRequest) (*pb.ListSerialsResponse, error) {

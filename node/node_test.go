@@ -454,32 +454,64 @@ func TestReadsAndPaging(t *testing.T) {
 	if m, err := stream.Recv(); err != nil || m.GetEntry().GetIndex() != 5 {
 		t.Fatalf("followed stream = %v, %v; want the new entry 5", m, err)
 	}
-	// In batches, envelopes only: every entry once, in order, undecoded.
-	bs, err := tn.lc.StreamEntries(ctx, &pb.StreamEntriesRequest{Batch: 4, EnvelopesOnly: true})
+	// Envelopes only (the node sends the stored bytes as they are), in
+	// batches and one a message: every entry once, in order, with its index,
+	// time, envelope and flags as the decoded stream has them, and nothing
+	// derived from the envelope.
+	var decoded []*pb.Entry
+	ds, err := tn.lc.StreamEntries(ctx, &pb.StreamEntriesRequest{Batch: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sent []uint64
 	for {
-		m, err := bs.Recv()
+		m, err := ds.Recv()
 		if err == io.EOF {
 			break
 		}
-		if err != nil || m.GetEntry() != nil || len(m.GetEntries()) > 4 {
-			t.Fatalf("batched stream = %v, %v", m, err)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, e := range m.GetEntries() {
-			if e.GetEvent() != nil || e.GetEntryHash() != nil || e.GetLeafHash() != nil || len(e.GetEnvelope()) == 0 || e.GetAcceptedAt() == nil {
-				t.Fatalf("entry %d of an envelopes_only stream: event %v, entry hash %x, leaf hash %x, %d envelope bytes, accepted at %v",
-					e.GetIndex(), e.GetEvent(), e.GetEntryHash(), e.GetLeafHash(), len(e.GetEnvelope()), e.GetAcceptedAt())
+		decoded = append(decoded, m.GetEntries()...)
+	}
+	for _, batch := range []uint32{4, 0} {
+		bs, err := tn.lc.StreamEntries(ctx, &pb.StreamEntriesRequest{Batch: batch, EnvelopesOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sent []uint64
+		for {
+			m, err := bs.Recv()
+			if err == io.EOF {
+				break
 			}
-			sent = append(sent, e.GetIndex())
+			got := m.GetEntries()
+			if batch == 0 {
+				got = []*pb.Entry{m.GetEntry()}
+			}
+			if err != nil || (batch > 0) != (m.GetEntry() == nil) || len(got) > max(int(batch), 1) {
+				t.Fatalf("envelopes_only stream, batch %d = %v, %v", batch, m, err)
+			}
+			for _, e := range got {
+				if e.GetEvent() != nil || e.GetEntryHash() != nil || e.GetLeafHash() != nil || e.GetSignerKeyIds() != nil {
+					t.Fatalf("entry %d of an envelopes_only stream: event %v, entry hash %x, leaf hash %x, signers %v",
+						e.GetIndex(), e.GetEvent(), e.GetEntryHash(), e.GetLeafHash(), e.GetSignerKeyIds())
+				}
+				i := e.GetIndex()
+				if i >= uint64(len(decoded)) {
+					t.Fatalf("envelopes_only stream sent entry %d of %d", i, len(decoded))
+				}
+				d := decoded[i]
+				if want := (&pb.Entry{Index: i, AcceptedAt: d.GetAcceptedAt(), Envelope: d.GetEnvelope(), Flags: d.GetFlags()}); !proto.Equal(e, want) {
+					t.Fatalf("entry %d of an envelopes_only stream:\n%v\nwant the decoded stream's\n%v", i, e, want)
+				}
+				sent = append(sent, e.GetIndex())
+			}
+		}
+		if !slices.Equal(sent, []uint64{0, 1, 2, 3, 4, 5}) {
+			t.Fatalf("envelopes_only stream, batch %d, sent entries %v", batch, sent)
 		}
 	}
-	if !slices.Equal(sent, []uint64{0, 1, 2, 3, 4, 5}) {
-		t.Fatalf("batched stream sent entries %v", sent)
-	}
-	bs, err = tn.lc.StreamEntries(ctx, &pb.StreamEntriesRequest{Batch: 5000})
+	bs, err := tn.lc.StreamEntries(ctx, &pb.StreamEntriesRequest{Batch: 5000})
 	if err == nil {
 		_, err = bs.Recv()
 	}
