@@ -272,6 +272,9 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	}
 	conn, err := client.Dial(c.node, o,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(16<<20)),
+		// Reads of 256 KiB (gRPC's default is 32): verify --all receives the
+		// whole log.
+		grpc.WithReadBufferSize(256<<10),
 		grpc.WithChainUnaryInterceptor(c.unaryInterceptor), grpc.WithChainStreamInterceptor(c.streamInterceptor))
 	if err != nil {
 		return nil, fmt.Errorf("--node %q: %w", c.node, err)
