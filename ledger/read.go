@@ -132,7 +132,6 @@ func (l *Ledger) Entries(ctx context.Context, start, end uint64, fn func(*pb.Ent
 	})
 }
 
-
 // EntriesStored calls fn for each entry in [start, end), in order, with its
 // stored bytes: a serialized gpuledger.v1.Entry holding accepted_at, the
 // envelope and the flags, without the index (the key's) or anything derived
