@@ -455,13 +455,25 @@ func TestClusterLeaderKill(t *testing.T) {
 	if elected > 15*time.Second {
 		t.Errorf("a new leader took %v", elected)
 	}
-	time.Sleep(2 * time.Second) // writes go on under the new leader
+	// Writes go on under the new leader: for 2 s, and until at least 20 in
+	// all were acknowledged (a loaded machine runs the CLI slowly).
+	mu.Lock()
+	before := len(acked)
+	mu.Unlock()
+	for deadline, min := time.Now().Add(time.Minute), time.Now().Add(2*time.Second); ; time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if (n >= 20 && n > before && time.Now().After(min)) || time.Now().After(deadline) {
+			break
+		}
+	}
 	close(stop)
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	if len(acked) < 20 {
-		t.Fatalf("only %d appends acknowledged", len(acked))
+	if len(acked) < 20 || len(acked) == before {
+		t.Fatalf("only %d appends acknowledged (%d by the new leader's election)", len(acked), before)
 	}
 	size := c.waitConverged(uint64(len(acked)), survivors...)
 	for _, i := range survivors {
