@@ -460,11 +460,11 @@ func TestClusterLeaderKill(t *testing.T) {
 	mu.Lock()
 	before := len(acked)
 	mu.Unlock()
-	for deadline, min := time.Now().Add(time.Minute), time.Now().Add(2*time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline, atLeast := time.Now().Add(time.Minute), time.Now().Add(2*time.Second); ; time.Sleep(100 * time.Millisecond) {
 		mu.Lock()
 		n := len(acked)
 		mu.Unlock()
-		if (n >= 20 && n > before && time.Now().After(min)) || time.Now().After(deadline) {
+		if (n >= 20 && n > before && time.Now().After(atLeast)) || time.Now().After(deadline) {
 			break
 		}
 	}

@@ -178,8 +178,8 @@ type encodedState struct {
 // encodeStates encodes the states of serials, auditChunk at a time in
 // order, each chunk on GOMAXPROCS goroutines, and sends the chunks on the
 // channel it returns (one chunk ahead of the reader), which it closes after
-// the last.
-func encodeStates(serials []string, states map[string]*pb.SerialState) <-chan []encodedState {
+// the last, or when stop is closed.
+func encodeStates(serials []string, states map[string]*pb.SerialState, stop <-chan struct{}) <-chan []encodedState {
 	out := make(chan []encodedState, 1)
 	go func() {
 		defer close(out)
@@ -202,7 +202,11 @@ func encodeStates(serials []string, states map[string]*pb.SerialState) <-chan []
 				})
 			}
 			wg.Wait()
-			out <- chunk
+			select {
+			case out <- chunk:
+			case <-stop:
+				return
+			}
 			serials = serials[n:]
 		}
 	}()
@@ -231,19 +235,13 @@ func (s *AuditStore) Commit(mark AuditMark, states map[string]*pb.SerialState, r
 	// all cores, while this goroutine updates the map and writes the chunk
 	// before: the encoding was half of a commit that, after a verify --all,
 	// has the machine to itself.
-	encoded := encodeStates(serials, states)
-	defer func() {
-		for range encoded { // a commit that stopped early: let the encoder finish
-		}
-	}()
+	stop := make(chan struct{})
+	defer close(stop) // a commit that fails stops the encoder
+	encoded := encodeStates(serials, states, stop)
 	var root smt.Hash
-	for first := true; first || len(serials) > 0; first = false {
-		n := min(len(serials), auditChunk)
-		serials = serials[n:]
-		var chunk []encodedState
-		if n > 0 {
-			chunk = <-encoded
-		}
+	// The first transaction also carries the registry's leaf, so there is
+	// one even when no serial changed.
+	for chunk, first := <-encoded, true; first || chunk != nil; chunk, first = <-encoded, false {
 		err := func() error {
 			txn := s.db.NewTransaction(true)
 			defer txn.Discard()
