@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/gpuledger/gpuledger/ledger/smt"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"google.golang.org/protobuf/proto"
@@ -47,8 +48,11 @@ type AuditMark struct {
 // OpenAuditStore opens (or creates) the auditor's store in dir; with dir
 // "" it is kept in memory only.
 func OpenAuditStore(dir string) (*AuditStore, error) {
+	// Uncompressed: a commit after a full run of 26,000 serials took
+	// 445-508 ms against 538-691 ms compressed, for 17 MB on disk instead
+	// of 9 (the store is an auditor's, of a size its ledger bounds).
 	o := badger.DefaultOptions(dir).WithLogger(nil).WithMetricsEnabled(false).WithDetectConflicts(false).
-		WithNumVersionsToKeep(1).WithMemTableSize(32 << 20).WithValueLogFileSize(64 << 20)
+		WithNumVersionsToKeep(1).WithMemTableSize(32 << 20).WithValueLogFileSize(64 << 20).WithCompression(options.None)
 	if dir == "" {
 		o = o.WithInMemory(true).WithDir("").WithValueDir("")
 	}
@@ -164,7 +168,7 @@ type AuditChange struct {
 
 // auditChunk bounds the serials written (states and map leaves) in one of
 // Commit's transactions.
-const auditChunk = 2000
+var auditChunk = 2000 // a variable for tests
 
 // An encodedState is a serial's state as Commit writes it, with its map
 // leaf.
@@ -238,45 +242,68 @@ func (s *AuditStore) Commit(mark AuditMark, states map[string]*pb.SerialState, r
 	stop := make(chan struct{})
 	defer close(stop) // a commit that fails stops the encoder
 	encoded := encodeStates(serials, states, stop)
-	var root smt.Hash
+	// Each chunk's transaction commits (badger writes it) while the next
+	// chunk's map update is computed. The next chunk's transaction is
+	// opened before that commit (one opened after would wait for it), so
+	// it does not see the tiles the chunk before wrote: its map takes them
+	// from that chunk's batch (prev) first.
+	var (
+		root     smt.Hash
+		prev     *batchMap
+		inflight chan error // the chunk before's commit
+	)
+	txn := s.db.NewTransaction(true)
+	failed := func(err error) (smt.Hash, error) {
+		if inflight != nil {
+			<-inflight
+		}
+		txn.Discard()
+		s.cache = make(mapCache) // it may hold tiles of a transaction that did not commit
+		return smt.Hash{}, err
+	}
 	// The first transaction also carries the registry's leaf, so there is
 	// one even when no serial changed.
 	for chunk, first := <-encoded, true; first || chunk != nil; chunk, first = <-encoded, false {
-		err := func() error {
-			txn := s.db.NewTransaction(true)
-			defer txn.Discard()
-			updates := make([]smt.Update, 0, len(chunk)+1)
-			if first {
-				updates = append(updates, u)
-			}
-			for _, e := range chunk {
-				if e.err != nil {
-					return e.err
-				}
-				if err := txn.Set(serialKey(e.serial), e.b); err != nil {
-					return err
-				}
-				updates = append(updates, e.leaf)
-			}
-			m := newBatchMap(txn, s.cache, false)
-			var err error
-			if root, err = smt.Apply(m, updates); err != nil {
-				return fmt.Errorf("serial map: %w", err)
-			}
-			if err := m.flush(); err != nil {
-				return err
-			}
-			if err := txn.Commit(); err != nil {
-				return err
-			}
-			m.commit()
-			return nil
-		}()
-		if err != nil {
-			s.cache = make(mapCache) // it may hold tiles of a transaction that did not commit
-			return smt.Hash{}, err
+		updates := make([]smt.Update, 0, len(chunk)+1)
+		if first {
+			updates = append(updates, u)
 		}
+		for _, e := range chunk {
+			if e.err != nil {
+				return failed(e.err)
+			}
+			if err := txn.Set(serialKey(e.serial), e.b); err != nil {
+				return failed(err)
+			}
+			updates = append(updates, e.leaf)
+		}
+		m := newBatchMap(txn, s.cache, false)
+		m.prev = prev
+		var err error
+		if root, err = smt.Apply(m, updates); err != nil {
+			return failed(fmt.Errorf("serial map: %w", err))
+		}
+		if err := m.flush(); err != nil {
+			return failed(err)
+		}
+		m.prev = nil // the next batch reads this one's tiles, not those before
+		if inflight != nil {
+			err := <-inflight
+			if inflight = nil; err != nil {
+				return failed(err)
+			}
+		}
+		next := s.db.NewTransaction(true) // sees every chunk but this one
+		m.commit()
+		done := make(chan error, 1)
+		txn.CommitWith(func(err error) { done <- err })
+		txn, prev, inflight = next, m, done
 	}
+	if err := <-inflight; err != nil {
+		inflight = nil
+		return failed(err)
+	}
+	txn.Discard()
 	mark.MapRoot = root
 	err = s.db.Update(func(txn *badger.Txn) error {
 		for _, c := range changes {

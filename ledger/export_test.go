@@ -55,3 +55,11 @@ func AlterMapSnapshot(dir string, depth int, all bool) (int, error) {
 	copy(b[len(b)-32:], sum[:])
 	return changed, os.WriteFile(path, b, 0o600)
 }
+
+// SetAuditChunk makes AuditStore.Commit write n serials a transaction,
+// until the returned function restores the default.
+func SetAuditChunk(n int) (restore func()) {
+	old := auditChunk
+	auditChunk = n
+	return func() { auditChunk = old }
+}

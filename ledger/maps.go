@@ -242,6 +242,10 @@ type batchMap struct {
 	txn    *badger.Txn
 	cache  mapCache
 	behind bool
+	// prev is the batch before, when txn does not see what it wrote (an
+	// audit store's commit, which writes the chunk before meanwhile): the
+	// tiles it changed are read from it first.
+	prev *batchMap
 	// journal: updateMap journals the updates (a ledger's on disk).
 	journal bool
 	tiles   map[tileKey]*tile
@@ -261,6 +265,11 @@ func cachedDepth(key tileKey) bool { return int(key.depth) < mapCacheDepth }
 
 func (m *batchMap) tile(key tileKey) (*tile, error) {
 	if t, ok := m.tiles[key]; ok {
+		return t, nil
+	}
+	if m.prev != nil && m.prev.dirty[key] {
+		t := m.prev.tiles[key] // not changed in place: Put copies it
+		m.tiles[key] = t
 		return t, nil
 	}
 	if cachedDepth(key) {
