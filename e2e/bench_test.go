@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/gpuledger/gpuledger/ledger"
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
 	"github.com/gpuledger/gpuledger/proto/gpuledger/v1/gpuledgerv1grpc"
+	"github.com/gpuledger/gpuledger/verify"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -63,7 +65,7 @@ func BenchmarkVerifyAllCLI(b *testing.B) {
 	genesis := filepath.Join(nodeDir, "genesis.json")
 
 	// The baseline's envelopes and keys, from the node.
-	envs, byID, hybrid := ledgerSample(b, d, genesis)
+	envs, byID, hybrid, all := ledgerSample(b, d, genesis)
 	rng := rand.New(rand.NewPCG(7, 8))
 	sample := make([][]byte, 16_384)
 	for i := range sample {
@@ -94,7 +96,7 @@ func BenchmarkVerifyAllCLI(b *testing.B) {
 	}
 	var full, inc, fullClient, fullNode time.Duration
 	var entries, grown uint64
-	var raw float64
+	var raw, inproc, inprocRaw float64
 	seed := uint64(time.Now().UnixNano()%1_000_000_000) + 2
 	for b.Loop() {
 		trust := b.TempDir()
@@ -103,6 +105,9 @@ func BenchmarkVerifyAllCLI(b *testing.B) {
 		fullClient, fullNode = clientCPU, nodeCPU
 		r2 := float64(len(sample)) / base.Run().Seconds()
 		raw = (r1 + r2) / 2
+		inproc = float64(len(all)) / verifyInProcess(b, genesis, all).Seconds()
+		r3 := float64(len(sample)) / base.Run().Seconds()
+		inprocRaw = (r2 + r3) / 2
 		if out, errOut, code := run(b, bin.cli, append(d.cliArgs(), "simulate", "--keys", filepath.Join(nodeDir, "keys"),
 			"--serials", fmt.Sprint(max(serials/100, 1)), "--seed", fmt.Sprint(seed), "--out", simDir)...); code != 0 {
 			b.Fatalf("simulate the growth: exit %d\n%s%s", code, out, errOut)
@@ -116,6 +121,7 @@ func BenchmarkVerifyAllCLI(b *testing.B) {
 	b.ReportMetric(rate, "cli-entries/s")
 	b.ReportMetric(raw, "raw-verify/s")
 	b.ReportMetric(rate/raw, "ratio-to-raw")
+	b.ReportMetric(inproc/inprocRaw, "in-process-ratio-to-raw")
 	b.ReportMetric(float64(grown), "grown-entries")
 	b.ReportMetric(full.Seconds(), "full-s")
 	b.ReportMetric(inc.Seconds(), "incremental-s")
@@ -127,6 +133,38 @@ func BenchmarkVerifyAllCLI(b *testing.B) {
 	b.ReportMetric(fullNode.Seconds(), "node-cpu-s")
 	sigCPU := float64(entries) / raw * float64(runtime.GOMAXPROCS(0))
 	b.ReportMetric(sigCPU/fullClient.Seconds(), "cli-cpu-in-signatures")
+}
+
+// verifyInProcess verifies entries as verify --all does, in this process
+// and without the wire: the stream's checkers and sequencer, and the
+// commit to an audit store in memory. It returns the time taken.
+func verifyInProcess(b *testing.B, genesis string, entries []*pb.Entry) time.Duration {
+	b.Helper()
+	gb, err := os.ReadFile(genesis)
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := verify.New(gb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(200)) // as the CLI runs
+	t0 := time.Now()
+	s := v.NewStream()
+	defer s.Close()
+	for _, e := range entries {
+		if err := s.Add(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rep, err := s.Finish()
+	if err != nil || !rep.OK() {
+		b.Fatalf("in process: %+v, %v", rep, err)
+	}
+	if _, err := s.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(t0)
 }
 
 // processCPU is a process's user and system CPU time so far, from /proc.
@@ -144,7 +182,7 @@ func processCPU(b *testing.B, pid int) time.Duration {
 // ledgerSample streams the node's log and returns its custody-event
 // envelopes, every key its registry ever held (genesis and registry
 // changes) by id, and the share of the envelopes signed with ML-DSA-65 too.
-func ledgerSample(b *testing.B, d *devNode, genesis string) ([][]byte, map[string]*pb.PublicKey, float64) {
+func ledgerSample(b *testing.B, d *devNode, genesis string) ([][]byte, map[string]*pb.PublicKey, float64, []*pb.Entry) {
 	b.Helper()
 	g := new(pb.Genesis)
 	gb, err := os.ReadFile(genesis)
@@ -170,6 +208,7 @@ func ledgerSample(b *testing.B, d *devNode, genesis string) ([][]byte, map[strin
 		b.Fatal(err)
 	}
 	var envs [][]byte
+	var all []*pb.Entry
 	var hybrid int
 	for {
 		m, err := st.Recv()
@@ -179,6 +218,7 @@ func ledgerSample(b *testing.B, d *devNode, genesis string) ([][]byte, map[strin
 		if err != nil {
 			b.Fatal(err)
 		}
+		all = append(all, m.GetEntry())
 		env, rej := ledger.DecodeEnvelope(m.GetEntry().GetEnvelope())
 		if rej != nil {
 			b.Fatal(rej)
@@ -199,5 +239,5 @@ func ledgerSample(b *testing.B, d *devNode, genesis string) ([][]byte, map[strin
 		}
 		envs = append(envs, m.GetEntry().GetEnvelope())
 	}
-	return envs, byID, float64(hybrid) / float64(len(envs))
+	return envs, byID, float64(hybrid) / float64(len(envs)), all
 }
