@@ -298,7 +298,9 @@ func streamStored(ctx context.Context, l *ledger.Ledger, from, to uint64, batch 
 			return nil
 		}
 		err := stream.SendMsg(preEncoded(msg)) // gRPC may write it after SendMsg returns: a new buffer each time
-		msg, n = nil, 0
+		// The next message is about as long: one allocation for it, not a
+		// dozen grown and copied (a tenth of the node's CPU in a stream).
+		msg, n = make([]byte, 0, len(msg)+len(msg)/8), 0
 		return err
 	}
 	err := l.EntriesStored(ctx, from, to, func(i uint64, stored []byte) error {
