@@ -33,9 +33,12 @@ import (
 // about 229,000 entries, the datacentres' attestations signed Ed25519 +
 // ML-DSA-65, the rest Ed25519). Each round measures the machine's raw
 // parallel verify rate on a sample of the same envelopes before and after
-// the run (the ratio's baseline), a full run from scratch, then grows the
-// ledger by about 1% and times the incremental run that resumes from the
-// audit store. The ledger is built once, in the temporary directory.
+// the run (the ratio's baseline), a full run from scratch, the same
+// entries verified in this process without the wire (between baselines of
+// their own: in-process-ratio-to-raw, what the CLI's ratio is to be read
+// beside), then grows the ledger by about 1% and times the incremental run
+// that resumes from the audit store. The ledger is built once, in the
+// temporary directory.
 //
 // Run under taskset with GPULEDGER_BENCH_NODE_CPUS, the node runs on other
 // CPUs than the auditor, as an audit of a remote node does: for example
