@@ -7,7 +7,6 @@ import (
 	"time"
 
 	pb "github.com/gpuledger/gpuledger/proto/gpuledger/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // Participants looks participants up by id. Implementations MUST return nil for
@@ -317,7 +316,7 @@ func advance(next *pb.SerialState, s Step) {
 // speak records that a party with standing spoke for the serial: where the
 // GPU is, and the clock SILENT runs from.
 func speak(next *pb.SerialState, s Step) {
-	next.Location = proto.Clone(s.Event.GetLocation()).(*pb.Location)
+	next.Location = cloneLocation(s.Event.GetLocation())
 	next.CustodyAt = s.Event.GetOccurredAt()
 	next.CustodyIndex = s.Index
 	if p := s.Event.GetParentSerial(); p != "" {
@@ -374,7 +373,7 @@ func move(next, st *pb.SerialState, s Step, reg Participants, pol Policy, f *fla
 
 	case pb.EventType_EVENT_TYPE_INSTALLED:
 		next.State = pb.CustodyState_CUSTODY_STATE_INSTALLED
-		next.InstallSite = proto.Clone(ev.GetLocation()).(*pb.Location)
+		next.InstallSite = cloneLocation(ev.GetLocation())
 		next.InstallIndex = s.Index
 		next.LastAttestedAt = ev.GetOccurredAt()
 		next.InstalledByCustodian = true
@@ -531,7 +530,7 @@ func evidence(next, st *pb.SerialState, s Step, standing Standing, f *flagger) {
 				actor, sh.GetShipper(), sh.GetConsignee(), sh.GetShippedIndex(), sh.GetConsignee())
 		}
 		f.add(pb.FindingKind_FINDING_KIND_RECEIVER_MISMATCH, pb.Severity_SEVERITY_HIGH, country, parts, related, "%s", detail)
-		c := &pb.Claim{Claimant: actor, Index: s.Index, ClaimedAt: ev.GetOccurredAt(), Location: proto.Clone(ev.GetLocation()).(*pb.Location)}
+		c := &pb.Claim{Claimant: actor, Index: s.Index, ClaimedAt: ev.GetOccurredAt(), Location: cloneLocation(ev.GetLocation())}
 		next.Claims = slices.DeleteFunc(next.Claims, func(o *pb.Claim) bool { return o.GetClaimant() == actor })
 		next.Claims = append(next.Claims, c)
 	case pb.EventType_EVENT_TYPE_ATTESTED:
