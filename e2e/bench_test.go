@@ -184,7 +184,8 @@ func processCPU(b *testing.B, pid int) time.Duration {
 
 // ledgerSample streams the node's log and returns its custody-event
 // envelopes, every key its registry ever held (genesis and registry
-// changes) by id, and the share of the envelopes signed with ML-DSA-65 too.
+// changes) by id, the share of the envelopes signed with ML-DSA-65 too, and
+// every entry as streamed (for the in-process verify).
 func ledgerSample(b *testing.B, d *devNode, genesis string) ([][]byte, map[string]*pb.PublicKey, float64, []*pb.Entry) {
 	b.Helper()
 	g := new(pb.Genesis)

@@ -274,10 +274,10 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(16<<20)),
 		// Reads of 256 KiB (gRPC's default is 32), and flow-control windows
 		// of 4 MiB a stream and 8 MiB the connection (the default starts at
-		// 64 KiB and grows): verify --all receives the whole log, and with
-		// the small windows sent a window update every few frames, which
-		// cost both processes CPU (the node 8% of its, the CLI 0.2 s of
-		// system time over 240,000 entries).
+		// 64 KiB and grows): verify --all receives the whole log, and the
+		// window updates the small windows called for cost 8% of the
+		// node's CPU and 0.2 s of the CLI's system time over 240,000
+		// entries.
 		grpc.WithReadBufferSize(256<<10), grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(8<<20),
 		grpc.WithChainUnaryInterceptor(c.unaryInterceptor), grpc.WithChainStreamInterceptor(c.streamInterceptor))
 	if err != nil {
